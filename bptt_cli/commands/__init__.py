@@ -1,0 +1,1 @@
+"""One module per subcommand: each declares its options and calls the library."""

@@ -1,0 +1,118 @@
+"""Recurrent models behind one interface: ``forward(x, state) -> (y, state)``.
+
+The cell type (LSTM, GRU, vanilla RNN) is chosen once, at construction, and
+runs on torch's fused recurrent layers (oneDNN on CPU, cuDNN on CUDA). A state
+is always a tuple of tensors of shape (layers, batch, hidden): ``(h,)`` for GRU
+and RNN, ``(h, c)`` for LSTM, so carrying and detaching never branch on the cell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from bptt_cli.errors import BpttError
+
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+State = tuple[torch.Tensor, ...]
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model from its weights."""
+
+    cell: str = "lstm"  # lstm | gru | rnn
+    input_size: int = 0  # vocabulary size for tokens, feature count otherwise
+    output_size: int = 0  # vocabulary size for tokens, target count otherwise
+    tokens: bool = True  # inputs are token ids (embedded) rather than feature vectors
+    embed: int = 128  # embedding width (tokens only)
+    hidden: int = 256  # recurrent state width
+    layers: int = 2
+    dropout: float = 0.0  # on embeddings, between layers and before the decoder
+    tie_weights: bool = False  # decoder shares the embedding matrix (needs embed == hidden)
+
+    def validate(self) -> None:
+        if self.cell not in CELLS:
+            raise BpttError(f"unknown model {self.cell!r}; use one of {', '.join(CELLS)}")
+        for name in ("hidden", "layers", "embed"):
+            if getattr(self, name) < 1:
+                raise BpttError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise BpttError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.tie_weights and not self.tokens:
+            raise BpttError("--tie-weights needs token inputs (text); drop it for feature data")
+        if self.tie_weights and self.embed != self.hidden:
+            raise BpttError(
+                f"--tie-weights needs --embed equal to --hidden (got {self.embed} and {self.hidden})"
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class RecurrentModel(nn.Module):
+    """Encoder (embedding or identity) -> stacked recurrent layer -> linear decoder."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        width = config.embed if config.tokens else config.input_size
+        self.embedding = nn.Embedding(config.input_size, config.embed) if config.tokens else None
+        self.rnn = CELLS[config.cell](
+            width,
+            config.hidden,
+            num_layers=config.layers,
+            dropout=config.dropout if config.layers > 1 else 0.0,
+        )
+        self.drop = nn.Dropout(config.dropout)
+        self.decoder = nn.Linear(config.hidden, config.output_size)
+        if config.tie_weights:
+            self.decoder.weight = self.embedding.weight
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        """Zeros of shape (layers, batch, hidden), one tensor per state part."""
+        parts = 2 if self.config.cell == "lstm" else 1
+        weight = self.decoder.weight
+        zeros = torch.zeros(
+            self.config.layers, batch_size, self.config.hidden, device=device or weight.device, dtype=weight.dtype
+        )
+        return tuple(zeros.clone() for _ in range(parts))
+
+    @staticmethod
+    def detach_state(state: State) -> State:
+        """Cut the graph at a window boundary: values carry over, gradients do not."""
+        return tuple(s.detach() for s in state)
+
+    def recur(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Run the recurrence: x (T, B) ids or (T, B, F) features -> outputs (T, B, hidden)."""
+        inputs = self.drop(self.embedding(x)) if self.embedding is not None else x
+        if self.config.cell == "lstm":
+            out, (h, c) = self.rnn(inputs, state)
+            return out, (h, c)
+        out, h = self.rnn(inputs, state[0])
+        return out, (h,)
+
+    def decode(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Outputs (..., hidden) -> logits or predictions (..., output_size)."""
+        return self.decoder(self.drop(hidden))
+
+    def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        out, state = self.recur(x, state)
+        return self.decode(out), state
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by the part of the model they belong to, for per-layer gradient norms."""
+        groups: dict[str, list[nn.Parameter]] = {}
+        if self.embedding is not None:
+            groups["embedding"] = [self.embedding.weight]
+        for layer in range(self.config.layers):
+            groups[f"{self.config.cell} layer {layer + 1}"] = [
+                p for name, p in self.rnn.named_parameters() if name.endswith(f"_l{layer}")
+            ]
+        shared = {id(p) for ps in groups.values() for p in ps}
+        groups["decoder"] = [p for p in self.decoder.parameters() if id(p) not in shared]
+        return groups

@@ -1,0 +1,23 @@
+"""How evaluation results look: a table on stderr, or one JSON object on stdout."""
+
+from __future__ import annotations
+
+from bptt_cli.render.console import print_json, print_table
+
+
+def render_text_scores(figures: dict, as_json: bool) -> None:
+    if as_json:
+        print_json(figures)
+        return
+    unit = "char" if figures["tokenizer"] == "char" else "token"
+    print_table(
+        "evaluation",
+        ["", "value"],
+        [
+            ["loss (nats/token)", figures["loss"]],
+            ["perplexity", figures["perplexity"]],
+            [f"bits per {unit}", figures["bits_per_token"]],
+            ["tokens scored", figures["tokens"]],
+            ["unknown tokens skipped", figures["unknown_tokens"]],
+        ],
+    )

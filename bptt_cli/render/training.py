@@ -1,0 +1,122 @@
+"""How a training run looks: a live progress bar and tables on a terminal, one-line records otherwise."""
+
+from __future__ import annotations
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from bptt_cli.render.console import fmt, info, plain, print_table, stderr_console
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def _norm_rows(record: dict) -> list[list]:
+    rows = [
+        ["global (pre-clip) mean", record["grad_norm_mean"]],
+        ["global (pre-clip) max", record["grad_norm_max"]],
+        ["share of steps clipped", record["clip_share"]],
+    ]
+    return rows + [[f"{name} (mean)", v] for name, v in record["layer_grad_norms"].items()]
+
+
+class TrainReporter:
+    """Receives the trainer's plain records and shows them to a person."""
+
+    def __init__(self, unit: str = "token"):
+        self.plain = plain()
+        self.unit = unit
+        self.progress: Progress | None = None
+        self.task = None
+        self.last_loss = "-"
+        self.last_rate = "-"
+
+    # -- the trainer's Reporter protocol
+    def start(self, plan: dict) -> None:
+        info(
+            f"training {plan['parameters']:,} parameters on {plan['streams']} streams of "
+            f"{plan['steps_per_stream']:,} steps: {plan['updates_per_epoch']:,} updates per epoch, "
+            f"{plan['total_updates']:,} at most"
+        )
+        if "full_bptt_activation_bytes" in plan:
+            info(
+                f"full BPTT (--window 0) back-propagates through whole streams: about "
+                f"{_bytes(plan['full_bptt_activation_bytes'])} of activations per update, growing with the data"
+            )
+        if not self.plain:
+            self.progress = Progress(
+                TextColumn("epoch {task.fields[epoch]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}  {task.fields[rate]} tok/s"),
+                TimeRemainingColumn(),
+                console=stderr_console(),
+                transient=True,
+            )
+            self.task = self.progress.add_task("train", total=plan["total_updates"], epoch=1, loss="-", rate="-")
+            self.progress.start()
+
+    def step(self, step: int, epoch: int) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step, epoch=epoch)
+
+    def log(self, record: dict) -> None:
+        self.last_loss = fmt(record["train_loss"])
+        self.last_rate = f"{record['tokens_per_second']:,.0f}"
+        if self.progress is not None:
+            self.progress.update(self.task, loss=self.last_loss, rate=self.last_rate)
+            self.progress.console.print(
+                f"step {record['step']} epoch {record['epoch']}: train loss {self.last_loss}, "
+                f"lr {fmt(record['lr'])}, {self.last_rate} tok/s"
+            )
+            print_table(f"gradient norms, steps to {record['step']}", ["gradient norm", "value"],
+                        _norm_rows(record), console=self.progress.console)
+            return
+        layers = " ".join(f"norm[{k}]={fmt(v)}" for k, v in record["layer_grad_norms"].items())
+        info(
+            f"step={record['step']} epoch={record['epoch']} train_loss={self.last_loss} "
+            f"grad_norm_mean={fmt(record['grad_norm_mean'])} grad_norm_max={fmt(record['grad_norm_max'])} "
+            f"clip_share={fmt(record['clip_share'])} lr={fmt(record['lr'])} "
+            f"tokens_per_s={record['tokens_per_second']:.0f} {layers}"
+        )
+
+    def validation(self, record: dict) -> None:
+        mark = " (best, saved)" if record["best"] else ""
+        line = (
+            f"validation after epoch {record['epoch']} (step {record['step']}): loss {fmt(record['val_loss'])}, "
+            f"perplexity {fmt(record['val_perplexity'])}, bits/{self.unit} {fmt(record['val_bits_per_token'])}{mark}"
+        )
+        self._print(line)
+
+    def note(self, message: str) -> None:
+        self._print(message)
+
+    # -- the end of the run
+    def finish(self, result: dict) -> None:
+        self.close()
+        rows = [
+            ["stopped because", result["stop_reason"].replace("_", " ")],
+            ["updates", result["steps"]],
+            ["epochs", result["epochs"]],
+            ["best validation loss", result["best_val_loss"]],
+            ["time (s)", result["seconds"]],
+            ["tokens/s", result["tokens_per_second"]],
+            ["model file", result["model_file"]],
+        ]
+        print_table("training summary", ["", "value"], rows)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+    def _print(self, line: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(line)
+        else:
+            info(line)
+

@@ -1,0 +1,55 @@
+"""Shared fixtures: every test is seeded, and the data is made here or read from sample_data/."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from bptt_cli.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_TEXT = ROOT / "sample_data" / "shakespeare.txt"
+
+
+@pytest.fixture(autouse=True)
+def seeded():
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def tiny_text(tmp_path: Path) -> Path:
+    """A few kilobytes of real text, enough to fill small streams."""
+    path = tmp_path / "tiny.txt"
+    path.write_text(SAMPLE_TEXT.read_text(encoding="utf-8")[:6000], encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def run():
+    """Run the app in-process; returns (exit code, stdout, stderr)."""
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        result = runner.invoke(app, [str(a) for a in args])
+        return result.exit_code, result.stdout, result.stderr
+
+    return invoke
+
+
+TINY = ["--hidden", "16", "--embed", "8", "--layers", "1", "--batch-size", "4", "--window", "10"]
+
+
+@pytest.fixture
+def tiny_model(tmp_path: Path, tiny_text: Path, run) -> Path:
+    """A model file trained for a few steps on tiny_text."""
+    out = tmp_path / "tiny.pt"
+    code, _, err = run("train", tiny_text, "-o", out, "--max-steps", "5", *TINY)
+    assert code == 0, err
+    return out

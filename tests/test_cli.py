@@ -1,0 +1,194 @@
+"""The command line end to end: train, generate, evaluate, and every kind of bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY
+
+
+def test_train_writes_a_model_that_generates_and_evaluates(tmp_path, tiny_text, run):
+    out = tmp_path / "m.pt"
+    code, stdout, stderr = run("train", tiny_text, "-o", out, "--epochs", "2", "--log-every", "5", *TINY)
+    assert code == 0, stderr
+    assert out.is_file() and stdout == ""  # progress goes to stderr, stdout stays clean
+    assert "grad_norm_mean=" in stderr and "validation after epoch 2" in stderr
+    assert "\x1b[" not in stderr  # no ANSI codes without a terminal
+
+    code, text, _ = run("generate", out, "--prime", "ROMEO:", "--length", "40", "--temperature", "0")
+    assert code == 0 and text.startswith("ROMEO:") and len(text.rstrip("\n")) >= 40
+
+    code, stdout, stderr = run("evaluate", out, tiny_text, "--json")
+    figures = json.loads(stdout)
+    assert code == 0
+    assert set(figures) >= {"loss", "perplexity", "bits_per_token", "tokens", "unknown_tokens"}
+    assert figures["tokens"] == len(tiny_text.read_text()) - 1 and figures["unknown_tokens"] == 0
+    assert figures["perplexity"] == pytest.approx(2.718281828 ** figures["loss"], rel=1e-9)
+
+
+def test_evaluate_skips_and_counts_unknown_characters(tmp_path, tiny_model, run):
+    other = tmp_path / "other.txt"
+    other.write_text("ROMEO: \u00e9\u00e9 Juliet \u20ac\n", encoding="utf-8")
+    code, stdout, _ = run("evaluate", tiny_model, other, "--json")
+    assert code == 0 and json.loads(stdout)["unknown_tokens"] == 3
+
+
+def test_the_model_file_describes_its_run(tiny_model):
+    from bptt_cli.modelfile import load_model_file
+
+    loaded = load_model_file(tiny_model)
+    assert loaded.config["window"] == 10 and loaded.config["model"] == "lstm"
+    assert loaded.summary["data_file"] == "tiny.txt" and len(loaded.summary["data_sha256"]) == 64
+    assert loaded.summary["best_val_loss"] > 0
+
+
+@pytest.mark.parametrize("extra", [["--stride", "4"], ["--window-jitter", "0.3"], ["--stateless"],
+                                   ["--window", "0"], ["--model", "gru", "--schedule", "cosine", "--warmup", "2"],
+                                   ["--model", "rnn", "--optimizer", "sgd", "--lr", "0.5", "--schedule", "plateau"],
+                                   ["--tokenizer", "word"], ["--tokenizer", "byte"],
+                                   ["--embed", "16", "--tie-weights", "--dropout", "0.2", "--layers", "2"]])
+def test_train_options_run(tmp_path, tiny_text, run, extra):
+    out = tmp_path / "m.pt"
+    code, _, stderr = run("train", tiny_text, "-o", out, "--max-steps", "3", *TINY, *extra)
+    assert code == 0, stderr
+    assert out.is_file()
+
+
+def test_full_bptt_says_what_memory_it_needs(tmp_path, tiny_text, run):
+    code, _, stderr = run("train", tiny_text, "-o", tmp_path / "m.pt", "--max-steps", "1", *TINY, "--window", "0")
+    assert code == 0 and "full BPTT" in stderr and "of activations per update" in stderr
+
+
+def test_max_time_stops_cleanly_and_keeps_the_best_model(tmp_path, tiny_text, run):
+    out = tmp_path / "m.pt"
+    code, _, stderr = run("train", tiny_text, "-o", out, "--epochs", "1000", "--max-time", "2s", *TINY)
+    assert code == 0 and out.is_file()
+    assert "max time" in stderr
+
+
+def test_patience_stops_when_validation_stops_improving(tmp_path, tiny_text, run):
+    out = tmp_path / "m.pt"
+    code, _, stderr = run("train", tiny_text, "-o", out, "--epochs", "200", "--patience", "1", "--lr", "0.05", *TINY)
+    assert code == 0 and "early stopping" in stderr
+
+
+def test_divergence_exits_1_and_keeps_the_last_good_model(tmp_path, tiny_text, run, monkeypatch):
+    from bptt_cli.trainer import Trainer
+
+    out = tmp_path / "m.pt"
+    calls = []
+    loss = Trainer.loss
+
+    def poisoned(self, outputs, targets):  # finite for the first epoch, then NaN
+        calls.append(1)
+        value = loss(self, outputs, targets)
+        return value * float("nan") if len(calls) > 140 else value  # 135 updates per epoch
+
+    monkeypatch.setattr(Trainer, "loss", poisoned)
+    code, _, stderr = run("train", tiny_text, "-o", out, "--epochs", "5", "--log-every", "1000", *TINY)
+    assert code == 1
+    assert "diverged" in stderr and "--clip" in stderr and "Traceback" not in stderr
+    assert "validation after epoch 1" in stderr and out.is_file()  # epoch 1's model is kept
+    from bptt_cli.modelfile import load_model_file
+
+    assert load_model_file(out).summary["best_epoch"] == 1
+
+
+def test_an_unexpected_error_is_one_line_too(tmp_path, tiny_text, run, monkeypatch):
+    from bptt_cli.trainer import Trainer
+
+    def broken(self, *args):
+        raise RuntimeError("value cannot be converted to type float without overflow")
+
+    monkeypatch.setattr(Trainer, "update", broken)
+    code, _, stderr = run("train", tiny_text, "-o", tmp_path / "m.pt", *TINY)
+    assert code == 1 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "error: unexpected RuntimeError: value cannot be converted to type float without overflow "
+        "(set BPTT_DEBUG=1 to see where)"
+    )
+
+
+def one_line_error(code, stdout, stderr, needle):
+    assert code == 2, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert needle in lines[0]
+    assert "Traceback" not in stderr
+
+
+def bad_files(tmp_path: Path) -> dict:
+    files = {
+        "empty": b"",
+        "binary": b"\x00\x01\x02\x03" * 100,
+        "latin1": "caf\u00e9 ".encode("latin-1") * 50,
+        "short": b"ab" * 15,
+    }
+    paths = {}
+    for name, content in files.items():
+        paths[name] = tmp_path / f"{name}.txt"
+        paths[name].write_bytes(content)
+    return paths
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["train", "{missing}"], "no such file"),
+        (["train", "{empty}"], "empty"),
+        (["train", "{binary}"], "binary"),
+        (["train", "{latin1}"], "not UTF-8"),
+        (["train", "{short}", "--batch-size", "100"], "cannot fill"),
+        (["train", "{tiny}", "--window", "100000"], "longer than"),
+        (["train", "{tiny}", "--batch-size", "0"], "--batch-size"),
+        (["train", "{tiny}", "--lr", "-1"], "--lr"),
+        (["train", "{tiny}", "--model", "transformer"], "--model"),
+        (["train", "{tiny}", "--device", "cuda"], "not available"),
+        (["train", "{tiny}", "--device", "mps"], "not available"),
+        (["train", "{tiny}", "--device", "tpu"], "unknown device"),
+        (["train", "{tiny}", "--max-time", "soon"], "--max-time"),
+        (["train", "{tiny}", "--stride", "99", "--window", "10"], "--stride"),
+        (["train", "{tiny}", "--tie-weights"], "--tie-weights"),
+        (["train", "{tiny}", "--val-fraction", "1.5"], "--val-fraction"),
+        (["train", "{tiny}", "-o", "{nodir}"], "does not exist"),
+        (["generate", "{missing}"], "no such model file"),
+        (["generate", "{tiny}"], "not a bptt model file"),
+        (["evaluate", "{tiny}", "{tiny}"], "not a bptt model file"),
+    ],
+)
+def test_bad_input_gets_one_line_exit_2_and_no_output_file(tmp_path, tiny_text, run, args, needle):
+    paths = {**bad_files(tmp_path), "tiny": tiny_text, "missing": tmp_path / "missing.txt",
+             "nodir": tmp_path / "no" / "such" / "m.pt"}
+    args = [a.format(**paths) for a in args]
+    before = set(tmp_path.rglob("*"))
+    with_output = args + (["-o", str(tmp_path / "out.pt")] if args[0] == "train" and "-o" not in args else [])
+    one_line_error(*run(*with_output), needle)
+    assert set(tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_bad_prime_fails_before_any_output(tiny_model, run):
+    code, stdout, stderr = run("generate", tiny_model, "--prime", "ROMEO\u20ac")
+    one_line_error(code, stdout, stderr, "not in the model's vocabulary")
+    assert stdout == ""
+
+
+def test_version_and_help_do_not_import_torch():
+    probe = ("import sys; from typer.testing import CliRunner; from bptt_cli.cli import app; "
+             "r = CliRunner().invoke(app, ['train', '--help']); "
+             "assert r.exit_code == 0 and 'Example' in r.stdout; "
+             "assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", probe], check=True)
+
+
+def test_python_dash_m_runs_the_same_app():
+    result = subprocess.run([sys.executable, "-m", "bptt_cli", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("bptt ")
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "generate", "gradcheck"])
+def test_every_command_has_help_with_an_example(run, command):
+    code, stdout, _ = run(command, "--help")
+    assert code == 0 and "Example" in stdout

@@ -1,0 +1,60 @@
+"""Cutting a token stream into parallel streams and windows."""
+
+import numpy as np
+import pytest
+import torch
+
+from bptt_cli.errors import BpttError
+from bptt_cli.streams import Window, batchify, plan_windows
+
+
+def test_batchify_columns_are_contiguous_and_share_one_token():
+    streams = batchify(np.arange(13), 3)
+    assert streams.shape == (5, 3)
+    assert streams[:, 0].tolist() == [0, 1, 2, 3, 4]
+    assert streams[:, 1].tolist() == [4, 5, 6, 7, 8]
+    # every token after the first is a target exactly once
+    targets = streams[1:].t().flatten().tolist()
+    assert targets == list(range(1, 13))
+
+
+def test_batchify_refuses_more_streams_than_tokens():
+    with pytest.raises(BpttError, match="cannot fill 10 streams"):
+        batchify(np.arange(5), 10)
+
+
+def test_windows_tile_the_stream_without_overlap():
+    windows = plan_windows(10, 4)
+    assert windows == [Window(0, 4, 0, 4), Window(4, 8, 4, 8), Window(8, 10, 8, 10)]
+
+
+def test_strided_windows_take_stride_new_steps_and_look_back_window_steps():
+    windows = plan_windows(12, 5, stride=2)
+    losses = [(w.loss_from, w.end) for w in windows]
+    assert losses == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 10), (10, 12)]  # every step scored once
+    assert all(w.end - w.start == min(5, w.end) for w in windows)  # back-propagates K steps once possible
+    for before, after in zip(windows, windows[1:]):
+        assert after.start == before.carry  # the next window starts where the state was kept
+
+
+def test_full_bptt_is_one_window():
+    assert plan_windows(37, 0) == [Window(0, 37, 0, 37)]
+
+
+def test_jitter_moves_cut_points_but_covers_every_step_once():
+    a = plan_windows(1000, 20, jitter=0.3, generator=np.random.default_rng(1))
+    b = plan_windows(1000, 20, jitter=0.3, generator=np.random.default_rng(2))
+    for windows in (a, b):
+        assert windows[0].start == 0 and windows[-1].end == 1000
+        assert all(x.end == y.start for x, y in zip(windows, windows[1:]))
+        assert all(10 <= w.end - w.start <= 40 for w in windows[:-1])
+    assert [w.end for w in a] != [w.end for w in b]
+
+
+def test_stride_longer_than_window_is_refused():
+    with pytest.raises(BpttError, match="--stride"):
+        plan_windows(100, 5, stride=6)
+
+
+def test_batchify_dtype_is_int64():
+    assert batchify(np.arange(20, dtype=np.uint8), 2).dtype == torch.int64
