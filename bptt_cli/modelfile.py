@@ -1,7 +1,8 @@
 """The model file: one self-contained, plain-data file that rebuilds a trained model.
 
-It holds a format tag and version, the resolved configuration, the tokenizer,
-the model configuration, the weights and a training summary. It is written
+It holds a format tag and version, the resolved configuration, the tokenizer
+(text) or the data description (series, audio: normalisation, columns), the
+model configuration, the weights and a training summary. It is written
 atomically and read with ``torch.load(weights_only=True)``, so a file from
 someone else can never run code on load; its contents are validated before use.
 """
@@ -34,6 +35,7 @@ class ModelFile:
     tokenizer: Tokenizer | None
     config: dict[str, Any] = field(default_factory=dict)  # the resolved run configuration
     summary: dict[str, Any] = field(default_factory=dict)  # data hash, steps, best validation
+    data: dict[str, Any] = field(default_factory=dict)  # what the data kind needs later: normalisation, columns, ...
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -77,6 +79,7 @@ def save_model_file(path: str | Path, file: ModelFile) -> None:
             "tokenizer": file.tokenizer.to_dict() if file.tokenizer else None,
             "config": file.config,
             "summary": file.summary,
+            "data": file.data,
             "weights": state,
         },
         path,
@@ -122,4 +125,10 @@ def load_model_file(path: str | Path) -> ModelFile:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise BpttError(f"{path}: damaged bptt model file ({reason[:200]}); retrain it with 'bptt train'") from None
     model.eval()
-    return ModelFile(model, tokenizer, dict(payload.get("config") or {}), dict(payload.get("summary") or {}))
+    return ModelFile(
+        model,
+        tokenizer,
+        dict(payload.get("config") or {}),
+        dict(payload.get("summary") or {}),
+        dict(payload.get("data") or {}),
+    )

@@ -9,6 +9,7 @@ and RNN, ``(h, c)`` for LSTM, so carrying and detaching never branch on the cell
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -87,9 +88,33 @@ class RecurrentModel(nn.Module):
         """Cut the graph at a window boundary: values carry over, gradients do not."""
         return tuple(s.detach() for s in state)
 
-    def recur(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """Run the recurrence: x (T, B) ids or (T, B, F) features -> outputs (T, B, hidden)."""
+    def recur(
+        self,
+        x: torch.Tensor,
+        state: State,
+        resets: torch.Tensor | None = None,
+        cuts: Sequence[int] = (),
+    ) -> tuple[torch.Tensor, State]:
+        """Run the recurrence: x (T, B) ids or (T, B, F) features -> outputs (T, B, hidden).
+
+        Where a stream begins a new sequence (a new file or series), its state is
+        zeroed: ``resets`` (T, B) marks those steps and ``cuts`` lists, from the
+        host, the steps where any stream resets, so the fused kernel runs once per
+        segment between cuts rather than once per step.
+        """
         inputs = self.drop(self.embedding(x)) if self.embedding is not None else x
+        pieces, start = [], 0
+        for cut in [*cuts, x.shape[0]]:
+            if cut > start:
+                out, state = self._fused(inputs[start:cut], state)
+                pieces.append(out)
+            if cut < x.shape[0]:
+                keep = (~resets[cut]).to(state[0].dtype).view(1, -1, 1)  # (1, B, 1)
+                state = tuple(s * keep for s in state)
+            start = cut
+        return (pieces[0] if len(pieces) == 1 else torch.cat(pieces)), state
+
+    def _fused(self, inputs: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         if self.config.cell == "lstm":
             out, (h, c) = self.rnn(inputs, state)
             return out, (h, c)

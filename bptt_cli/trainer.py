@@ -108,6 +108,11 @@ def activation_bytes(model: RecurrentModel, steps: int, batch: int) -> int:
     return 4 * steps * batch * width
 
 
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of logits (S, B, V) against the next token ids (S, B)."""
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+
+
 class _Interval:
     """Diagnostics summed on the device between two log points (no host sync until ``read``)."""
 
@@ -161,6 +166,7 @@ class Trainer:
         reporter: Reporter,
         validate: Callable[[RecurrentModel], dict] | None,
         save_best: Callable[[dict], None],
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ):
         config.validate()
         self.model, self.config, self.device = model.to(device), config, device
@@ -169,38 +175,50 @@ class Trainer:
         self.params = [p for ps in self.groups.values() for p in ps]
         self.optimizer = make_optimizer(config.optimizer, self.params, config.lr, config.weight_decay)
         self.rng = np.random.default_rng(config.seed)
+        self.loss_fn = loss_fn or next_token_loss
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of logits (T, B, V) against next tokens (T, B)."""
-        return F.cross_entropy(outputs.float().flatten(0, 1), targets.flatten())
+        """The training loss of decoded outputs (S, B, ...) against targets (S, B, ...)."""
+        return self.loss_fn(outputs, targets)
 
-    def backward(self, window: Window, inputs: torch.Tensor, targets: torch.Tensor, state: State):
+    def backward(self, window: Window, inputs: torch.Tensor, targets: torch.Tensor, state: State,
+                 resets: tuple[torch.Tensor, np.ndarray] | None = None):
         """Forward over ``window`` from ``state`` and back-propagate its loss; returns (loss, carried state).
 
         Gradients reach every step of the window and stop at its start, where
         ``state`` was detached; the returned state is detached for the next window.
+        ``resets`` is the (T, B) new-sequence mask on the device and its per-step
+        "any stream resets" flags on the host.
         """
         model, c = self.model, self.config
         x = inputs[window.start : window.end]  # (K, B) ids or (K, B, F) features
         y = targets[window.loss_from : window.end]  # (S, B, ...) what the last S steps predict
         if c.stateless:
             state = model.init_state(x.shape[1], self.device)
+
+        def run(begin: int, end: int, state: State):
+            if resets is None:
+                return model.recur(inputs[begin:end], state)
+            mask, any_reset = resets
+            cuts = np.flatnonzero(any_reset[begin:end]).tolist()  # host-side: no device sync
+            return model.recur(inputs[begin:end], state, mask[begin:end], cuts)
+
         with autocast(self.device, c.precision):
             if window.start < window.carry < window.end:  # overlapping windows: keep the state entering `carry`
-                head, middle = model.recur(x[: window.carry - window.start], state)
-                tail, _ = model.recur(x[window.carry - window.start :], middle)
+                head, middle = run(window.start, window.carry, state)
+                tail, _ = run(window.carry, window.end, middle)
                 outputs, carried = torch.cat([head, tail]), middle
             else:
-                outputs, end_state = model.recur(x, state)
+                outputs, end_state = run(window.start, window.end, state)
                 carried = state if window.carry == window.start else end_state
             loss = self.loss(model.decode(outputs[window.loss_from - window.start :]), y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         return loss, model.detach_state(carried)
 
-    def update(self, window: Window, inputs: torch.Tensor, targets: torch.Tensor, state: State):
+    def update(self, window: Window, inputs: torch.Tensor, targets: torch.Tensor, state: State, resets=None):
         """One optimizer step over ``window``; returns (loss, pre-clip norm, group norms, carried state)."""
-        loss, carried = self.backward(window, inputs, targets, state)
+        loss, carried = self.backward(window, inputs, targets, state, resets)
         norms = torch.stack(
             [get_total_norm([p.grad for p in ps if p.grad is not None]) for ps in self.groups.values()]
         )
@@ -210,10 +228,17 @@ class Trainer:
         self.optimizer.step()
         return loss, total, norms, carried
 
-    def fit(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict:
-        """Train on streams ``inputs``/``targets`` of shape (T, B, ...); returns the run summary."""
+    def fit(self, inputs: torch.Tensor, targets: torch.Tensor, resets: np.ndarray | None = None) -> dict:
+        """Train on streams ``inputs``/``targets`` of shape (T, B, ...); returns the run summary.
+
+        ``resets`` (T, B) marks the steps where a stream begins a new sequence
+        (its state is zeroed there, so nothing flows from one sequence into the next).
+        """
         c, model = self.config, self.model
         inputs, targets = inputs.to(self.device), targets.to(self.device)
+        reset_mask = None
+        if resets is not None:
+            reset_mask = (torch.as_tensor(resets, dtype=torch.bool, device=self.device), resets.any(axis=1))
         steps, batch = inputs.shape[0], inputs.shape[1]
         if c.window > steps:
             raise BpttError(
@@ -245,7 +270,7 @@ class Trainer:
             for window in plan_windows(steps, c.window, c.stride, c.window_jitter, self.rng):
                 for group in self.optimizer.param_groups:
                     group["lr"] = c.lr * schedule.factor(step)
-                loss, total, norms, state = self.update(window, inputs, targets, state)
+                loss, total, norms, state = self.update(window, inputs, targets, state, reset_mask)
                 step += 1
                 tokens += (window.end - window.loss_from) * batch
                 interval.add(loss, total, norms, c.clip, (window.end - window.loss_from) * batch)

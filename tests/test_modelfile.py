@@ -15,7 +15,7 @@ from bptt_cli.text import Tokenizer
 def small_file() -> ModelFile:
     tokenizer = Tokenizer.fit("char", "hello world")
     model = RecurrentModel(ModelConfig("gru", tokenizer.size, tokenizer.size, embed=4, hidden=6, layers=2))
-    return ModelFile(model, tokenizer, {"window": 7}, {"best_val_loss": 1.5})
+    return ModelFile(model, tokenizer, {"window": 7}, {"best_val_loss": 1.5}, {"mean": [0.5, 1.0]})
 
 
 def test_round_trip_keeps_weights_tokenizer_config_and_summary(tmp_path):
@@ -25,6 +25,7 @@ def test_round_trip_keeps_weights_tokenizer_config_and_summary(tmp_path):
     loaded = load_model_file(path)
     assert loaded.tokenizer == original.tokenizer
     assert loaded.config == {"window": 7} and loaded.summary == {"best_val_loss": 1.5}
+    assert loaded.data == {"mean": [0.5, 1.0]}
     assert loaded.model.config == original.model.config
     for (name, a), (_, b) in zip(original.model.state_dict().items(), loaded.model.state_dict().items()):
         assert torch.equal(a, b), name

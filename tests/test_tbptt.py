@@ -1,5 +1,6 @@
 """The invariants of truncated BPTT, checked on the trainer's own code path."""
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -144,3 +145,29 @@ def test_clipping_bounds_the_applied_gradient_and_reports_the_pre_clip_norm():
     torch.testing.assert_close(total, torch.linalg.vector_norm(norms))
     step = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(model.parameters(), before)))
     assert step.item() == pytest.approx(0.1 * 1e-3, rel=1e-4)  # lr * clip
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_reset_cuts_the_state_of_its_stream_only(cell):
+    model = feature_model(cell).eval()
+    inputs, _ = data(steps=12)
+    resets = torch.zeros(12, 2, dtype=torch.bool)
+    resets[5, 0] = True  # stream 0 begins a new sequence at step 5
+    out, _ = model.recur(inputs, model.init_state(2), resets, [5])
+    fresh, _ = model.recur(inputs[5:, :1], model.init_state(1))
+    torch.testing.assert_close(out[5:, :1], fresh)  # as if stream 0 started at step 5
+    whole, _ = model.recur(inputs, model.init_state(2))
+    torch.testing.assert_close(out[:, 1], whole[:, 1])  # stream 1 is untouched
+    torch.testing.assert_close(out[:5], whole[:5])
+
+
+def test_no_gradient_flows_across_a_reset_inside_a_window():
+    model = feature_model("lstm")
+    trainer = trainer_for(model, window=12)
+    inputs, targets = data(steps=12)
+    resets = np.zeros((12, 2), dtype=bool)
+    resets[6] = True
+    mask = (torch.as_tensor(resets), resets.any(axis=1))
+    trainer.backward(Window(0, 12, 6, 12), inputs, targets, model.init_state(2), mask)  # loss after the reset
+    per_step = inputs.grad.abs().sum(dim=(1, 2))
+    assert torch.all(per_step[:6] == 0) and torch.all(per_step[6:] > 0)
