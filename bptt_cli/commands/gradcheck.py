@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from bptt_cli.commands.options import Device, Json, Seed
+from bptt_cli.commands.options import Cell, Device, Json, Seed
 from bptt_cli.errors import BpttError
 
 FRESH = {"hidden": 16, "layers": 1, "embed": 16, "vocab": 16}  # a fresh model small enough for every check
-
-
-class Cell(str, Enum):
-    lstm = "lstm"
-    gru = "gru"
-    rnn = "rnn"
 
 
 def _fresh_option(name: str, help: str):
