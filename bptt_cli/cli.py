@@ -15,10 +15,13 @@ import typer
 from typer.core import TyperGroup
 
 from bptt_cli import __version__
-from bptt_cli.commands import evaluate, generate, gradcheck, train
+from bptt_cli.commands import evaluate, generate, gradcheck, plot, train
 from bptt_cli.errors import BpttError
 
-EXIT_CODES = """Exit codes: 0 success; 1 the run failed (diverged, gradcheck failed); 2 bad input or usage."""
+EXIT_CODES = (
+    "Exit codes: 0 success; 1 the run failed (diverged, gradcheck failed); 2 bad input or usage; "
+    "3 stopped by --max-time or a signal with a resumable checkpoint saved (resume with --resume)."
+)
 
 
 class BpttGroup(TyperGroup):
@@ -84,6 +87,7 @@ app.command("train", **_COMMANDS)(train.train)
 app.command("evaluate", **_COMMANDS)(evaluate.evaluate)
 app.command("generate", **_COMMANDS)(generate.generate)
 app.command("gradcheck", **_COMMANDS)(gradcheck.gradcheck)
+app.command("plot", **_COMMANDS)(plot.plot)
 
 
 def main() -> None:

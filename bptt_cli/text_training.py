@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -10,19 +9,13 @@ import torch
 
 from bptt_cli.errors import BpttError
 from bptt_cli.evaluation import summarise, token_loss
-from bptt_cli.modelfile import ModelFile, check_writable, save_model_file
+from bptt_cli.modelfile import ModelFile
 from bptt_cli.models import ModelConfig, RecurrentModel
-from bptt_cli.streams import batchify
-from bptt_cli.text import Tokenizer, read_text
-from bptt_cli.trainer import Reporter, TrainConfig, Trainer, seed_everything
-
-
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as data:
-        for block in iter(lambda: data.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from bptt_cli.text import read_text
+from bptt_cli.token_cache import cached_tokens, mapped_streams, sha256  # noqa: F401 (sha256 is re-exported)
+from bptt_cli.runfiles import RunFiles
+from bptt_cli.trainer import Reporter, TrainConfig, seed_everything
+from bptt_cli.training_run import run_training
 
 
 def split_tail(ids: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray | None]:
@@ -46,48 +39,56 @@ def train_text(
     val: str | Path | None = None,
     val_fraction: float = 0.1,
     run_config: dict | None = None,
+    resume: bool = False,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
 ) -> dict:
-    """Train a token model on ``data`` and keep the best one (on validation) in ``output``."""
-    output = check_writable(output)
+    """Train a token model on ``data`` and keep the best one (on validation) in ``output``.
+
+    The text is encoded once into a token cache (``cache_dir``, default beside
+    the data) that later runs reuse; training reads it a window at a time.
+    """
     train_config.validate()
-    text = read_text(data, tokenizer_kind)
-    tokenizer = Tokenizer.fit(tokenizer_kind, text)
-    ids, _ = tokenizer.encode(text)
-    if val is not None:
-        val_ids, unknown = tokenizer.encode(read_text(val, tokenizer_kind))
-        if unknown:
-            reporter.note(f"{val}: {unknown} token(s) not in the training vocabulary are skipped")
-        if len(val_ids) < 2:
-            raise BpttError(f"{val}: fewer than 2 tokens known to the training vocabulary; give more text")
-        train_ids = ids
-    else:
-        train_ids, val_ids = split_tail(ids, val_fraction)
-    if len(train_ids) < 2:
-        raise BpttError(f"{data}: {len(train_ids)} training token(s) is too little; give more text")
+    with RunFiles(output) as files, cached_tokens(data, tokenizer_kind, cache_dir, use_cache) as cache:
+        tokenizer, ids = cache.tokenizer, cache.ids
+        if val is not None:
+            val_ids, unknown = tokenizer.encode(read_text(val, tokenizer_kind))
+            if unknown:
+                reporter.note(f"{val}: {unknown} token(s) not in the training vocabulary are skipped")
+            if len(val_ids) < 2:
+                raise BpttError(f"{val}: fewer than 2 tokens known to the training vocabulary; give more text")
+            train_ids = ids
+        else:
+            train_ids, val_ids = split_tail(ids, val_fraction)
+        if len(train_ids) < 2:
+            raise BpttError(f"{data}: {len(train_ids)} training token(s) is too little; give more text")
 
-    seed_everything(train_config.seed)
-    model_config.input_size = model_config.output_size = tokenizer.size
-    model_config.tokens = True
-    model = RecurrentModel(model_config)
-    streams = batchify(train_ids, train_config.batch_size)  # (L + 1, B)
-    summary = {
-        "data_file": Path(data).name,
-        "data_sha256": sha256(data),
-        "train_tokens": int(len(train_ids)),
-        "val_tokens": int(len(val_ids)) if val_ids is not None else 0,
-    }
+        seed_everything(train_config.seed)
+        model_config.input_size = model_config.output_size = tokenizer.size
+        model_config.tokens = True
+        model = RecurrentModel(model_config)
+        inputs, targets = mapped_streams(train_ids, train_config.batch_size)  # (L, B) each, no copy of the ids
+        summary = {
+            "data_file": Path(data).name,
+            "data_sha256": cache.sha256,
+            "train_tokens": int(len(train_ids)),
+            "val_tokens": int(len(val_ids)) if val_ids is not None else 0,
+        }
+        run = {**(run_config or {}), "data_sha256": summary["data_sha256"]}
 
-    def validate(m: RecurrentModel) -> dict:
-        return summarise(*token_loss(m, val_ids, device, train_config.precision))
+        def validate(m: RecurrentModel) -> dict:
+            return summarise(*token_loss(m, val_ids, device, train_config.precision))
 
-    def save_best(record: dict) -> None:
-        summary.update(best_step=record["step"], best_epoch=record["epoch"],
-                       best_val_loss=record.get("val_loss"))
-        save_model_file(output, ModelFile(model, tokenizer, run_config or {}, dict(summary)))
+        def make_file(record: dict) -> ModelFile:
+            best = {"best_step": record["step"], "best_epoch": record["epoch"], "best_val_loss": record["val_loss"]}
+            return ModelFile(model, tokenizer, run_config or {}, {**summary, **best})
 
-    trainer = Trainer(model, train_config, device, reporter, validate if val_ids is not None else None, save_best)
-    result = trainer.fit(streams[:-1], streams[1:])
-    result.update(model_file=str(output), train_tokens=summary["train_tokens"], val_tokens=summary["val_tokens"])
+        result = run_training(files, model, make_file, train_config, device, reporter,
+                              validate if val_ids is not None else None, inputs, targets, run,
+                              resume=resume)
+        if cache.built and use_cache:  # said after the run, so that bad input still gets one error line alone
+            reporter.note(f"the text's {len(ids):,} tokens are cached in {cache.path}; later runs reuse them")
+    result.update(train_tokens=summary["train_tokens"], val_tokens=summary["val_tokens"])
     return result
 
 

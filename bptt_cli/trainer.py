@@ -9,8 +9,11 @@ they go.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Protocol
@@ -49,6 +52,9 @@ class TrainConfig:
     warmup: int = 0
     clip: float = 1.0  # global gradient-norm limit; 0 turns clipping off
     log_every: int = 100  # steps between diagnostics (the only host syncs)
+    checkpoint_every: int | None = None  # steps between checkpoints (also at every epoch end)
+    on_nan: str = "stop"  # stop: fail at the next log point; skip: drop that update (one host sync per step)
+    max_skips: int = 10  # with on_nan == "skip": fail after this many dropped updates
     precision: str = "fp32"
     seed: int = 0
 
@@ -63,8 +69,12 @@ class TrainConfig:
             (self.log_every >= 1, f"--log-every must be at least 1, got {self.log_every}"),
             (self.max_steps is None or self.max_steps >= 1, f"--max-steps must be at least 1, got {self.max_steps}"),
             (self.patience is None or self.patience >= 1, f"--patience must be at least 1, got {self.patience}"),
+            (self.checkpoint_every is None or self.checkpoint_every >= 1,
+             f"--checkpoint-every must be at least 1, got {self.checkpoint_every}"),
             (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; use one of {', '.join(OPTIMIZERS)}"),
             (self.window_jitter >= 0, f"--window-jitter must be 0 or more, got {self.window_jitter}"),
+            (self.on_nan in ("stop", "skip"), f"--on-nan must be stop or skip, got {self.on_nan!r}"),
+            (self.max_skips >= 0, f"--max-skips must be 0 or more, got {self.max_skips}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -74,6 +84,24 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+RESUMABLE = ("max_time", "signal")  # stops after which --resume continues the run
+
+
+@dataclass
+class Position:
+    """Where a run stands: with the weights, optimizer and RNG states, all a checkpoint needs."""
+
+    step: int = 0
+    epoch: int = 1
+    window_index: int = 0  # windows of this epoch already trained on
+    epoch_rng: dict | None = None  # the window-jitter generator's state when this epoch was planned
+    best: float = math.inf  # best validation loss so far
+    stale: int = 0  # validations since the best
+    tokens: int = 0
+    skipped: int = 0  # updates dropped for a NaN or infinity (--on-nan skip)
+    seconds: float = 0.0  # training time, over every process of the run
 
 
 class Reporter(Protocol):
@@ -167,6 +195,7 @@ class Trainer:
         validate: Callable[[RecurrentModel], dict] | None,
         save_best: Callable[[dict], None],
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        save_checkpoint: Callable[[dict], None] | None = None,
     ):
         config.validate()
         self.model, self.config, self.device = model.to(device), config, device
@@ -176,6 +205,10 @@ class Trainer:
         self.optimizer = make_optimizer(config.optimizer, self.params, config.lr, config.weight_decay)
         self.rng = np.random.default_rng(config.seed)
         self.loss_fn = loss_fn or next_token_loss
+        self.save_checkpoint = save_checkpoint
+        self.stop_requested: str | None = None
+        self.position = Position()
+        self.schedule = LearningRateSchedule(config.schedule, config.warmup)
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The training loss of decoded outputs (S, B, ...) against targets (S, B, ...)."""
@@ -217,22 +250,36 @@ class Trainer:
         return loss, model.detach_state(carried)
 
     def update(self, window: Window, inputs: torch.Tensor, targets: torch.Tensor, state: State, resets=None):
-        """One optimizer step over ``window``; returns (loss, pre-clip norm, group norms, carried state)."""
+        """One optimizer step over ``window``; returns (loss, pre-clip norm, group norms, carried state).
+
+        Returns None when ``on_nan == "skip"`` and the loss or gradient is not finite: no step is taken.
+        """
         loss, carried = self.backward(window, inputs, targets, state, resets)
         norms = torch.stack(
             [get_total_norm([p.grad for p in ps if p.grad is not None]) for ps in self.groups.values()]
         )
         total = torch.linalg.vector_norm(norms)  # the global pre-clip norm, still on the device
+        if self.config.on_nan == "skip" and not bool(torch.isfinite(total) & torch.isfinite(loss)):  # host sync
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
         if self.config.clip > 0:
             clip_grads_with_norm_(self.params, self.config.clip, total)
         self.optimizer.step()
         return loss, total, norms, carried
 
-    def fit(self, inputs: torch.Tensor, targets: torch.Tensor, resets: np.ndarray | None = None) -> dict:
+    def fit(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        resets: np.ndarray | None = None,
+        resume: dict | None = None,
+    ) -> dict:
         """Train on streams ``inputs``/``targets`` of shape (T, B, ...); returns the run summary.
 
         ``resets`` (T, B) marks the steps where a stream begins a new sequence
-        (its state is zeroed there, so nothing flows from one sequence into the next).
+        (its state is zeroed there, so nothing flows from one sequence into the
+        next). ``resume`` is a checkpoint from ``checkpoint()``: the run goes on
+        exactly where it stopped, bit for bit on CPU.
         """
         c, model = self.config, self.model
         inputs, targets = inputs.to(self.device), targets.to(self.device)
@@ -246,97 +293,185 @@ class Trainer:
                 "use a smaller --window or --batch-size"
             )
         per_epoch = len(plan_windows(steps, c.window, c.stride))
-        total_steps = min(c.max_steps or math.inf, per_epoch * c.epochs)
-        schedule = LearningRateSchedule(c.schedule, c.warmup, int(total_steps))
+        total_steps = int(min(c.max_steps or math.inf, per_epoch * c.epochs))
+        self.schedule = LearningRateSchedule(c.schedule, c.warmup, total_steps)
+        self.position = Position()
+        state = model.init_state(batch, self.device)
+        if resume is not None:
+            state = self._restore(resume, batch)
+        at = self.position
         plan = {
             "streams": batch,
             "steps_per_stream": steps,
             "updates_per_epoch": per_epoch,
-            "total_updates": int(total_steps),
+            "total_updates": total_steps,
             "parameters": sum(p.numel() for p in model.parameters()),
+            "resumed_at_step": at.step if resume is not None else None,
         }
         if c.window == 0:
             plan["full_bptt_activation_bytes"] = activation_bytes(model, steps, batch)
         self.reporter.start(plan)
 
         interval = _Interval(list(self.groups), self.device)
-        step, started, best, stale, tokens = 0, time.perf_counter(), math.inf, 0, 0
-        stop = "completed"
-        last_log: dict = {}
-        validated_at = -1
+        started = time.perf_counter()
+        stop, last_log, best = "completed", {}, math.inf
         model.train()
-        for epoch in range(1, c.epochs + 1):
-            state = model.init_state(batch, self.device)  # reset at each epoch start
-            for window in plan_windows(steps, c.window, c.stride, c.window_jitter, self.rng):
+        while at.epoch <= c.epochs and stop == "completed":
+            if at.window_index == 0:  # a fresh epoch: zero state, new cut points
+                state = model.init_state(batch, self.device)
+                at.epoch_rng = self.rng.bit_generator.state
+            else:  # resuming mid-epoch: re-plan the same cut points
+                self.rng.bit_generator.state = at.epoch_rng
+            windows = plan_windows(steps, c.window, c.stride, c.window_jitter, self.rng)
+            for window in windows[at.window_index :]:
                 for group in self.optimizer.param_groups:
-                    group["lr"] = c.lr * schedule.factor(step)
-                loss, total, norms, state = self.update(window, inputs, targets, state, reset_mask)
-                step += 1
-                tokens += (window.end - window.loss_from) * batch
-                interval.add(loss, total, norms, c.clip, (window.end - window.loss_from) * batch)
-                self.reporter.step(step, epoch)
-                if step % c.log_every == 0:
-                    last_log = self._log(interval, step, epoch, started)
-                if c.max_steps and step >= c.max_steps:
-                    stop = "max_steps"
-                elif c.max_time and time.perf_counter() - started >= c.max_time:
-                    stop = "max_time"
+                    group["lr"] = c.lr * self.schedule.factor(at.step)
+                updated = self.update(window, inputs, targets, state, reset_mask)
+                at.step += 1
+                at.window_index += 1
+                if updated is None:  # skipped: a NaN or infinity, and the carried state may hold it too
+                    at.skipped += 1
+                    if at.skipped > c.max_skips:
+                        raise RunFailed(
+                            f"{at.skipped} updates had a NaN or infinite loss or gradient (more than --max-skips "
+                            f"{c.max_skips}); the last good model file was kept; try --clip 1.0 or a lower --lr"
+                        )
+                    state = model.init_state(batch, self.device)
+                else:
+                    loss, total, norms, state = updated
+                    at.tokens += (window.end - window.loss_from) * batch
+                    interval.add(loss, total, norms, c.clip, (window.end - window.loss_from) * batch)
+                self.reporter.step(at.step, at.epoch)
+                if at.step % c.log_every == 0:
+                    last_log = self._log(interval, started)
+                stop = self._should_stop(started)
                 if stop != "completed":
                     break
+                if c.checkpoint_every and at.step % c.checkpoint_every == 0 and at.window_index < len(windows):
+                    self._checkpoint(state)
             if interval.steps:
-                last_log = self._log(interval, step, epoch, started)
-            result = self._validate(step, epoch, best, schedule)
-            validated_at = step
-            if result < best:
-                best, stale = result, 0
-            else:
-                stale += 1
-            if stop == "completed" and c.patience and stale >= c.patience:
-                stop = "early_stopping"
-            if stop != "completed":
-                break
+                last_log = self._log(interval, started)
+            if stop == "completed":  # the epoch ran to its end
+                loss = self._validate(observe=True)
+                at.best, at.stale = (loss, 0) if loss < at.best else (at.best, at.stale + 1)
+                at.epoch, at.window_index = at.epoch + 1, 0
+                if c.patience and at.stale >= c.patience and at.epoch <= c.epochs:
+                    stop = "early_stopping"
+            else:  # stopped inside an epoch: keep the best model, leave the schedule and patience as they were
+                best = min(best, self._validate(observe=False))
+            self._checkpoint(state)
         elapsed = time.perf_counter() - started
+        at.seconds += elapsed
         return {
             "stop_reason": stop,
-            "steps": step,
-            "epochs": epoch,
-            "best_val_loss": best if math.isfinite(best) else None,
+            "resumable": stop in RESUMABLE,
+            "steps": at.step,
+            "skipped_updates": at.skipped,
+            "epochs": min(at.epoch, c.epochs),
+            "best_val_loss": min(at.best, best) if math.isfinite(min(at.best, best)) else None,
             "last_train_loss": last_log.get("train_loss"),
-            "seconds": elapsed,
-            "tokens_per_second": tokens / elapsed if elapsed > 0 else 0.0,
-            "validated_at_step": validated_at,
+            "seconds": at.seconds,
+            "tokens_per_second": at.tokens / at.seconds if at.seconds > 0 else 0.0,
         }
 
-    def _log(self, interval: _Interval, step: int, epoch: int, started: float) -> dict:
+    def _should_stop(self, started: float) -> str:
+        c = self.config
+        if self.stop_requested:
+            return self.stop_requested
+        if c.max_steps and self.position.step >= c.max_steps:
+            return "max_steps"
+        if c.max_time and time.perf_counter() - started >= c.max_time:
+            return "max_time"
+        return "completed"
+
+    def checkpoint(self, state: State) -> dict:
+        """Everything needed to continue this run exactly: weights, optimizer, schedule, RNGs, position, state."""
+        return {
+            "position": asdict(self.position),
+            "weights": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": asdict(self.schedule),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "carried_state": [s.detach().cpu() for s in state],
+        }
+
+    def _checkpoint(self, state: State) -> None:
+        if self.save_checkpoint is not None:
+            self.save_checkpoint(self.checkpoint(state))
+
+    def _restore(self, saved: dict, batch: int) -> State:
+        try:
+            self.model.load_state_dict(saved["weights"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.position = Position(**saved["position"])
+            for name, value in saved["schedule"].items():
+                setattr(self.schedule, name, value)
+            state = tuple(s.to(self.device) for s in saved["carried_state"])
+            torch.set_rng_state(saved["torch_rng"])
+            if saved["cuda_rng"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(saved["cuda_rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise BpttError(f"the checkpoint does not fit this run ({str(err).splitlines()[0][:160]}); "
+                            "start afresh without --resume") from None
+        if state[0].shape[1] != batch:
+            raise BpttError("the checkpoint was made with another --batch-size; resume with the same options")
+        return state
+
+    def _log(self, interval: _Interval, started: float) -> dict:
+        at = self.position
         record = interval.read()
         interval.reset()
-        record.update(step=step, epoch=epoch, lr=self.optimizer.param_groups[0]["lr"],
-                      elapsed_seconds=time.perf_counter() - started)
+        record.update(step=at.step, epoch=at.epoch, lr=self.optimizer.param_groups[0]["lr"],
+                      elapsed_seconds=at.seconds + time.perf_counter() - started)
         if not (math.isfinite(record["train_loss"]) and math.isfinite(record["grad_norm_max"])):
             raise RunFailed(
-                f"the loss diverged (NaN or infinite) by step {step} (pre-clip gradient norm "
+                f"the loss diverged (NaN or infinite) by step {at.step} (pre-clip gradient norm "
                 f"mean {record['grad_norm_mean']:.4g}, max {record['grad_norm_max']:.4g}); "
                 "the last good model file was kept; try --clip 1.0 or a lower --lr"
             )
         self.reporter.log(record)
         return record
 
-    def _validate(self, step: int, epoch: int, best: float, schedule: LearningRateSchedule) -> float:
-        """Score the model, save it if it is the best so far; returns the score (lower is better)."""
+    def _validate(self, observe: bool) -> float:
+        """Score the model and offer it to ``save_best``; returns the loss (lower is better).
+
+        ``observe`` feeds the result to the schedule; validations at an
+        interruption do not, so a resumed run trains exactly as an uninterrupted one.
+        """
+        at = self.position
         if self.validate_fn is None:  # no validation data: the latest model is the best we know
-            self.save_best({"step": step, "epoch": epoch})
-            return -float(step)
+            self.save_best({"step": at.step, "epoch": at.epoch, "val_loss": None})
+            return math.inf
         figures = self.validate_fn(self.model)
         loss = figures["loss"]
         if not math.isfinite(loss):
             raise RunFailed(
-                f"the validation loss is {loss} at step {step}; the last good model file was kept; "
+                f"the validation loss is {loss} at step {at.step}; the last good model file was kept; "
                 "try --clip 1.0 or a lower --lr"
             )
-        improved = loss < best
-        schedule.observe(loss)
-        record = {"step": step, "epoch": epoch, **{f"val_{k}": v for k, v in figures.items()}, "best": improved}
-        if improved:
+        if observe:
+            self.schedule.observe(loss)
+        record = {"step": at.step, "epoch": at.epoch, **{f"val_{k}": v for k, v in figures.items()},
+                  "best": loss < at.best}
+        if loss < at.best:
             self.save_best(record)
         self.reporter.validation(record)
         return loss
+
+    @contextlib.contextmanager
+    def stop_on_signals(self):
+        """SIGINT and SIGTERM finish the current step, then stop with a checkpoint (exit code 3)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request(signum, frame):
+            self.stop_requested = "signal"
+
+        previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

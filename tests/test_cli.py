@@ -65,8 +65,9 @@ def test_full_bptt_says_what_memory_it_needs(tmp_path, tiny_text, run):
 def test_max_time_stops_cleanly_and_keeps_the_best_model(tmp_path, tiny_text, run):
     out = tmp_path / "m.pt"
     code, _, stderr = run("train", tiny_text, "-o", out, "--epochs", "1000", "--max-time", "2s", *TINY)
-    assert code == 0 and out.is_file()
-    assert "max time" in stderr
+    assert code == 3 and out.is_file()  # 3: stopped with a resumable checkpoint
+    assert "--max-time reached" in stderr and "resume with: bptt " in stderr
+    assert (tmp_path / "m.pt.ckpt").is_file()
 
 
 def test_patience_stops_when_validation_stops_improving(tmp_path, tiny_text, run):

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from bptt_cli.commands.options import Device, Json, Threads
+from bptt_cli.commands.options import Config, Device, Json, Threads
 
 
 def evaluate(
@@ -16,6 +16,7 @@ def evaluate(
     device: Device = "auto",
     threads: Threads = None,
     json: Json = False,
+    config: Config = None,
 ) -> None:
     """Loss, perplexity and bits per token of MODEL on DATA, with the state carried through the whole text.
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from bptt_cli.commands.options import Device, Seed
+from bptt_cli.commands.options import Config, Device, Seed
 
 
 def generate(
@@ -20,6 +20,7 @@ def generate(
     top_p: Annotated[float, typer.Option("--top-p", help="Sample among the likeliest tokens holding this much probability.")] = 1.0,
     seed: Seed = 0,
     device: Device = "cpu",
+    config: Config = None,
 ) -> None:
     """Write text that continues --prime; each new token costs one recurrent step.
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from bptt_cli.commands.options import Cell, Device, Json, Seed
+from bptt_cli.commands.options import Cell, Config, Device, Json, Seed
 from bptt_cli.errors import BpttError
 
 FRESH = {"hidden": 16, "layers": 1, "embed": 16, "vocab": 16}  # a fresh model small enough for every check
@@ -49,6 +49,7 @@ def gradcheck(
         int, typer.Option("--threads", min=1, help="CPU threads for torch; the checks run one stream, where more threads only add overhead.")
     ] = 1,
     json: Json = False,
+    config: Config = None,
 ) -> None:
     """Check the BPTT gradients (finite differences, forward mode) and show how they flow through time.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -15,6 +16,27 @@ Threads = Annotated[
 ]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed; runs on CPU are reproducible.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
+
+
+def _load_config(ctx: typer.Context, value: Optional[Path]) -> Optional[Path]:
+    """Make the file's values the defaults of this command, so flags still override them."""
+    if value is not None:
+        from bptt_cli.run_config import read_config
+
+        values = read_config(value, [p.name for p in ctx.command.params])
+        ctx.default_map = {**(ctx.default_map or {}), **values}
+    return value
+
+
+Config = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--config",
+        callback=_load_config,
+        is_eager=True,
+        help="A YAML file (or a bptt model file) holding any of this command's options; flags override it.",
+    ),
+]
 
 
 class Cell(str, Enum):
@@ -39,6 +61,11 @@ class ScheduleKind(str, Enum):
     constant = "constant"
     cosine = "cosine"
     plateau = "plateau"
+
+
+class OnNan(str, Enum):
+    stop = "stop"
+    skip = "skip"
 
 
 class Precision(str, Enum):

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from bptt_cli.render.console import fmt, info, plain, print_table, stderr_console
+from bptt_cli.render.console import fmt, info, plain, print_json, print_table, stderr_console
+
+STOPS = {
+    "completed": "all epochs done",
+    "max_steps": "--max-steps reached",
+    "max_time": "--max-time reached",
+    "early_stopping": "early stopping (--patience)",
+    "signal": "interrupted (SIGINT/SIGTERM)",
+}
 
 
 def _bytes(n: float) -> str:
@@ -27,8 +35,9 @@ def _norm_rows(record: dict) -> list[list]:
 class TrainReporter:
     """Receives the trainer's plain records and shows them to a person."""
 
-    def __init__(self, unit: str = "token"):
+    def __init__(self, unit: str = "token", quiet: bool = False):
         self.plain = plain()
+        self.quiet = quiet
         self.unit = unit
         self.progress: Progress | None = None
         self.task = None
@@ -37,6 +46,10 @@ class TrainReporter:
 
     # -- the trainer's Reporter protocol
     def start(self, plan: dict) -> None:
+        if self.quiet:
+            return
+        if plan.get("resumed_at_step") is not None:
+            info(f"resuming from the checkpoint at update {plan['resumed_at_step']:,}")
         info(
             f"training {plan['parameters']:,} parameters on {plan['streams']} streams of "
             f"{plan['steps_per_stream']:,} steps: {plan['updates_per_epoch']:,} updates per epoch, "
@@ -65,6 +78,8 @@ class TrainReporter:
             self.progress.update(self.task, completed=step, epoch=epoch)
 
     def log(self, record: dict) -> None:
+        if self.quiet:
+            return
         self.last_loss = fmt(record["train_loss"])
         self.last_rate = f"{record['tokens_per_second']:,.0f}"
         if self.progress is not None:
@@ -85,6 +100,8 @@ class TrainReporter:
         )
 
     def validation(self, record: dict) -> None:
+        if self.quiet:
+            return
         mark = " (best, saved)" if record["best"] else ""
         line = (
             f"validation after epoch {record['epoch']} (step {record['step']}): loss {fmt(record['val_loss'])}, "
@@ -93,21 +110,30 @@ class TrainReporter:
         self._print(line)
 
     def note(self, message: str) -> None:
-        self._print(message)
+        if not self.quiet:
+            self._print(message)
 
     # -- the end of the run
-    def finish(self, result: dict) -> None:
+    def finish(self, result: dict, as_json: bool = False, resume_command: str = "") -> None:
+        """The final result: a summary table (or one JSON object on stdout), and how to resume."""
         self.close()
-        rows = [
-            ["stopped because", result["stop_reason"].replace("_", " ")],
-            ["updates", result["steps"]],
-            ["epochs", result["epochs"]],
-            ["best validation loss", result["best_val_loss"]],
-            ["time (s)", result["seconds"]],
-            ["tokens/s", result["tokens_per_second"]],
-            ["model file", result["model_file"]],
-        ]
-        print_table("training summary", ["", "value"], rows)
+        if as_json:
+            print_json(result)
+        else:
+            rows = [
+                ["stopped because", STOPS.get(result["stop_reason"], result["stop_reason"])],
+                ["updates", result["steps"]],
+                ["epochs", result["epochs"]],
+                ["best validation loss", result["best_val_loss"]],
+                ["time (s)", result["seconds"]],
+                ["tokens/s", result["tokens_per_second"]],
+                ["model file", result["model_file"] if result["model_written"] else f"{result['model_file']} (kept)"],
+            ]
+            if result.get("skipped_updates"):
+                rows.insert(2, ["updates skipped (NaN/inf)", result["skipped_updates"]])
+            print_table("training summary", ["", "value"], rows)
+        if result["resumable"]:
+            info(f"checkpoint saved to {result['checkpoint']}; resume with: {resume_command}")
 
     def close(self) -> None:
         if self.progress is not None:

@@ -1,0 +1,238 @@
+"""The token cache: a text encoded once into a memory-mapped array of ids that later runs reuse.
+
+Tokenising a large text builds Python objects (strings, words) only chunk by
+chunk, and training then reads the ids from the page cache a window at a time,
+so the memory a run needs beyond the cache stays flat however large the text.
+A cache is keyed by the file's SHA-256 and the tokenizer, and keeps the
+vocabulary with the ids::
+
+    <cache dir>/<file name>.<tokenizer>-<sha256[:16]>.ids    the ids, raw, smallest unsigned type
+    <cache dir>/<file name>.<tokenizer>-<sha256[:16]>.json   format, sha256, dtype, count, vocabulary
+
+The cache directory defaults to ``.bptt-cache`` beside the data (or
+``~/.cache/bptt`` where that is not writable). The ``byte`` tokenizer needs no
+cache: its ids are the file's bytes, mapped as they are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from bptt_cli.errors import BpttError
+from bptt_cli.text import TOKENIZERS, Tokenizer
+
+FORMAT = "bptt-token-cache"
+VERSION = 1
+CHUNK_BYTES = 8 << 20  # text decoded and tokenised at once: bounds the memory of encoding
+_SPACES = b" \n\t\r\f\v"  # ASCII whitespace never occurs inside a UTF-8 character or a word
+
+
+def sha256(path: str | Path) -> str:
+    """The file's SHA-256, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as data:
+        for block in iter(lambda: data.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def text_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
+    """The text of ``path`` in pieces cut just after an ASCII whitespace byte.
+
+    So no piece splits a UTF-8 character or a word, and each piece tokenises
+    exactly as it would inside the whole text.
+    """
+    offset, rest = 0, b""
+    with open(path, "rb") as source:
+        while True:
+            block = source.read(chunk_bytes)
+            data = rest + block
+            if not data:
+                return
+            if offset == 0 and b"\x00" in data[:65536]:
+                raise BpttError(f"{path}: looks like a binary file (it holds NUL bytes); give a UTF-8 text file "
+                                "or use --tokenizer byte")
+            cut = len(data) if not block else max(data.rfind(bytes([s])) for s in _SPACES) + 1
+            if cut <= 0:  # no whitespace yet: read on
+                rest = data
+                continue
+            try:
+                yield data[:cut].decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise BpttError(f"{path}: not UTF-8 text (bad byte at offset {offset + err.start}); convert it "
+                                "to UTF-8 or use --tokenizer byte") from None
+            offset, rest = offset + cut, data[cut:]
+
+
+@dataclass
+class TokenCache:
+    """A text's token ids, mapped from disk, with the tokenizer that made them."""
+
+    tokenizer: Tokenizer
+    ids: np.ndarray  # (N,) read-only memmap of the smallest unsigned type that holds the vocabulary
+    sha256: str  # of the data file
+    path: Path | None  # the .ids file (None for bytes, which map the data file itself)
+    built: bool  # encoded by this run rather than reused
+
+    def discard(self) -> None:
+        """Remove the cache files (and an emptied cache directory)."""
+        if self.path is None:
+            return
+        for part in (self.path, self.path.with_suffix(".json")):
+            part.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.path.parent.rmdir()
+
+
+def default_cache_dir(data: Path) -> Path:
+    """``.bptt-cache`` beside the data, or the user's cache directory where that is read-only."""
+    beside = data.resolve().parent / ".bptt-cache"
+    if os.access(beside if beside.exists() else beside.parent, os.W_OK):
+        return beside
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bptt"
+
+
+def load_tokens(data: str | Path, kind: str, cache_dir: str | Path | None = None, keep: bool = True) -> TokenCache:
+    """The ids of ``data`` under tokenizer ``kind``: from the cache when it holds them, else encoded now.
+
+    ``keep=False`` encodes into a temporary file that is gone when the run ends
+    (the mapping keeps it readable until then) and leaves no cache behind.
+    """
+    data = Path(data)
+    if kind not in TOKENIZERS:
+        raise BpttError(f"unknown tokenizer {kind!r}; use one of {', '.join(TOKENIZERS)}")
+    if not data.is_file():
+        raise BpttError(f"{data}: {'is a directory; give a text file' if data.is_dir() else 'no such file; check the path'}")
+    if data.stat().st_size == 0:
+        raise BpttError(f"{data}: the file is empty; give a file with text in it")
+    digest = sha256(data)
+    if kind == "byte":
+        return TokenCache(Tokenizer("byte", []), np.memmap(data, dtype=np.uint8, mode="r"), digest, None, False)
+    if not keep:
+        with tempfile.TemporaryDirectory(prefix="bptt-tokens-") as scratch:
+            return _build(data, kind, digest, Path(scratch))
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir(data)
+    return _open(data, kind, digest, folder) or _build(data, kind, digest, folder)
+
+
+@contextlib.contextmanager
+def cached_tokens(data: str | Path, kind: str, cache_dir: str | Path | None = None, keep: bool = True):
+    """``load_tokens`` for the length of a run: a cache the run built is removed again if the run
+    then stops on bad input (exit code 2), so bad input leaves nothing behind."""
+    cache = load_tokens(data, kind, cache_dir, keep)
+    try:
+        yield cache
+    except BpttError as err:
+        if cache.built and err.exit_code == 2:
+            cache.discard()
+        raise
+
+
+def _stem(data: Path, kind: str, digest: str) -> str:
+    return f"{data.name}.{kind}-{digest[:16]}"
+
+
+def _open(data: Path, kind: str, digest: str, folder: Path) -> TokenCache | None:
+    """The cache for this file and tokenizer if it is there and whole; None otherwise."""
+    stem = _stem(data, kind, digest)
+    try:
+        meta = json.loads((folder / f"{stem}.json").read_text(encoding="utf-8"))
+        ids_path = folder / f"{stem}.ids"
+        dtype, count = np.dtype(meta["dtype"]), int(meta["tokens"])
+        whole = (meta["format"], meta["version"], meta["sha256"], meta["tokenizer"]["kind"]) == (FORMAT, VERSION, digest, kind)
+        if not whole or ids_path.stat().st_size != count * dtype.itemsize:
+            return None
+        tokenizer = Tokenizer.from_dict(meta["tokenizer"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    ids = np.memmap(ids_path, dtype=dtype, mode="r", shape=(count,)) if count else np.zeros(0, dtype)
+    return TokenCache(tokenizer, ids, digest, ids_path, False)
+
+
+def _build(data: Path, kind: str, digest: str, folder: Path) -> TokenCache:
+    """Encode ``data`` in two passes over its chunks (vocabulary, then ids) into ``folder``.
+
+    Both files are written under temporary names and renamed, the JSON last, so
+    a cache is either whole or ignored.
+    """
+    vocab: set[str] = set()
+    for chunk in text_chunks(data):
+        vocab.update(Tokenizer.fit(kind, chunk).vocab)
+    tokenizer = Tokenizer(kind, sorted(vocab))  # the order Tokenizer.fit gives the whole text
+    stem = _stem(data, kind, digest)
+    ids_path, meta_path = folder / f"{stem}.ids", folder / f"{stem}.json"
+    scratch = folder / f"{stem}.ids.tmp{os.getpid()}"
+    count = 0
+    try:
+        folder.mkdir(parents=True, exist_ok=True)  # only now: bad input leaves nothing behind
+        with open(scratch, "wb") as out:
+            for chunk in text_chunks(data):
+                ids, _ = tokenizer.encode(chunk)
+                ids.tofile(out)
+                count += len(ids)
+        os.replace(scratch, ids_path)
+        meta = {"format": FORMAT, "version": VERSION, "sha256": digest, "data_file": data.name,
+                "dtype": tokenizer.dtype.str, "tokens": count, "tokenizer": tokenizer.to_dict()}
+        scratch.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
+        os.replace(scratch.with_suffix(".json"), meta_path)
+    except OSError as err:
+        raise BpttError(f"{folder}: cannot write the token cache ({err.strerror}); use --cache-dir or --no-cache") from None
+    finally:
+        for leftover in (scratch, scratch.with_suffix(".json")):
+            leftover.unlink(missing_ok=True)
+    for old in folder.glob(f"{glob.escape(data.name)}.{kind}-*.*"):  # caches of earlier versions of this file
+        if not old.name.startswith(stem):
+            old.unlink(missing_ok=True)
+    ids = np.memmap(ids_path, dtype=tokenizer.dtype, mode="r", shape=(count,)) if count else np.zeros(0, tokenizer.dtype)
+    return TokenCache(tokenizer, ids, digest, ids_path, True)
+
+
+class MappedStreams:
+    """Time-major (T, B) streams laid over a flat id array without copying it.
+
+    Column b is ``ids[b * L + offset :]``, as ``streams.batchify`` lays it out;
+    the trainer slices it along time, and only then does a window become an
+    int64 tensor on the device. To the trainer it stands where the tensor from
+    ``batchify`` would: it has ``shape``, ``to(device)`` and time slicing.
+    """
+
+    def __init__(self, view: np.ndarray, device: torch.device | None = None):
+        self.view = view  # (T, B) strided view of the mapped ids
+        self.shape = torch.Size(view.shape)
+        self.device = device or torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> "MappedStreams":
+        return MappedStreams(self.view, torch.device(device))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, steps: slice) -> torch.Tensor:
+        if not isinstance(steps, slice):
+            raise TypeError("MappedStreams takes a slice of steps")
+        window = torch.from_numpy(self.view[steps].astype(np.int64))  # (K, B): the one copy, window-sized
+        return window.to(self.device, non_blocking=True)
+
+
+def mapped_streams(ids: np.ndarray, batch_size: int) -> tuple[MappedStreams, MappedStreams]:
+    """Inputs and targets (L, B) over ``ids`` laid out as ``batchify`` does, with no copy of the data."""
+    if batch_size < 1:
+        raise BpttError(f"--batch-size must be at least 1, got {batch_size}")
+    length = (len(ids) - 1) // batch_size
+    if length < 1:
+        raise BpttError(f"{len(ids)} tokens cannot fill {batch_size} streams; use a smaller --batch-size or more data")
+    item = ids.strides[0]
+    view = np.lib.stride_tricks.as_strided(ids, shape=(length + 1, batch_size), strides=(item, length * item),
+                                           writeable=False)  # (L + 1, B)
+    return MappedStreams(view[:-1]), MappedStreams(view[1:])

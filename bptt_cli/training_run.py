@@ -1,0 +1,62 @@
+"""One training run from prepared streams to files on disk, the same for every data kind.
+
+It owns what is not about the data: the lock on the output, keeping only a
+better model, checkpoints and exact resume, and stopping cleanly on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from bptt_cli.modelfile import ModelFile
+from bptt_cli.models import RecurrentModel
+from bptt_cli.runfiles import RunFiles
+from bptt_cli.trainer import Reporter, TrainConfig, Trainer
+
+# Options that change what a run computes: a checkpoint only resumes a run made with the same ones.
+RESUME_KEYS = (
+    "data_sha256", "val", "val_fraction", "tokenizer", "model", "layers", "hidden", "embed", "dropout",
+    "tie_weights", "window", "stride", "window_jitter", "stateless", "batch_size", "clip", "optimizer", "lr",
+    "weight_decay", "schedule", "warmup", "precision", "seed", "on_nan",
+)
+
+
+def run_training(
+    files: RunFiles,
+    model: RecurrentModel,
+    make_file: Callable[[dict], ModelFile],
+    train_config: TrainConfig,
+    device: torch.device,
+    reporter: Reporter,
+    validate: Callable[[RecurrentModel], dict] | None,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    run_config: dict,
+    resets: np.ndarray | None = None,
+    loss_fn: Callable | None = None,
+    resume: bool = False,
+) -> dict:
+    """Train, keep the best model in ``files.output`` and a checkpoint beside it; returns the summary.
+
+    ``make_file(record)`` builds the model file for a validation record (its
+    summary says which step and loss it holds).
+    """
+
+    def save_best(record: dict) -> None:
+        if files.save_model(make_file(record), record.get("val_loss")):
+            return
+        reporter.note(f"kept the existing {files.output}: its validation loss {files.best_on_disk:.4g} is not beaten")
+
+    trainer = Trainer(
+        model, train_config, device, reporter, validate, save_best, loss_fn,
+        save_checkpoint=lambda training: files.save_checkpoint(training, run_config),
+    )
+    saved = files.load_checkpoint(run_config, RESUME_KEYS) if resume else None
+    with trainer.stop_on_signals():
+        result = trainer.fit(inputs, targets, resets, saved)
+    result.update(model_file=str(files.output), checkpoint=str(files.checkpoint_path),
+                  model_written=files.output.exists() and not files.kept_existing)
+    return result

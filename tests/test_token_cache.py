@@ -1,0 +1,88 @@
+"""The token cache round-trips: chunked encoding equals whole-text encoding, and a cache is reused, never trusted stale."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bptt_cli.errors import BpttError
+from bptt_cli.streams import batchify
+from bptt_cli.text import Tokenizer, read_text
+from bptt_cli.token_cache import load_tokens, mapped_streams, text_chunks
+
+TEXT = "Näh, the cat sat\n on the mat.\r\n\tcafé\u00a0au lait — 猫 " * 40
+
+
+@pytest.fixture
+def text_file(tmp_path: Path) -> Path:
+    path = tmp_path / "data.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return path
+
+
+def test_chunks_split_neither_characters_nor_words(text_file):
+    chunks = list(text_chunks(text_file, chunk_bytes=7))
+    assert "".join(chunks) == TEXT and len(chunks) > 10
+    assert all(c[-1].isspace() for c in chunks[:-1])
+
+
+@pytest.mark.parametrize("kind", ["char", "word", "byte"])
+def test_cached_ids_and_vocabulary_equal_encoding_the_whole_text(text_file, tmp_path, kind, monkeypatch):
+    monkeypatch.setattr("bptt_cli.token_cache.CHUNK_BYTES", 16)  # many chunks
+    cache = load_tokens(text_file, kind, tmp_path / "cache")
+    whole = Tokenizer.fit(kind, read_text(text_file, kind))
+    expected, _ = whole.encode(read_text(text_file, kind))
+    assert cache.tokenizer == whole
+    assert cache.ids.dtype == whole.dtype
+    np.testing.assert_array_equal(cache.ids, expected)
+
+
+def test_a_second_run_reuses_the_cache_and_a_changed_file_replaces_it(text_file, tmp_path):
+    folder = tmp_path / "cache"
+    first = load_tokens(text_file, "word", folder)
+    again = load_tokens(text_file, "word", folder)
+    assert first.built and not again.built and again.path == first.path
+    assert again.tokenizer == first.tokenizer
+    np.testing.assert_array_equal(again.ids, first.ids)
+    text_file.write_text(TEXT + " dog", encoding="utf-8")
+    changed = load_tokens(text_file, "word", folder)
+    assert changed.built and "dog" in changed.tokenizer.vocab
+    assert sorted(p.suffix for p in folder.iterdir()) == [".ids", ".json"]  # the stale cache is gone
+
+
+def test_a_truncated_cache_is_rebuilt(text_file, tmp_path):
+    first = load_tokens(text_file, "char", tmp_path)
+    first.path.write_bytes(first.path.read_bytes()[:-1])
+    assert load_tokens(text_file, "char", tmp_path).built
+
+
+def test_no_cache_leaves_nothing_behind(text_file, tmp_path):
+    cache = load_tokens(text_file, "char", keep=False)
+    assert len(cache.ids) == len(TEXT) and not cache.path.exists()
+    assert not (text_file.parent / ".bptt-cache").exists()
+
+
+def test_default_cache_sits_beside_the_data(text_file):
+    assert load_tokens(text_file, "char").path.parent == text_file.parent / ".bptt-cache"
+
+
+def test_binary_and_non_utf8_files_are_refused(tmp_path):
+    binary, latin = tmp_path / "b.bin", tmp_path / "l.txt"
+    binary.write_bytes(b"ab\x00cd")
+    latin.write_bytes(b"caf\xe9 au lait")
+    with pytest.raises(BpttError, match="binary"):
+        load_tokens(binary, "char", tmp_path)
+    with pytest.raises(BpttError, match="offset 3"):
+        load_tokens(latin, "char", tmp_path)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 7])
+def test_mapped_streams_slice_like_batchify(batch):
+    ids = np.random.randint(0, 200, size=500).astype(np.uint8)
+    streams = batchify(ids, batch)
+    inputs, targets = mapped_streams(ids, batch)
+    assert inputs.shape == streams[:-1].shape and targets.shape == streams[1:].shape
+    for start, end in [(0, 10), (13, 50), (40, len(inputs))]:
+        torch.testing.assert_close(inputs[start:end], streams[:-1][start:end])
+        torch.testing.assert_close(targets[start:end], streams[1:][start:end])
