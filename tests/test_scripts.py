@@ -277,3 +277,11 @@ def test_every_command_takes_a_config(tmp_path, tiny_model, tiny_text, run, comm
     code, stdout, stderr = run(command, *args, "--config", config)
     assert code == 0, stderr
     assert check(stdout), stdout
+
+
+@pytest.mark.parametrize("example", sorted((Path(__file__).parents[1] / "sample_data").glob("*.yaml")))
+def test_the_example_configs_are_valid(run, example, monkeypatch):
+    monkeypatch.chdir(example.parents[1])  # their paths are relative to the project
+    code, stdout, stderr = run("train", "--config", example, "--print-config")
+    assert code == 0, stderr
+    assert yaml.safe_load(stdout)["data"].startswith("sample_data/")
