@@ -11,10 +11,9 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
+from bptt_cli.atomic import write_bytes
 from bptt_cli.errors import BpttError
 
 
@@ -58,10 +57,7 @@ class MetricsFile:
         writer = csv.DictWriter(text, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(self.rows)
-        handle, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            out.write(text.getvalue())
-        os.replace(tmp, self.path)
+        write_bytes(self.path, text.getvalue().encode("utf-8"))
 
     # -- the trainer's Reporter protocol
     def start(self, plan: dict) -> None: ...

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 
 from bptt_cli import __version__
+from bptt_cli.atomic import atomic_write
 from bptt_cli.errors import BpttError
 from bptt_cli.models import ModelConfig, RecurrentModel
 from bptt_cli.text import Tokenizer
@@ -39,21 +39,8 @@ class ModelFile:
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over it.
-
-    A crash at any moment leaves either the old file or the new one, never a torn one.
-    """
-    path = Path(path)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            torch.save(obj, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` that never leaves a torn file (see ``atomic.atomic_write``)."""
+    atomic_write(path, lambda out: torch.save(obj, out))
 
 
 def check_writable(path: str | Path) -> Path:

@@ -95,7 +95,7 @@ def test_a_failed_write_leaves_the_old_file_untouched(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(BpttError, match="No space left on device"):
         save_model_file(path, small_file())
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
