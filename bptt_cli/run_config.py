@@ -24,8 +24,8 @@ def option_key(name: str) -> str:
     return name.replace("_", "-")
 
 
-def read_config(path: str | Path, names: Iterable[str]) -> dict[str, Any]:
-    """Values by parameter name from ``path``; ``names`` are the command's parameter names."""
+def read_config(path: str | Path, keys: dict[str, str]) -> dict[str, Any]:
+    """Values by parameter name from ``path``; ``keys`` maps each accepted key to its parameter name."""
     path = Path(path)
     if not path.is_file():
         raise BpttError(f"--config {path}: no such file; check the path")
@@ -44,16 +44,15 @@ def read_config(path: str | Path, names: Iterable[str]) -> dict[str, Any]:
         return {}
     if not isinstance(values, dict):
         raise BpttError(f"--config {path}: must map option names to values (e.g. 'window: 50')")
-    valid = {option_key(n): n for n in names if n not in NOT_STORED}
+    valid = {option_key(k): name for k, name in keys.items() if name not in NOT_STORED}
+    shown = sorted({option_key(k) for k, name in keys.items() if name not in NOT_STORED and not k.count("_")})
     resolved = {}
     for key, value in values.items():
         name = valid.get(option_key(str(key)))
         if name is None:
-            close = difflib.get_close_matches(option_key(str(key)), valid, n=1)
+            close = difflib.get_close_matches(option_key(str(key)), shown, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise BpttError(
-                f"--config {path}: unknown key '{key}'{hint}; valid keys: {', '.join(sorted(valid))}"
-            )
+            raise BpttError(f"--config {path}: unknown key '{key}'{hint}; valid keys: {', '.join(shown)}")
         resolved[name] = value
     return resolved
 
@@ -74,7 +73,8 @@ def plain_values(values: dict[str, Any]) -> dict[str, Any]:
     return plain
 
 
-def to_yaml(values: dict[str, Any], command: str) -> str:
-    """A YAML configuration whose header shows how to use it."""
-    body = yaml.safe_dump({option_key(k): v for k, v in plain_values(values).items()}, sort_keys=False)
+def to_yaml(values: dict[str, Any], command: str, keys: dict[str, str] | None = None) -> str:
+    """A YAML configuration whose header shows how to use it; ``keys`` renames parameters to option names."""
+    keys = keys or {}
+    body = yaml.safe_dump({keys.get(k, option_key(k)): v for k, v in plain_values(values).items()}, sort_keys=False)
     return f"# bptt {command} --config THIS_FILE  (flags on the command line override these values)\n{body}"

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from bptt_cli import distributed
 from bptt_cli.errors import BpttError
 from bptt_cli.modelfile import ModelFile, atomic_save, check_writable, read_payload, save_model_file
 
@@ -28,8 +29,10 @@ CHECKPOINT_VERSION = 1
 class RunFiles:
     """Use as a context manager around a training run: holds the lock while it lives."""
 
-    def __init__(self, output: str | Path):
+    def __init__(self, output: str | Path, owner: bool | None = None):
+        """``owner`` is False on the ranks of a distributed run other than 0: they read, never write."""
         self.output = check_writable(output)
+        self.owner = distributed.is_main() if owner is None else owner
         self.checkpoint_path = self.output.with_name(self.output.name + ".ckpt")
         self.lock_path = self.output.with_name(self.output.name + ".lock")
         self._lock = None
@@ -37,6 +40,8 @@ class RunFiles:
         self.kept_existing = False
 
     def __enter__(self) -> "RunFiles":
+        if not self.owner:
+            return self
         self._acquire()
         if self.output.exists():
             try:
@@ -55,7 +60,10 @@ class RunFiles:
 
     def _acquire(self) -> None:
         while True:
-            handle = open(self.lock_path, "a+")
+            try:
+                handle = open(self.lock_path, "a+")
+            except OSError as err:
+                raise BpttError(f"{self.output}: cannot write beside it ({err.strerror}); choose another -o") from None
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as err:
@@ -88,6 +96,8 @@ class RunFiles:
 
     def save_model(self, file: ModelFile, val_loss: float | None) -> bool:
         """Write the model file unless the one on disk is better; returns whether it was written."""
+        if not self.owner:
+            return True
         on_disk = self.best_on_disk
         if on_disk is not None and (val_loss is None or not val_loss < on_disk):
             self.kept_existing = True
@@ -98,6 +108,8 @@ class RunFiles:
         return True
 
     def save_checkpoint(self, training: dict[str, Any], run: dict[str, Any]) -> None:
+        if not self.owner:
+            return
         atomic_save({"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "run": run,
                      "training": training}, self.checkpoint_path)
 

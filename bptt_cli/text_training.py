@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bptt_cli import distributed
 from bptt_cli.errors import BpttError
 from bptt_cli.evaluation import summarise, token_loss
 from bptt_cli.modelfile import ModelFile
@@ -68,6 +69,7 @@ def train_text(
         model_config.tokens = True
         model = RecurrentModel(model_config)
         inputs, targets = mapped_streams(train_ids, train_config.batch_size)  # (L, B) each, no copy of the ids
+        inputs, targets = distributed.shard_streams(inputs), distributed.shard_streams(targets)
         summary = {
             "data_file": Path(data).name,
             "data_sha256": cache.sha256,
@@ -77,7 +79,10 @@ def train_text(
         run = {**(run_config or {}), "data_sha256": summary["data_sha256"]}
 
         def validate(m: RecurrentModel) -> dict:
-            return summarise(*token_loss(m, val_ids, device, train_config.precision))
+            begin, end = distributed.shard_range(len(val_ids))  # each rank scores its part of the text
+            total, count = token_loss(m, val_ids[begin:end], device, train_config.precision)
+            total, count = distributed.all_sum(torch.tensor([total, count], dtype=torch.float64)).tolist()
+            return summarise(total, int(count))
 
         def make_file(record: dict) -> ModelFile:
             best = {"best_step": record["step"], "best_epoch": record["epoch"], "best_val_loss": record["val_loss"]}

@@ -218,6 +218,10 @@ class MappedStreams:
     def __len__(self) -> int:
         return self.shape[0]
 
+    def select_streams(self, begin: int, end: int) -> "MappedStreams":
+        """Streams [begin, end) only: a distributed rank's share, still without a copy."""
+        return MappedStreams(self.view[:, begin:end], self.device)
+
     def __getitem__(self, steps: slice) -> torch.Tensor:
         if not isinstance(steps, slice):
             raise TypeError("MappedStreams takes a slice of steps")

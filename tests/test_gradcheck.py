@@ -16,6 +16,7 @@ from bptt_cli.modelfile import ModelFile, save_model_file
 from bptt_cli.models import ModelConfig, RecurrentModel
 from bptt_cli.render import gradcheck as render
 from bptt_cli.render.console import fmt
+from bptt_cli.render.sparkline import sparkline
 from bptt_cli.text import Tokenizer
 
 
@@ -235,12 +236,12 @@ def test_json_holds_every_figure_in_the_tables(monkeypatch, capsys):
         for token in NUMBER.findall(cell):
             assert token in figures, f"{token} is in a table but not in the JSON"
     assert len(tables[2][0]) < 35  # a long window shows a sample of steps...
-    assert len(render.sparkline(parsed["flow"]["norms"])) == 35  # ...and a sparkline of all of them
+    assert len(sparkline(parsed["flow"]["norms"], log=True)) == 35  # ...and a sparkline of all of them
 
 
-def test_sparkline_runs_from_high_to_low():
-    line = render.sparkline([1.0, 0.1, 0.01, 0.0])
-    assert line[0] == render.BARS[-1] and line[2] == render.BARS[0] and len(line) == 4
+def test_the_flow_sparkline_runs_from_high_to_low_on_a_log_scale():
+    line = sparkline([1.0, 0.1, 0.01, 0.0], ascii=False, log=True)
+    assert line == "█▅▁▁"  # 1, 0.1, 0.01 evenly spaced in log10; 0 takes the lowest bar
 
 
 # ---------------------------------------------------------------- the command

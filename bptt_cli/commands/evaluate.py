@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from bptt_cli.commands.options import Config, Device, Json, Threads
 
+SERIES = "Series and audio"
+
 
 def evaluate(
     model_file: Annotated[Path, typer.Argument(metavar="MODEL", help="A model file written by 'bptt train'.", show_default=False)],
-    data: Annotated[Path, typer.Argument(help="Text to score.", show_default=False)],
+    data: Annotated[Path, typer.Argument(help="Data to score, of the kind MODEL was trained on (text, CSV, feature files).", show_default=False)],
+    horizon: Annotated[int, typer.Option("--horizon", min=1, help="Also score forecasts this many steps ahead, rolled out from the carried state.", rich_help_panel=SERIES)] = 1,
+    season: Annotated[Optional[int], typer.Option("--season", min=1, help="Steps per season for the seasonal-naive baseline (default: the model's).", rich_help_panel=SERIES)] = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="CSV with columns file,label: one class per feature file.", rich_help_panel=SERIES)] = None,
     device: Device = "auto",
     threads: Threads = None,
     json: Json = False,
     config: Config = None,
 ) -> None:
-    """Loss, perplexity and bits per token of MODEL on DATA, with the state carried through the whole text.
+    """Score MODEL on DATA with the state carried throughout: loss and perplexity for text; MAE, RMSE,
+    sMAPE and MASE against persistence and seasonal naive for series; accuracy, macro-F1 and confusion for labels.
 
-    Example: bptt evaluate shakespeare.pt other_text.txt --json
+    Example: bptt evaluate shakespeare.pt other_text.txt --json;
+    bptt evaluate demand.pt sample_data/elecdemand.csv --horizon 48 --season 48
     """
     from bptt_cli.device import resolve_device, set_threads
     from bptt_cli.modelfile import load_model_file
@@ -29,5 +36,12 @@ def evaluate(
 
     set_threads(threads)
     target = resolve_device(device)
-    figures = evaluate_text(load_model_file(model_file), data, target)
+    file = load_model_file(model_file)
+    if file.data.get("kind") in ("series", "audio"):
+        from bptt_cli.render.forecast import render_sequence_scores
+        from bptt_cli.series_training import evaluate_sequences
+
+        render_sequence_scores(evaluate_sequences(file, data, target, labels, horizon, season), as_json=json)
+        return
+    figures = evaluate_text(file, data, target)
     render_text_scores(figures, as_json=json)

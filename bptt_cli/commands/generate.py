@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from bptt_cli.commands.options import Config, Device, Seed
+from bptt_cli.errors import BpttError
 
 
 def generate(
@@ -18,19 +19,33 @@ def generate(
     temperature: Annotated[float, typer.Option("--temperature", "-t", help="Sampling temperature; 0 is greedy.")] = 1.0,
     top_k: Annotated[int, typer.Option("--top-k", help="Sample among the k likeliest tokens; 0 = all.")] = 0,
     top_p: Annotated[float, typer.Option("--top-p", help="Sample among the likeliest tokens holding this much probability.")] = 1.0,
+    context: Annotated[Optional[Path], typer.Option("--context", help="Rows (CSV) or frames (feature file) to warm the state on; default: the end of the training data.", rich_help_panel="Series and audio")] = None,
+    horizon: Annotated[Optional[int], typer.Option("--horizon", min=1, help="Steps to forecast (default: the season if known, else 24).", rich_help_panel="Series and audio")] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the forecast here (CSV, or .npy frames), atomically; default: CSV on stdout.", rich_help_panel="Series and audio")] = None,
     seed: Seed = 0,
     device: Device = "cpu",
     config: Config = None,
 ) -> None:
     """Write text that continues --prime; each new token costs one recurrent step.
 
-    Example: bptt generate shakespeare.pt --prime "ROMEO:" --length 400 --temperature 0.8
+    For a series or audio model: forecast --horizon steps after --context (or after the training data).
+
+    Example: bptt generate shakespeare.pt --prime "ROMEO:" --length 400 --temperature 0.8;
+    bptt generate demand.pt --context recent.csv --horizon 96 -o forecast.csv
     """
     from bptt_cli.device import resolve_device
     from bptt_cli.generation import generate as sample
     from bptt_cli.modelfile import load_model_file
 
     file = load_model_file(model_file)
+    if file.data.get("kind") in ("series", "audio"):
+        from bptt_cli.render.forecast import render_forecast
+        from bptt_cli.series_training import generate_forecast
+
+        render_forecast(generate_forecast(file, resolve_device(device), context, horizon), output)
+        return
+    if context is not None or horizon is not None or output is not None:
+        raise BpttError("--context, --horizon and -o are for series and audio models; a text model takes --prime")
     pieces = sample(file.model, file.tokenizer, prime, length, temperature, top_k, top_p, seed,
                     resolve_device(device))
     out = sys.stdout

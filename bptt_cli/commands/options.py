@@ -18,12 +18,28 @@ Seed = Annotated[int, typer.Option("--seed", help="Random seed; runs on CPU are 
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
 
 
+def option_names(ctx: typer.Context) -> dict[str, str]:
+    """Each parameter's name in a config file: its first long option without dashes (``--model`` for ``cell``)."""
+    names = {}
+    for param in ctx.command.params:
+        long = [o for o in param.opts if o.startswith("--")]
+        names[param.name] = long[0][2:] if long else param.name.replace("_", "-")
+    return names
+
+
+def config_keys(ctx: typer.Context) -> dict[str, str]:
+    """Every key a config file may use (option names and parameter names) and the parameter it sets."""
+    keys = {name: name for name in option_names(ctx)}
+    keys.update({option: name for name, option in option_names(ctx).items()})
+    return keys
+
+
 def _load_config(ctx: typer.Context, value: Optional[Path]) -> Optional[Path]:
     """Make the file's values the defaults of this command, so flags still override them."""
     if value is not None:
         from bptt_cli.run_config import read_config
 
-        values = read_config(value, [p.name for p in ctx.command.params])
+        values = read_config(value, config_keys(ctx))
         ctx.default_map = {**(ctx.default_map or {}), **values}
     return value
 

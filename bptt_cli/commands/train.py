@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,6 +14,7 @@ from bptt_cli.commands.options import (
     Cell,
     Config,
     OnNan,
+    option_names,
     Device,
     OptimizerKind,
     Precision,
@@ -28,16 +30,48 @@ BPTT = "Truncated BPTT"
 OPTIM = "Optimisation"
 RUN = "Run"
 SCRIPTS = "Scripts and cron"
+SERIES = "Series and audio"
+
+
+class SeriesTask(str, Enum):
+    forecast = "forecast"
+    tag = "tag"
+
+
+class Missing(str, Enum):
+    error = "error"
+    ffill = "ffill"
+    interpolate = "interpolate"
+    drop = "drop"
+
+
+class SeriesLoss(str, Enum):
+    mse = "mse"
+    huber = "huber"
 
 
 def train(
-    data: Annotated[Path, typer.Argument(help="Training data: a UTF-8 text file.", show_default=False)],
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Argument(help="Training data: a UTF-8 text file, a CSV time series, or feature files (.npy, .npz, .wav, .ts; a directory or a glob).", show_default=False)],
     output: Annotated[Path, typer.Option("-o", "--output", help="Model file; always holds the best model on validation.", rich_help_panel=DATA)] = Path("model.pt"),
     val: Annotated[Optional[Path], typer.Option("--val", help="Validation text (default: the tail of DATA).", rich_help_panel=DATA)] = None,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of DATA's tail kept for validation, never shuffled.", rich_help_panel=DATA)] = 0.1,
     tokenizer: Annotated[TokenizerKind, typer.Option("--tokenizer", help="How text becomes tokens.", rich_help_panel=DATA)] = TokenizerKind.char,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where the token cache goes (default: .bptt-cache beside DATA); the text is encoded once, later runs reuse it.", rich_help_panel=DATA)] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Encode into a temporary file deleted after the run; keep no cache.", rich_help_panel=DATA)] = False,
+    target_columns: Annotated[Optional[list[str]], typer.Option("--target", help="CSV column to predict (repeatable; default: every numeric column).", rich_help_panel=SERIES)] = None,
+    features: Annotated[Optional[list[str]], typer.Option("--features", help="CSV input column (repeatable; default: every numeric column); for WAV files: logmel or mfcc.", rich_help_panel=SERIES)] = None,
+    task: Annotated[Optional[SeriesTask], typer.Option("--task", help="forecast (numeric targets, next step) or tag (a class label at every step: --task tag --target COL).", rich_help_panel=SERIES)] = None,
+    time_column: Annotated[Optional[str], typer.Option("--time-column", help="Column of times, parsed and sorted (default: the one column that parses as dates).", rich_help_panel=SERIES)] = None,
+    group_column: Annotated[Optional[str], typer.Option("--group-column", help="Column naming the series: each is its own stream, state never flows between them.", rich_help_panel=SERIES)] = None,
+    missing: Annotated[Missing, typer.Option("--missing", help="Missing values: error, ffill, interpolate or drop the rows.", rich_help_panel=SERIES)] = Missing.error,
+    loss: Annotated[SeriesLoss, typer.Option("--loss", help="Loss on numeric targets.", rich_help_panel=SERIES)] = SeriesLoss.mse,
+    season: Annotated[Optional[int], typer.Option("--season", min=1, help="Steps per season (default: from the time step, e.g. 48 for half-hours).", rich_help_panel=SERIES)] = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="CSV with columns file,label: one class per feature file (loss on its last frame).", rich_help_panel=SERIES)] = None,
+    n_mels: Annotated[int, typer.Option("--n-mels", min=1, help="Mel bands of WAV features.", rich_help_panel=SERIES)] = 40,
+    n_mfcc: Annotated[int, typer.Option("--n-mfcc", min=1, help="Coefficients per frame with --features mfcc.", rich_help_panel=SERIES)] = 13,
+    hop_ms: Annotated[float, typer.Option("--hop-ms", help="WAV frame step in milliseconds.", rich_help_panel=SERIES)] = 10.0,
+    win_ms: Annotated[float, typer.Option("--win-ms", help="WAV analysis window in milliseconds.", rich_help_panel=SERIES)] = 25.0,
     model: Annotated[Cell, typer.Option("--model", help="Recurrent cell.", rich_help_panel=MODEL)] = Cell.lstm,
     layers: Annotated[int, typer.Option("--layers", help="Stacked recurrent layers.", rich_help_panel=MODEL)] = 2,
     hidden: Annotated[int, typer.Option("--hidden", help="Hidden state width.", rich_help_panel=MODEL)] = 256,
@@ -71,31 +105,38 @@ def train(
     metrics: Annotated[Optional[Path], typer.Option("--metrics", help="Append one record per log interval and validation: JSON lines, or CSV for *.csv.", rich_help_panel=SCRIPTS)] = None,
     json: Annotated[bool, typer.Option("--json", help="Print the run summary as one JSON object on stdout.", rich_help_panel=SCRIPTS)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors and the final result.", rich_help_panel=SCRIPTS)] = False,
+    nproc: Annotated[int, typer.Option("--nproc", min=1, help="Train in this many processes on this machine (torch.distributed; a shortcut for torchrun --nproc-per-node N -m bptt_cli train ...).", rich_help_panel=RUN)] = 1,
     config: Config = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved configuration as YAML and exit.", rich_help_panel=SCRIPTS)] = False,
 ) -> None:
-    """Train a model with truncated BPTT and keep the best one.
+    """Train a model with truncated BPTT and keep the best one, on text, a CSV time series or feature files.
 
     Example: bptt train sample_data/shakespeare.txt --model lstm --window 50 --clip 1.0 -o shakespeare.pt
     """
     options = dict(locals())  # first, before any other name exists here
     from bptt_cli.run_config import plain_values, to_yaml
 
-    run_config = plain_values(options)
+    run_config = plain_values({k: v for k, v in options.items() if k != "ctx"})
     if print_config:
-        typer.echo(to_yaml(run_config, "train"), nl=False)
+        typer.echo(to_yaml(run_config, "train", option_names(ctx)), nl=False)
         return
 
+    from bptt_cli import distributed
     from bptt_cli.device import check_precision, resolve_device, set_threads
     from bptt_cli.durations import parse_duration
     from bptt_cli.metrics_file import Fanout, MetricsFile
     from bptt_cli.models import ModelConfig
+    from bptt_cli.render.forecast import SequenceReporter
     from bptt_cli.render.training import TrainReporter
+    from bptt_cli.series_training import SequenceOptions, data_kind, train_sequences
     from bptt_cli.text_training import train_text
     from bptt_cli.trainer import TrainConfig
 
+    if nproc > 1 and not distributed.launched():
+        distributed.check_split(batch_size, nproc)
+        raise typer.Exit(distributed.launch(nproc, sys.argv[1:]))
     set_threads(threads)
-    target = resolve_device(device)
+    target = distributed.start(resolve_device(device))
     check_precision(target, precision.value)
     model_config = ModelConfig(cell=model.value, embed=embed, hidden=hidden, layers=layers,
                                dropout=dropout, tie_weights=tie_weights)
@@ -107,13 +148,27 @@ def train(
         checkpoint_every=checkpoint_every, on_nan=on_nan.value, max_skips=max_skips,
     )
     model_config.validate()
-    screen = TrainReporter(unit="char" if tokenizer is TokenizerKind.char else "token", quiet=quiet)
-    reporter = Fanout(screen, MetricsFile(metrics) if metrics else None)
+    kind = data_kind(data)
+    unit = "char" if tokenizer is TokenizerKind.char else "token" if kind == "text" else "step"
+    main = distributed.is_main()  # under torchrun only rank 0 prints and writes
+    screen = (TrainReporter if kind == "text" else SequenceReporter)(unit=unit, quiet=quiet or not main)
+    reporter = Fanout(screen, MetricsFile(metrics) if metrics and main else None)
     try:
-        result = train_text(data, output, model_config, train_config, target, reporter, tokenizer.value,
-                            val, val_fraction, run_config, resume, cache_dir=cache_dir, use_cache=not no_cache)
+        if kind == "text":
+            result = train_text(data, output, model_config, train_config, target, reporter, tokenizer.value,
+                                val, val_fraction, run_config, resume, cache_dir=cache_dir, use_cache=not no_cache)
+        else:
+            sequence_options = SequenceOptions(
+                targets=target_columns or [], features=features or [], task=task.value if task else None,
+                time_column=time_column, group_column=group_column, missing=missing.value, loss=loss.value,
+                season=season, labels=labels, n_mels=n_mels, n_mfcc=n_mfcc, hop_ms=hop_ms, win_ms=win_ms)
+            result = train_sequences(data, output, model_config, train_config, target, reporter, sequence_options,
+                                     val, val_fraction, run_config, resume)
     finally:
         screen.close()
+        distributed.stop()
+    if not main:
+        return
     again = [a for a in sys.argv[1:] if a != "--resume"]
     screen.finish(result, as_json=json, resume_command=shlex.join(["bptt", *again, "--resume"]))
     if result["resumable"]:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import math
-import sys
 from typing import Sequence
 
+from bptt_cli.render.sparkline import sparkline
 from bptt_cli.render.console import fmt, info, print_json, print_table
 
-BARS = "▁▂▃▄▅▆▇█"
-ASCII_BARS = "_.-:=+*#"  # for a stderr that cannot encode the block characters
 FLOW_ROWS_ALL_UP_TO = 30  # longer windows show a sample of steps (the sparkline shows them all)
 FLOW_SAMPLE = 16
 
@@ -85,7 +83,7 @@ def _flow(check: dict) -> None:
         [[j, steps - j, norms[j]] for j in _flow_rows(norms)],
         caption="\n".join(
             [
-                f"t={steps}..1  {sparkline(norms)}  (log scale)",
+                f"t={steps}..1  {sparkline(norms, log=True)}  (log scale)",
                 f"per-step rate {fmt(check['rate_per_step'])} (fit of log |dL/dh_t| against steps back); "
                 f"the signal {reach}",
                 f"step Jacobian dh_t/dh_(t-1) ({jac['state']}, {jac['size']} values): spectral norm mean "
@@ -131,19 +129,3 @@ def _summary(result: dict) -> str:
     if result["forward_mode"]["passed"] is False:
         failed.append("forward mode")
     return f"gradcheck FAILED: {'; '.join(failed)} disagree with BPTT"
-
-
-def sparkline(values: Sequence[float]) -> str:
-    """One character per value on a log scale: the shape of a decay or growth at a glance."""
-    bars = BARS
-    try:
-        bars.encode(sys.stderr.encoding or "utf-8")
-    except (UnicodeEncodeError, LookupError):
-        bars = ASCII_BARS
-    logs = [math.log10(v) if v > 0 else None for v in values]
-    known = [v for v in logs if v is not None]
-    if not known:
-        return bars[0] * len(values)
-    low, high = min(known), max(known)
-    span = (high - low) or 1.0
-    return "".join(bars[0] if v is None else bars[round((v - low) / span * (len(bars) - 1))] for v in logs)

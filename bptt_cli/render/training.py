@@ -51,7 +51,8 @@ class TrainReporter:
         if plan.get("resumed_at_step") is not None:
             info(f"resuming from the checkpoint at update {plan['resumed_at_step']:,}")
         info(
-            f"training {plan['parameters']:,} parameters on {plan['streams']} streams of "
+            f"training {plan['parameters']:,} parameters on {plan['streams']} streams"
+            f"{' over ' + str(plan['processes']) + ' processes' if plan.get('processes', 1) > 1 else ''} of "
             f"{plan['steps_per_stream']:,} steps: {plan['updates_per_epoch']:,} updates per epoch, "
             f"{plan['total_updates']:,} at most"
         )

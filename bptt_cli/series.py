@@ -1,0 +1,411 @@
+"""CSV time series: from a file to validated, normalised sequences and (T, B) training streams.
+
+A CSV becomes one or more series (``--group-column``), each sorted by its time
+column and each its own sequence. Sequences, from a CSV or from feature files,
+are laid out the same way: a sequence long enough is cut into pieces, the
+pieces are packed into B streams, and a stream's state is reset where a new
+piece begins, so the state never flows from one series into another::
+
+    stream 0:  [series A, piece 1.......][series B.......]  pad
+    stream 1:  [series A, piece 2..........][series C.....]
+                ^ reset                     ^ reset
+
+Everything is vectorised with numpy and pandas: there is no Python loop per row.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bptt_cli.errors import BpttError
+
+MISSING = ("error", "ffill", "interpolate", "drop")
+IGNORE_LABEL = -100  # class targets that carry no loss (padding, unlabelled frames)
+# Seasons that follow from a regular time step: one day of sub-daily data, a week of days, a year of months.
+SEASONS = {pd.Timedelta("15min"): 96, pd.Timedelta("30min"): 48, pd.Timedelta("1h"): 24, pd.Timedelta("1D"): 7,
+           pd.Timedelta("7D"): 52}
+
+
+@dataclass
+class SeriesSpec:
+    """How a CSV becomes series; stored in the model file so evaluate and generate read data the same way."""
+
+    targets: list[str] = field(default_factory=list)  # empty: every numeric column
+    features: list[str] = field(default_factory=list)  # empty: every numeric column
+    task: str = "forecast"  # forecast (numeric targets, next step) | tag (a class label at every step)
+    time_column: str | None = None  # None: detected when exactly one column parses as dates
+    group_column: str | None = None  # one series per value
+    missing: str = "error"
+
+
+@dataclass
+class SeriesData:
+    """A CSV read and checked: one entry per series, in the order the groups first appear."""
+
+    columns: list[str]  # numeric columns used, the order of ``values``' last axis
+    features: list[str]
+    targets: list[str]
+    values: list[np.ndarray]  # per series (L, C) float64 in original units
+    labels: list[np.ndarray] | None  # per series (L,) int64 class ids (task tag)
+    classes: list[str] | None
+    times: list[np.ndarray] | None  # per series (L,) datetime64[ns]
+    groups: list[str]
+    time_column: str | None
+    group_column: str | None
+    freq: str | None  # the regular time step as a pandas offset string
+    notes: list[str]
+
+
+def _fail(path: Path, message: str) -> BpttError:
+    return BpttError(f"{path}: {message}")
+
+
+def _rows(index: pd.Index | np.ndarray, limit: int = 5) -> str:
+    """File line numbers (header = line 1) of the first few rows, for error messages."""
+    shown = ", ".join(str(int(i) + 2) for i in list(index[:limit]))
+    return shown + (", ..." if len(index) > limit else "")
+
+
+def read_frame(path: str | Path) -> pd.DataFrame:
+    """Read a CSV with pandas, refusing files that cannot be a time series."""
+    path = Path(path)
+    if not path.is_file():
+        raise _fail(path, "no such file; check the path")
+    if path.stat().st_size == 0:
+        raise _fail(path, "the file is empty; give a CSV with a header line and data rows")
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        header = next(csv.reader(handle), [])
+    names = [h.strip() for h in header]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise _fail(path, f"column {twice[0]!r} is named {names.count(twice[0])} times; give every column its own name")
+    try:
+        frame = pd.read_csv(path, skipinitialspace=True)
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0][:160]
+        raise _fail(path, f"not a readable CSV ({reason}); check the file") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if len(frame) == 0:
+        raise _fail(path, "the file has a header but no data rows; add rows")
+    if len(frame) == 1:
+        raise _fail(path, "the file has only one data row; a time series needs at least 2")
+    return frame
+
+
+def _parse_time(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
+    raw = frame[column]
+    if pd.api.types.is_numeric_dtype(raw):  # numbers are read as seconds since the epoch only when asked
+        parsed = pd.to_datetime(raw, unit="s", errors="coerce")
+    else:
+        parsed = pd.to_datetime(raw, errors="coerce", format="mixed")
+    bad = np.flatnonzero(parsed.isna().to_numpy())
+    if len(bad):
+        raise _fail(path, f"time column {column!r}: {len(bad)} value(s) are not dates (rows {_rows(bad)}); "
+                          "fix them or name another --time-column")
+    return parsed
+
+
+def detect_time_column(frame: pd.DataFrame) -> str | None:
+    """The one text column whose every value parses as a date, if there is exactly one."""
+    found = []
+    for name in frame.columns:
+        column = frame[name]
+        if pd.api.types.is_numeric_dtype(column) or column.isna().all():
+            continue
+        sample = column.dropna().astype(str).head(200)
+        parsed = pd.to_datetime(sample, errors="coerce", format="mixed")
+        if parsed.notna().all() and sample.str.contains(r"\d").all():
+            found.append(name)
+    return found[0] if len(found) == 1 else None
+
+
+def _check_column(frame: pd.DataFrame, name: str, option: str, path: Path) -> None:
+    if name not in frame.columns:
+        shown = ", ".join(frame.columns[:12])
+        raise _fail(path, f"{option} {name!r} is not a column; the columns are: {shown}")
+
+
+def _numeric_columns(frame: pd.DataFrame, exclude: set[str]) -> list[str]:
+    return [c for c in frame.columns if c not in exclude and pd.api.types.is_numeric_dtype(frame[c])]
+
+
+def _apply_missing(frame: pd.DataFrame, columns: list[str], policy: str, keys: list[str], path: Path) -> pd.DataFrame:
+    """Fill or drop missing values per series; ``error`` names the column, the count and the first rows."""
+    if policy not in MISSING:
+        raise BpttError(f"unknown --missing {policy!r}; use one of {', '.join(MISSING)}")
+    holes = frame[columns].isna()
+    if not holes.to_numpy().any():
+        return frame
+    if policy == "error":
+        column = holes.any().idxmax()
+        rows = frame.index[holes[column].to_numpy()]
+        raise _fail(path, f"column {column!r} has {len(rows)} missing value(s) (rows {_rows(rows)}); "
+                          "choose --missing ffill, interpolate or drop")
+    if policy == "drop":
+        return frame[~holes.any(axis=1)]
+    by = frame[keys[0]] if keys else pd.Series(0, index=frame.index)
+    part = frame[columns].groupby(by, sort=False)
+    if policy == "ffill":  # leading gaps take the first value that follows
+        filled = part.ffill().groupby(by, sort=False).bfill()
+    else:  # linear within each series; the ends hold the nearest value
+        filled = part.transform(lambda s: s.interpolate(limit_direction="both"))
+    frame = frame.copy()
+    frame[columns] = filled
+    return frame
+
+
+def _regularity(times: pd.Series, starts: np.ndarray) -> tuple[pd.Timedelta | None, int, int]:
+    """The typical time step, and the count of duplicated times and of irregular gaps (within series)."""
+    steps = times.diff().to_numpy()
+    inside = np.ones(len(times), dtype=bool)
+    inside[starts] = False
+    steps = steps[inside]
+    if len(steps) == 0:
+        return None, 0, 0
+    step = pd.Timedelta(np.median(steps))
+    duplicates = int((steps == np.timedelta64(0)).sum())
+    gaps = int(((steps != np.timedelta64(step)) & (steps != np.timedelta64(0))).sum())
+    return step, duplicates, gaps
+
+
+def offset_string(step: pd.Timedelta) -> str:
+    return pd.tseries.frequencies.to_offset(step).freqstr
+
+
+def season_of(freq: str | None) -> int | None:
+    """The natural season of a regular time step (a day of half-hours is 48), if there is one."""
+    if not freq:
+        return None
+    try:
+        return SEASONS.get(pd.Timedelta(pd.tseries.frequencies.to_offset(freq)))
+    except (ValueError, TypeError):
+        return None
+
+
+def load_series(path: str | Path, spec: SeriesSpec, classes: list[str] | None = None,
+                need: list[str] | None = None) -> SeriesData:
+    """Read, check, sort and clean a CSV into series; ``classes`` fixes the label order (from a model file).
+
+    ``need`` lists the numeric columns a trained model reads; they must all be there.
+    """
+    path = Path(path)
+    frame = read_frame(path)
+    notes: list[str] = []
+    for option, name in (("--time-column", spec.time_column), ("--group-column", spec.group_column)):
+        if name:
+            _check_column(frame, name, option, path)
+    time_column = spec.time_column or detect_time_column(frame.drop(columns=[spec.group_column] if spec.group_column else []))
+    keys = [spec.group_column] if spec.group_column else []
+    if time_column:
+        frame[time_column] = _parse_time(frame, time_column, path)
+        frame = frame.sort_values(keys + [time_column], kind="stable")
+    label_column = None
+    if spec.task == "tag":
+        if len(spec.targets) != 1:
+            raise BpttError("--task tag takes exactly one --target: the column holding the labels")
+        label_column = spec.targets[0]
+        _check_column(frame, label_column, "--target", path)
+    exclude = {c for c in (time_column, spec.group_column, label_column) if c}
+    numeric = _numeric_columns(frame, exclude)
+    for option, names in (("--target", spec.targets if spec.task == "forecast" else []), ("--features", spec.features)):
+        for name in names:
+            _check_column(frame, name, option, path)
+            if name in exclude:
+                raise _fail(path, f"{option} {name!r} is the time or group column; choose a data column")
+            if name not in numeric:
+                raise _fail(path, f"{option} {name!r} is not numeric (e.g. {frame[name].dropna().astype(str).iloc[0]!r} "
+                                  f"in row {_rows(frame.index[frame[name].notna()], 1)}); give a numeric column"
+                                  + ("" if spec.task == "tag" else ", or --task tag for labels"))
+    features = list(spec.features) or list(numeric)
+    targets = list(spec.targets) if spec.task == "forecast" and spec.targets else ([] if spec.task == "tag" else features)
+    columns = list(dict.fromkeys(features + targets))
+    for name in need or []:
+        if name not in frame.columns:
+            raise _fail(path, f"the model reads column {name!r}, which this file lacks; give a file with the training columns")
+    if not columns:
+        text = [c for c in frame.columns if c not in exclude]
+        raise _fail(path, "no numeric column to learn from" + (f" ({', '.join(text[:6])} hold text)" if text else "")
+                    + "; give numeric columns, or --time-column / --group-column for the others")
+    for name in columns:
+        if frame[name].isna().all():
+            raise _fail(path, f"column {name!r} is empty (every value is missing); drop it or name --features")
+    values = frame[columns].to_numpy(dtype=np.float64)
+    infinite = np.flatnonzero(np.isinf(values).any(axis=1))
+    if len(infinite):
+        column = columns[int(np.isinf(values[infinite[0]]).argmax())]
+        raise _fail(path, f"column {column!r} holds infinite values (rows {_rows(frame.index[infinite])}); fix the data")
+    if spec.task == "tag" and frame[label_column].isna().any():
+        rows = frame.index[frame[label_column].isna().to_numpy()]
+        raise _fail(path, f"label column {label_column!r} has {len(rows)} missing value(s) (rows {_rows(rows)}); "
+                          "label every row")
+    frame = _apply_missing(frame, columns, spec.missing, keys, path)
+    if need is None:  # constant columns carry nothing and cannot be normalised; only checked when training
+        spread = frame[columns].max() - frame[columns].min()
+        constant = [c for c in columns if not spread[c] > 0]
+        if constant:
+            raise _fail(path, f"column {constant[0]!r} is constant ({frame[constant[0]].iloc[0]}); "
+                              "drop it with --features or use a column that varies")
+    if len(frame) < 2:
+        raise _fail(path, "fewer than 2 rows are left after --missing drop; fill the gaps instead")
+
+    group_keys = frame[spec.group_column].astype(str).to_numpy() if spec.group_column else np.zeros(len(frame), dtype=object)
+    codes, uniques = pd.factorize(group_keys, sort=False)
+    order = np.argsort(codes, kind="stable")
+    codes = codes[order]
+    bounds = np.flatnonzero(np.diff(codes)) + 1
+    starts = np.concatenate(([0], bounds))
+    data = frame[columns].to_numpy(dtype=np.float64)[order]
+    values = np.split(data, bounds)
+    labels = None
+    if spec.task == "tag":
+        text = frame[label_column].astype(str).to_numpy()[order]
+        if classes is None:
+            classes = sorted(set(text.tolist()))
+        lookup = {c: i for i, c in enumerate(classes)}
+        ids = pd.Series(text).map(lookup)
+        if ids.isna().any():
+            unknown = sorted(set(text[ids.isna().to_numpy()].tolist()))
+            raise _fail(path, f"label(s) {', '.join(unknown[:5])} were not seen in training; the model knows {', '.join(classes[:10])}")
+        if len(classes) < 2:
+            raise _fail(path, f"label column {label_column!r} holds one class only ({classes[0]}); a classifier needs 2 or more")
+        labels = np.split(ids.to_numpy(dtype=np.int64), bounds)
+    times, freq = None, None
+    if time_column:
+        stamps = frame[time_column].to_numpy()[order]
+        step, duplicates, gaps = _regularity(pd.Series(stamps), starts)
+        times = np.split(stamps, bounds)
+        if duplicates:
+            notes.append(f"{path.name}: {duplicates} row(s) repeat a time already seen in their series "
+                         f"(time column {time_column!r}); they are kept in file order")
+        if gaps:
+            notes.append(f"{path.name}: {gaps} irregular gap(s) in {time_column!r} (the usual step is {step}); "
+                         "the model sees the rows as consecutive")
+        freq = offset_string(step) if step is not None and step > pd.Timedelta(0) else None
+    return SeriesData(columns, features, targets if spec.task == "forecast" else [label_column], values, labels,
+                      classes, times, [str(u) for u in uniques], time_column, spec.group_column, freq, notes)
+
+
+# ---------------------------------------------------------------- normalisation
+
+
+@dataclass
+class Normaliser:
+    """Per-column mean and standard deviation, fitted on training data only."""
+
+    mean: np.ndarray  # (C,)
+    std: np.ndarray  # (C,)
+
+    @classmethod
+    def fit(cls, arrays: list[np.ndarray]) -> "Normaliser":
+        stacked = np.concatenate(arrays)
+        std = stacked.std(axis=0)
+        return cls(stacked.mean(axis=0), np.where(std > 0, std, 1.0))
+
+    def apply(self, values: np.ndarray) -> np.ndarray:
+        return ((values - self.mean) / self.std).astype(np.float32)
+
+    def invert(self, values: np.ndarray, columns: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """Back to original units; ``columns`` picks the statistics of the columns ``values`` holds."""
+        return values * self.std[columns] + self.mean[columns]
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Normaliser":
+        return cls(np.asarray(data["mean"], dtype=np.float64), np.asarray(data["std"], dtype=np.float64))
+
+
+# ---------------------------------------------------------------- splits and streams
+
+
+def tail_cut(length: int, fraction: float) -> int:
+    """Where the chronological validation tail of a sequence of ``length`` steps begins."""
+    return length - int(round(length * fraction))
+
+
+def check_fraction(fraction: float) -> None:
+    if not 0 <= fraction < 1:
+        raise BpttError(f"--val-fraction must be in [0, 1), got {fraction}")
+
+
+@dataclass
+class Streams:
+    """Sequences packed into B time-major streams."""
+
+    inputs: torch.Tensor  # (T, B, F) float32
+    targets: torch.Tensor  # (T, B, O) float32 with NaN where no loss, or (T, B) int64 with IGNORE_LABEL
+    resets: np.ndarray  # (T, B) bool: a new sequence begins here (its state starts from zeros)
+    where: list[tuple[int, int, int]]  # per piece: (stream, first step, length)
+
+
+def split_pieces(lengths: list[int], streams: int, min_length: int) -> list[tuple[int, int, int]]:
+    """Cut sequences into (sequence, start, end) pieces so that about ``streams`` pieces exist.
+
+    Fewer sequences than streams would leave streams idle; a piece is never
+    shorter than ``min_length`` steps, so each still spans several windows.
+    """
+    total = sum(lengths)
+    if len(lengths) >= streams or min_length <= 0:
+        return [(i, 0, n) for i, n in enumerate(lengths)]
+    size = max(min_length, math.ceil(total / streams))
+    pieces = []
+    for i, n in enumerate(lengths):
+        count = max(1, n // size)
+        edges = np.linspace(0, n, count + 1).round().astype(int)
+        pieces += [(i, int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+    return pieces
+
+
+def pack(inputs: list[np.ndarray], targets: list[np.ndarray], streams: int, align_end: bool = False) -> Streams:
+    """Pack sequences (L_i, F) with their targets (L_i, ...) into at most ``streams`` streams.
+
+    Longest first, each to the emptiest stream; ``align_end`` instead puts one
+    sequence per stream, ending at the last step, so the final state of stream
+    b is the state at the end of sequence b.
+    """
+    lengths = np.array([len(x) for x in inputs], dtype=np.int64)
+    if align_end:
+        batch = len(inputs)
+        stream_of = np.arange(batch)
+        start_of = lengths.max() - lengths
+    else:
+        batch = max(1, min(streams, len(inputs)))
+        stream_of = np.empty(len(inputs), dtype=np.int64)
+        start_of = np.empty(len(inputs), dtype=np.int64)
+        totals = np.zeros(batch, dtype=np.int64)
+        for i in np.argsort(-lengths, kind="stable"):  # one iteration per sequence, not per step
+            b = int(totals.argmin())
+            stream_of[i], start_of[i] = b, totals[b]
+            totals[b] += lengths[i]
+    steps = int((start_of + lengths).max())
+    flat_x = np.concatenate(inputs).astype(np.float32)
+    flat_y = np.concatenate(targets)
+    offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    t = np.repeat(start_of, lengths) + (np.arange(len(flat_x)) - offsets)
+    b = np.repeat(stream_of, lengths)
+    x = np.zeros((steps, batch, flat_x.shape[1]), dtype=np.float32)
+    x[t, b] = flat_x
+    if flat_y.dtype.kind == "f":
+        y = np.full((steps, batch, *flat_y.shape[1:]), np.nan, dtype=np.float32)
+    else:
+        y = np.full((steps, batch, *flat_y.shape[1:]), IGNORE_LABEL, dtype=np.int64)
+    y[t, b] = flat_y
+    resets = np.zeros((steps, batch), dtype=bool)
+    resets[start_of, stream_of] = True
+    where = list(zip(stream_of.tolist(), start_of.tolist(), lengths.tolist()))
+    return Streams(torch.from_numpy(x), torch.from_numpy(y), resets, where)
+
+
+def check_window(window: int, longest: int, what: str) -> None:
+    """A window longer than every sequence can never be filled: say so before training."""
+    if window > longest:
+        raise BpttError(f"--window {window} is longer than the data (the longest {what} has {longest} steps); "
+                        f"use --window {max(1, longest // 2)} or less, or --window 0 for full BPTT")

@@ -1,0 +1,149 @@
+"""Bad input, all of it: one line on stderr naming the problem, the right exit code, no traceback, nothing written.
+
+Each case names the files it needs; the test makes them in a fresh folder, runs
+the command in-process, and checks that no file in that folder was created or
+changed.
+"""
+
+import errno
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY
+
+SHAKESPEARE = (Path(__file__).parents[1] / "sample_data" / "shakespeare.txt").read_text()[:6000]
+
+
+def make_files(folder: Path, tiny_model: Path) -> dict[str, Path]:
+    """Every input a case may name, keyed by the name used in the cases below."""
+    files = {
+        "text": SHAKESPEARE.encode(),
+        "empty": b"",
+        "binary": bytes(range(256)) * 4,
+        "latin1": "caf\u00e9 au lait ".encode("latin-1") * 50,
+        "short": b"ab" * 15,
+        "random_pt": np.random.default_rng(0).bytes(4096),
+    }
+    paths = {}
+    for name, content in files.items():
+        paths[name] = folder / (f"{name[:-3]}.pt" if name.endswith("_pt") else f"{name}.txt")
+        paths[name].write_bytes(content)
+    paths["model"] = folder / "model.pt"
+    paths["model"].write_bytes(tiny_model.read_bytes())
+    payload = torch.load(tiny_model, weights_only=True)
+    paths["truncated_pt"] = folder / "truncated.pt"
+    paths["truncated_pt"].write_bytes(tiny_model.read_bytes()[:300])
+    newer = dict(payload, format_version=99)
+    torch.save(newer, folder / "newer.pt")
+    paths["newer_pt"] = folder / "newer.pt"
+    wrong = dict(payload, weights=dict(payload["weights"], **{"decoder.bias": torch.zeros(3)}))
+    torch.save(wrong, folder / "wrong_shape.pt")
+    paths["wrong_shape_pt"] = folder / "wrong_shape.pt"
+    torch.save({"format": "bptt-model", "x": Evil()}, folder / "evil.pt")
+    paths["evil_pt"] = folder / "evil.pt"
+    paths["missing"] = folder / "missing.txt"
+    paths["nodir"] = folder / "no" / "such" / "m.pt"
+    paths["out"] = folder / "out.pt"
+    paths["proc"] = Path("/proc/bptt-test/m.pt")
+    return paths
+
+
+class Evil:
+    """Unpickling it would run code: it must never be unpickled."""
+
+    def __reduce__(self):
+        return (exec, ("raise SystemExit('the payload ran')",))
+
+
+CASES = [
+    # text training data
+    ("train {missing}", 2, "no such file"),
+    ("train {empty}", 2, "empty"),
+    ("train {binary}", 2, "binary"),
+    ("train {latin1}", 2, "not UTF-8"),
+    ("train {short} --batch-size 100", 2, "cannot fill"),
+    ("train {text} --window 100000", 2, "longer than"),
+    ("train {text} --val {empty}", 2, "empty"),
+    # option values
+    ("train {text} --batch-size 0", 2, "--batch-size"),
+    ("train {text} --lr -1", 2, "--lr"),
+    ("train {text} --clip -1", 2, "--clip"),
+    ("train {text} --epochs 0", 2, "--epochs"),
+    ("train {text} --model transformer", 2, "--model"),
+    ("train {text} --max-time soon", 2, "--max-time"),
+    ("train {text} --stride 99 --window 10", 2, "--stride"),
+    ("train {text} --tie-weights", 2, "--tie-weights"),
+    ("train {text} --val-fraction 1.5", 2, "--val-fraction"),
+    ("train {text} --dropout 1.5", 2, "--dropout"),
+    ("train {text} --precision bf16", 2, "bf16"),
+    # devices
+    ("train {text} --device cuda", 2, "not available"),
+    ("train {text} --device cuda:3", 2, "not available"),
+    ("train {text} --device mps", 2, "not available"),
+    ("train {text} --device tpu", 2, "unknown device"),
+    ("evaluate {model} {text} --device cuda", 2, "not available"),
+    # where the output goes
+    ("train {text} -o {nodir}", 2, "does not exist"),
+    ("train {text} -o {proc}", 2, "does not exist"),
+    ("train {text} -o {empty}", 2, "not a bptt model file"),
+    ("train {text} --metrics {nodir}", 2, "--metrics"),
+    # model files from elsewhere
+    ("generate {missing}", 2, "no such model file"),
+    ("generate {text}", 2, "not a bptt model file"),
+    ("generate {random_pt}", 2, "not a bptt model file"),
+    ("generate {truncated_pt}", 2, "not a bptt model file"),
+    ("generate {newer_pt}", 2, "upgrade bptt"),
+    ("generate {wrong_shape_pt}", 2, "damaged"),
+    ("generate {evil_pt}", 2, "not plain data"),
+    ("evaluate {evil_pt} {text}", 2, "not plain data"),
+    ("evaluate {model} {binary}", 2, "binary"),
+    ("evaluate {model} {missing}", 2, "no such file"),
+    ("evaluate {model} {empty}", 2, "empty"),
+    # generation
+    ("generate {model} --length -1", 2, "--length"),
+    ("generate {model} --top-p 2", 2, "--top-p"),
+    ("generate {model} --temperature -0.5", 2, "--temperature"),
+    # gradcheck
+    ("gradcheck {model} {short} --window 500", 2, "window"),
+    ("gradcheck {evil_pt}", 2, "not plain data"),
+    ("gradcheck --hidden 0", 2, "--hidden"),
+    ("gradcheck --windows 1,x", 2, "--windows"),
+]
+
+
+@pytest.mark.parametrize("command, code, needle", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(tmp_path, tiny_model, run, command, code, needle):
+    files = make_files(tmp_path, tiny_model)
+    args = [a.format(**files) for a in command.split()]
+    if args[0] == "train":  # a tiny run, with the case's own options last so that they win
+        args = [*args[:2], *TINY, "--max-steps", "2", "-o", str(files["out"]), *args[2:]]
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    exit_code, stdout, stderr = run(*args)
+    assert exit_code == code, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert needle in lines[0], lines[0]
+    assert "Traceback" not in stderr and "the payload ran" not in stdout + stderr
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before  # nothing created, nothing changed
+
+
+def test_a_full_disk_leaves_no_model_file_and_says_so(tmp_path, tiny_text, run, monkeypatch):
+    def full(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    out = tmp_path / "m.pt"
+    code, _, stderr = run("train", tiny_text, "-o", out, *TINY, "--max-steps", "2", "--no-cache")
+    assert code == 2 and stderr.strip().splitlines()[-1].endswith(
+        "cannot write it (No space left on device); free some space or choose another path")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.txt"]
+
+
+def test_a_prime_outside_the_vocabulary_fails_before_any_output(tiny_model, run):
+    code, stdout, stderr = run("generate", tiny_model, "--prime", "ROMEO\u20ac")
+    assert code == 2 and stdout == "" and "not in the model's vocabulary: '\u20ac'" in stderr
