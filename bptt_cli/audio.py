@@ -119,7 +119,8 @@ def read_array(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         loaded = np.load(path, allow_pickle=False)
     except Exception as err:
-        raise BpttError(f"{path}: not a readable numpy file ({str(err).splitlines()[0][:120]})") from None
+        raise BpttError(f"{path}: not a readable numpy file; save the frames with numpy.save "
+                        "(an array of frames x features, no Python objects)") from None
     labels = None
     if isinstance(loaded, np.lib.npyio.NpzFile):
         with loaded:

@@ -39,6 +39,8 @@ def generate(
 
     file = load_model_file(model_file)
     if file.data.get("kind") in ("series", "audio"):
+        if prime:
+            raise BpttError("--prime is for text models; a series or audio model takes --context and --horizon")
         from bptt_cli.render.forecast import render_forecast
         from bptt_cli.series_training import generate_forecast
 
