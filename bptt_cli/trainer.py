@@ -84,9 +84,6 @@ class TrainConfig:
         if self.stride is not None and (self.window == 0 or not 1 <= self.stride <= self.window):
             raise BpttError(f"--stride must be between 1 and --window ({self.window}), got {self.stride}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 RESUMABLE = ("max_time", "signal")  # stops after which --resume continues the run
 

@@ -66,8 +66,10 @@ def fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             return str(value)
-        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e6):
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e12):
             return f"{value:.{digits - 1}e}"
+        if abs(value) >= 10**digits:  # 17,770 tokens/s, not 1.777e+04
+            return f"{value:,.0f}"
         return f"{value:.{digits}g}"
     return str(value)
 
