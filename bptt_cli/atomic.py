@@ -20,6 +20,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     tmp = None
     try:
         handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(handle, 0o666 & ~_umask())  # mkstemp makes 0600; the file gets the usual permissions
         with os.fdopen(handle, "wb") as out:
             write(out)
             out.flush()
@@ -33,6 +34,12 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
         if tmp:
             Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes(path: str | Path, payload: bytes) -> None:

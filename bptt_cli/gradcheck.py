@@ -122,8 +122,9 @@ def token_problem(ids: torch.Tensor | np.ndarray, source: str = "synthetic") -> 
 
 
 def synthetic_problem(model: RecurrentModel, steps: int, seed: int = 0) -> Problem:
-    """Seeded uniform random tokens, for a model without data."""
-    _require_tokens(model)
+    """Seeded uniform random tokens (or normal frames, for a feature model), for a model without data."""
+    if not model.config.tokens:
+        return synthetic_features(model, steps, seed)
     generator = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, model.config.input_size, (steps + 1,), generator=generator)
     return token_problem(ids, "synthetic")
@@ -138,9 +139,47 @@ def text_problem(model: RecurrentModel, tokenizer, text: str | bytes, source: st
     return token_problem(ids, source)
 
 
+def feature_problem(inputs: np.ndarray, targets: np.ndarray, task: str, loss: str = "mse",
+                    ignore: int = -100, source: str = "synthetic") -> Problem:
+    """One stream of feature frames (N, F) with targets: next-frame values (N, O) or class ids (N,).
+
+    The loss is the training loss summed in float64 (training's own casts to
+    float32 for mixed precision, which would blur errors of 1e-10).
+    """
+    x = torch.as_tensor(np.asarray(inputs, dtype=np.float64)).unsqueeze(1)  # (N, 1, F)
+    if x.shape[0] < 3:
+        raise BpttError(f"{source}: {x.shape[0]} frames are too few; gradcheck needs at least 3")
+    if task == "forecast":
+        y = torch.as_tensor(np.asarray(targets, dtype=np.float64)).unsqueeze(1)  # (N, 1, O)
+
+        def regression(predicted: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
+            scored = ~torch.isnan(wanted)
+            error = torch.where(scored, predicted - torch.nan_to_num(wanted), 0.0)
+            if loss == "huber":
+                return F.huber_loss(error, torch.zeros_like(error), reduction="sum")
+            return error.square().sum()
+
+        return Problem(x, y, regression, source)
+    y = torch.as_tensor(np.asarray(targets, dtype=np.int64)).reshape(-1, 1)  # (N, 1)
+
+    def cross_entropy(logits: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), wanted.reshape(-1), ignore_index=ignore,
+                               reduction="sum")
+
+    return Problem(x, y, cross_entropy, source)
+
+
+def synthetic_features(model: RecurrentModel, steps: int, seed: int = 0) -> Problem:
+    """Seeded normal frames and next-frame targets, for a feature model without data."""
+    generator = torch.Generator().manual_seed(seed)
+    frames = torch.randn(steps + 1, model.config.input_size, generator=generator, dtype=torch.float64)
+    targets = torch.randn(steps, model.config.output_size, generator=generator, dtype=torch.float64)
+    return feature_problem(frames[:-1].numpy(), targets.numpy(), "forecast", source="synthetic")
+
+
 def _require_tokens(model: RecurrentModel) -> None:
     if not model.config.tokens:
-        raise BpttError("gradcheck handles token (text) models only for now; feature (CSV/audio) models come later")
+        raise BpttError("this model reads feature frames, not text; give it its own kind of data (CSV or features)")
 
 
 # ---------------------------------------------------------------- helpers
@@ -340,7 +379,7 @@ def _step_jacobian(model: RecurrentModel, x: torch.Tensor, state: State) -> torc
     """
     size = sum(s.shape[0] * s.shape[2] for s in state)  # D
     copies = tuple(s[:, :1].detach().expand(-1, size, -1).clone().requires_grad_(True) for s in state)
-    _, new = model.recur(x[:, :1].expand(-1, size), copies)
+    _, new = model.recur(x[:, :1].expand(-1, size, *x.shape[2:]), copies)  # ids (1, D) or frames (1, D, F)
     unit = torch.eye(size, dtype=new[0].dtype, device=x.device)  # stream i back-propagates e_i
     rows = torch.autograd.grad(_flat_state(new), copies, grad_outputs=unit)
     return _flat_state(rows)  # (D, D): row i is d new_i / d state
@@ -511,7 +550,6 @@ def run_gradcheck(
     """
     settings = settings or Settings()
     settings.validate(problem.steps)
-    _require_tokens(model)
     device, note = _device(device)
     model = _float64(model, device)
     problem = problem.to(device)

@@ -170,13 +170,21 @@ def loss_unit(runs: Sequence[Metrics]) -> str | None:
 # --- drawing and saving -----------------------------------------------------------------------------
 
 
-def check_output(path: str | Path) -> Path:
-    """Fail before any work when the picture cannot be written where asked."""
+def check_output(path: str | Path, option: str = "-o") -> Path:
+    """Fail before any work when the picture cannot be written where asked (``option`` names it)."""
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
-        raise BpttError(f"-o {path}: the format follows the extension; end the name in .png or .svg")
+        raise BpttError(f"{option} {path}: the format follows the extension; end the name in .png or .svg")
     if path.is_dir() or not path.parent.is_dir():
-        raise BpttError(f"-o {path}: not a file in an existing directory; create the directory or choose another -o")
+        raise BpttError(f"{option} {path}: not a file in an existing directory; create the directory or choose "
+                        f"another {option}")
+    return path
+
+
+def check_plot(path: str | Path, option: str = "--plot") -> Path:
+    """For commands that draw after long work: fail at once on a bad path or a missing matplotlib."""
+    path = check_output(path, option)
+    _matplotlib()
     return path
 
 
@@ -296,6 +304,8 @@ def plot_gradient_flow(result: dict, path: str | Path, width: int = 1200, height
     norms = np.asarray(flow["norms"], dtype=float)  # index j = steps back from the loss at t = T
     back = np.arange(len(norms))
     with _drawing(path, width, height) as figure:
+        from matplotlib.ticker import NullFormatter
+
         decay, windows = figure.subplots(1, 2)
         decay.plot(back, norms, marker="o", markersize=3, label="|dL/dh_t|")
         rate = flow.get("rate_per_step")
@@ -314,6 +324,7 @@ def plot_gradient_flow(result: dict, path: str | Path, width: int = 1200, height
             decay.axvline(horizon, color="C3", linewidth=0.8, label=f"faded after {horizon} steps")
         decay.set(title=f"gradient flow through time: {flow.get('verdict', '?')}", yscale="log",
                   xlabel="steps back from the loss (t = T − steps)", ylabel="|dL/dh_t| (log)")
+        decay.xaxis.get_major_locator().set_params(integer=True)  # whole steps, never 2.5
         decay.legend()
 
         rows = truncation["windows"]
@@ -329,6 +340,8 @@ def plot_gradient_flow(result: dict, path: str | Path, width: int = 1200, height
             windows.axvline(best, color="C2", linewidth=0.8, label=f"recommended window {best}")
         windows.set(title="truncated gradient against full BPTT", xscale="log",
                     xlabel="truncation window K (steps, log)", ylabel="agreement with full BPTT (1 = equal)")
+        windows.set_xticks(ks, [str(k) for k in ks])  # the windows measured, as plain numbers, not 10^k
+        windows.xaxis.set_minor_formatter(NullFormatter())
         windows.legend()
     return Path(path)
 
@@ -363,11 +376,13 @@ def plot_forecast(
     width: int = 1200,
     height: int | None = None,
     title: str | None = None,
+    time_label: str | None = None,
 ) -> Path:
     """One panel per target: the context the model read, its forecast, and when given what really
     happened and the persistence baseline (the last value held), so the forecast is judged by eye.
 
     Values are (T, targets) arrays, or (T,) for one target; ``height`` defaults to 260 px per target.
+    ``time_label`` names the x axis (default: "time" for dates, else "step").
     """
     names = list(target_names)
     context_x, forecast_x = _as_axis(context_time), _as_axis(forecast_time)
@@ -391,6 +406,13 @@ def plot_forecast(
             if len(forecast_x):
                 ax.axvline(forecast_x[0], color="0.6", linewidth=0.8)
             ax.set_ylabel(name)
-        axes[-1].set_xlabel("time" if np.issubdtype(context_x.dtype, np.datetime64) else "step")
+        dates = np.issubdtype(context_x.dtype, np.datetime64)
+        if dates:  # "Jan-15, 12:00" with the year once at the end, not "01-15 12" on every tick
+            from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
+            locator = AutoDateLocator()
+            axes[-1].xaxis.set_major_locator(locator)
+            axes[-1].xaxis.set_major_formatter(ConciseDateFormatter(locator))
+        axes[-1].set_xlabel(time_label or ("time" if dates else "step"))
         figure.legend(loc="outside upper center", ncols=4, title=title)
     return Path(path)

@@ -36,6 +36,8 @@ from bptt_cli.training_run import run_training
 CHUNK = 1024  # steps per forward call when scoring: bounds memory, not the context
 LOSSES = ("mse", "huber")
 DEFAULT_HORIZON = 24
+PLOT_HORIZONS = 3  # a forecast picture shows this many horizons of context before the forecast
+PLOT_TARGETS = 6  # panels at most: audio frames have dozens of features, a picture shows the first few
 
 
 def data_kind(path: str | Path) -> str:
@@ -397,7 +399,7 @@ def _tail(model: RecurrentModel, seq: Sequences, norm: Normaliser, season: int |
     """
     keep = list(range(len(seq.values))) if seq.kind == "series" else [len(seq.values) - 1]
     picked = _subset(seq, keep)
-    rows = max(1, season or 1)
+    rows = PLOT_HORIZONS * (season or DEFAULT_HORIZON)  # a season for the forecast, more for its picture
     if state is None:
         frames = [_frames(picked, norm, i)[:-1] for i in range(len(keep))]
         streams = pack(frames, [np.zeros((len(f), 1), np.float32) for f in frames], len(frames), align_end=True)
@@ -420,6 +422,18 @@ def _stored(file: ModelFile) -> dict:
     if data.get("kind") not in ("series", "audio"):
         raise BpttError("this model was trained on text; evaluate and generate it with text")
     return data
+
+
+def check_forecast_plot(file: ModelFile, path: str | Path) -> Path:
+    """Before any work, so a long scoring never ends in a failed picture: --plot draws a forecast, so it
+    needs a model that forecasts, a picture path that can be written and matplotlib."""
+    from bptt_cli.plotting import check_plot
+
+    if file.data.get("kind") not in ("series", "audio"):
+        raise BpttError("--plot is for series models (it draws their forecasts); this is a text model")
+    if file.data.get("task") != "forecast":
+        raise BpttError(f"--plot draws forecasts; this model labels data ({file.data.get('task')}), it does not forecast")
+    return check_plot(path)
 
 
 def evaluate_sequences(file: ModelFile, data: str | Path, device: torch.device, labels: str | None = None,
@@ -458,7 +472,7 @@ def evaluate_sequences(file: ModelFile, data: str | Path, device: torch.device, 
     scale = np.asarray(stored["mase_scale"])
     out: dict = {}
     for h in horizons:
-        truth, predicted, base = _forecasts(model, seq, norm, starts, h, season, device)
+        truth, predicted, base, last = _forecasts(model, seq, norm, starts, h, season, device)
         if len(truth) == 0:
             raise BpttError(f"{data}: too short to score a {h}-step forecast"
                             + (f" after a season of {season}" if season else "") + "; give more rows or a smaller --horizon")
@@ -467,14 +481,22 @@ def evaluate_sequences(file: ModelFile, data: str | Path, device: torch.device, 
             out[str(h)][name] = forecast.errors(truth, values, scale)
         points = truth.shape[0] * truth.shape[1]
         out[str(h)]["points"] = int(points)
+    i, origin = last  # the last window scored at the longest horizon: what --plot draws
+    times = seq.times[i] if seq.times else None
+    after = slice(origin + 1, origin + 1 + horizon)
+    plot = _picture(seq, i, seq.values[i][: origin + 1], None if times is None else times[: origin + 1],
+                    None if times is None else times[after], horizon, f"the last {horizon}-step window scored",
+                    forecast_values=predicted[-1], actual_values=truth[-1],
+                    persistence_values=base["persistence"][-1])
     return {**result, "task": "forecast", "horizons": out, "targets": stored["target_names"],
-            "points": out["1"]["points"], "season": season}
+            "points": out["1"]["points"], "season": season, "plot": plot}
 
 
 def _forecasts(model, seq: Sequences, norm: Normaliser, starts: list[int], horizon: int, season: int | None, device):
-    """Truth, model and baseline forecasts (N, H, O) in original units, from every origin of every sequence."""
+    """Truth, model and baseline forecasts (N, H, O) in original units, from every origin of every sequence,
+    and (sequence, origin) of the last one."""
     feed = _feed(seq)
-    truths, predictions, bases = [], [], {}
+    truths, predictions, bases, last = [], [], {}, None
     for i, values in enumerate(seq.values):  # one iteration per series
         origins = forecast.origins_for(len(values), horizon, season, max(0, starts[i] - 1))
         if len(origins) == 0:
@@ -493,10 +515,34 @@ def _forecasts(model, seq: Sequences, norm: Normaliser, starts: list[int], horiz
         truths.append(target_values[origins[:, None] + lead[None, :]])
         for name, forecast_values in forecast.baselines(target_values, origins, horizon, season).items():
             bases.setdefault(name, []).append(forecast_values)
+        last = (i, int(origins[-1]))
     if not truths:
-        return np.zeros((0, horizon, len(seq.targets))), None, {}
+        return np.zeros((0, horizon, len(seq.targets))), None, {}, None
     return (np.concatenate(truths), np.concatenate(predictions),
-            {name: np.concatenate(parts) for name, parts in bases.items()})
+            {name: np.concatenate(parts) for name, parts in bases.items()}, last)
+
+
+def _picture(seq: Sequences, i: int, history: np.ndarray, times, future_times, horizon: int, what: str,
+             **lines: np.ndarray) -> dict:
+    """The arguments of ``plotting.plot_forecast`` for sequence i: the last rows of ``history`` (L, C) up to
+    the forecast origin, in original units, then ``lines`` (H, O) after it, at their times when the data
+    has them, else at steps counted from the origin (context -k+1..0, forecast 1..H).
+    """
+    keep = min(len(history), PLOT_HORIZONS * horizon)
+    shown = seq.targets[:PLOT_TARGETS]
+    names = [seq.columns[c] for c in shown]
+    label = None
+    if times is not None and future_times is not None:
+        context_time, forecast_time = np.asarray(times)[-keep:], np.asarray(future_times)
+    else:
+        context_time, forecast_time = np.arange(1 - keep, 1), np.arange(1, horizon + 1)
+        label = "steps from the forecast origin (0 = the last row read)"
+    title = f"{seq.names[i]}: {what}" if len(seq.names) > 1 or seq.group_column else what
+    if len(seq.targets) > len(shown):
+        title += f" (the first {len(shown)} of {len(seq.targets)} targets)"
+    return {"context_time": context_time, "context_values": np.asarray(history)[-keep:][:, shown],
+            "forecast_time": forecast_time, "target_names": names, "title": title, "time_label": label,
+            **{k: np.asarray(v)[:, : len(shown)] for k, v in lines.items()}}
 
 
 def _feed(seq: Sequences) -> list[tuple[int, int]]:
@@ -540,7 +586,8 @@ def generate_forecast(file: ModelFile, device: torch.device, context: str | Path
             raise BpttError("this model file keeps no state to continue from; give --context FILE")
         names, histories, last_time, freq = tail["names"], [np.asarray(r) for r in tail["rows"]], tail["last_time"], stored.get("freq")
         state = tuple(s.to(device) for s in tail["state"])
-    shim = Sequences(stored["kind"], "forecast", names, histories, None, stored["columns"], seq_features, seq_targets)
+    shim = Sequences(stored["kind"], "forecast", names, histories, None, stored["columns"], seq_features, seq_targets,
+                     group_column=stored.get("group_column"))
     feed = _feed(shim)
     others = [f for f in seq_features if f not in seq_targets]
     if others and horizon > 1:
@@ -555,13 +602,17 @@ def generate_forecast(file: ModelFile, device: torch.device, context: str | Path
     known = torch.from_numpy(np.concatenate(knowns)).to(device)
     predicted = forecast.rollout(model, state, first, known, feed, horizon)  # (G, H, O)
     values = norm.invert(predicted.cpu().double().numpy(), seq_targets)
-    times = None
+    times, past = None, None
     if last_time and freq:
         step = pd.tseries.frequencies.to_offset(freq)
         times = [pd.date_range(pd.Timestamp(t), periods=horizon + 1, freq=step)[1:] for t in last_time]
+        past = (seq.times[-1] if context is not None
+                else pd.date_range(end=pd.Timestamp(last_time[-1]), periods=len(histories[-1]), freq=step))
+    plot = _picture(shim, len(names) - 1, histories[-1], past, None if times is None else times[-1], horizon,
+                    f"{horizon}-step forecast", forecast_values=values[-1])
     return {"kind": stored["kind"], "names": names, "values": values, "times": times, "notes": notes,
             "targets": stored["target_names"], "time_column": stored.get("time_column"),
-            "group_column": stored.get("group_column"), "horizon": horizon}
+            "group_column": stored.get("group_column"), "horizon": horizon, "plot": plot}
 
 
 def forecast_frame(result: dict) -> pd.DataFrame:
@@ -594,3 +645,19 @@ def forecast_bytes(result: dict, path: str | Path | None) -> bytes:
         np.save(buffer, (values[0] if len(values) == 1 else values).astype(np.float32))
         return buffer.getvalue()
     return forecast_frame(result).to_csv(index=False, float_format="%.6g").encode()
+
+
+def gradcheck_arrays(file: ModelFile, data: str | Path, labels: str | None = None) -> dict:
+    """The longest sequence of DATA, normalised as in training, for gradcheck's single stream.
+
+    Returns plain arrays: ``inputs`` (N, F), ``targets`` (N, O) for forecasts or
+    (N,) class ids (IGNORE_LABEL where unlabelled), the ``task`` and the ``loss`` name.
+    """
+    stored = _stored(file)
+    seq = read_sequences(data, SequenceOptions(), stored, labels=labels)
+    norm = Normaliser.from_dict(stored["norm"])
+    longest = max(range(len(seq.values)), key=lambda i: len(seq.values[i]))
+    inputs, targets = _pairs(seq, norm, longest)
+    loss = (file.config or {}).get("loss", "mse")
+    return {"inputs": inputs, "targets": targets, "task": seq.task, "loss": loss if loss in LOSSES else "mse",
+            "ignore": IGNORE_LABEL, "source": f"{data} (sequence {seq.names[longest]})"}

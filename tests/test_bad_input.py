@@ -218,7 +218,8 @@ SERIES_MODEL_CASES = [
     ("generate {series_model} --horizon 0", "--horizon"),
     ("generate {series_model} -o {nodir}", "not a writable file path"),
     ("generate {series_model} --prime hello", "--prime"),
-    ("gradcheck {series_model} {ok_csv}", "feature"),
+    ("gradcheck {series_model} {ok_csv} --window 500", "longer than the data"),
+    ("gradcheck {series_model} {text}", "not a readable CSV"),
 ]
 
 

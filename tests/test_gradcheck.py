@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -190,10 +192,13 @@ def test_activation_estimate_scales_with_batch():
 # ---------------------------------------------------------------- inputs
 
 
-def test_feature_models_are_refused_for_now():
+def test_a_feature_model_without_data_gets_seeded_frames_and_a_text_file_is_refused():
     model = RecurrentModel(ModelConfig(tokens=False, input_size=3, output_size=1, hidden=4, layers=1))
-    with pytest.raises(BpttError, match="token"):
-        lib.synthetic_problem(model, 10)
+    problem = lib.synthetic_problem(model, 10, seed=1)
+    assert problem.inputs.shape == (10, 1, 3) and problem.targets.shape == (10, 1, 1)
+    assert torch.equal(problem.inputs, lib.synthetic_problem(model, 10, seed=1).inputs)
+    with pytest.raises(BpttError, match="feature frames, not text"):
+        lib.text_problem(model, None, "some text", "notes.txt")
 
 
 def test_window_longer_than_the_data_is_refused():
@@ -316,3 +321,40 @@ def assert_bad_input(result, message: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert message in lines[0]
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+# ---------------------------------------------------------------- the other data kinds
+
+
+def hourly_csv(path, rows: int = 120):
+    hours = np.arange(rows)
+    frame = pd.DataFrame({"time": pd.date_range("2024-01-01", periods=rows, freq="h").astype(str),
+                          "load": np.sin(hours * 2 * np.pi / 24) + 0.1 * hours / rows, "temp": np.cos(hours / 7)})
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["series", "audio"])
+def test_gradcheck_runs_on_feature_models_with_their_own_data(tmp_path, kind):
+    if kind == "series":
+        data = hourly_csv(tmp_path / "load.csv")
+        extra, check = ["--window", "12"], ["--window", "10", "--segment", "60"]
+    else:
+        data = tmp_path / "frames"
+        data.mkdir()
+        rng = np.random.default_rng(0)
+        for i in range(6):
+            np.save(data / f"{i}.npy", rng.normal(size=(15 + i, 3)))
+        (data / "labels.csv").write_text("file,label\n" + "".join(f"{i}.npy,{'ab'[i % 2]}\n" for i in range(6)))
+        extra = ["--labels", str(data / "labels.csv"), "--window", "0"]
+        check = ["--window", "8", "--labels", str(data / "labels.csv")]
+    model = tmp_path / "m.pt"
+    trained = CliRunner().invoke(app, ["train", str(data), "-o", str(model), "--hidden", "6", "--layers", "2",
+                                       "--batch-size", "2", "--max-steps", "2", *extra])
+    assert trained.exit_code == 0, trained.stderr
+    result = CliRunner().invoke(app, ["gradcheck", str(model), str(data), *check, "--json"])
+    assert result.exit_code == 0, result.stderr
+    parsed = json.loads(result.stdout)
+    assert parsed["passed"] is True and parsed["forward_mode"]["passed"] is True
+    assert max(t["max_rel_error"] for t in parsed["finite_difference"]["tensors"]) < 1e-6
+    assert parsed["truncation"]["windows"][-1]["cosine"] == pytest.approx(1.0, abs=1e-6)

@@ -99,3 +99,12 @@ def test_a_failed_write_leaves_the_old_file_untouched(tmp_path, monkeypatch):
         save_model_file(path, small_file())
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
+def test_files_get_the_usual_permissions_not_mkstemps_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        save_model_file(tmp_path / "m.pt", small_file())
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.pt").stat().st_mode & 0o777 == 0o644

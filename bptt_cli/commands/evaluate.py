@@ -18,6 +18,7 @@ def evaluate(
     horizon: Annotated[int, typer.Option("--horizon", min=1, help="Also score forecasts this many steps ahead, rolled out from the carried state.", rich_help_panel=SERIES)] = 1,
     season: Annotated[Optional[int], typer.Option("--season", min=1, help="Steps per season for the seasonal-naive baseline (default: the model's).", rich_help_panel=SERIES)] = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="CSV with columns file,label: one class per feature file.", rich_help_panel=SERIES)] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Also draw the last --horizon window scored: context, forecast, actual values and persistence (.png or .svg; needs bptt\\[plot]).", rich_help_panel=SERIES, show_default=False)] = None,
     device: Device = "auto",
     threads: Threads = None,
     json: Json = False,
@@ -27,7 +28,7 @@ def evaluate(
     sMAPE and MASE against persistence and seasonal naive for series; accuracy, macro-F1 and confusion for labels.
 
     Example: bptt evaluate shakespeare.pt other_text.txt --json;
-    bptt evaluate demand.pt sample_data/elecdemand.csv --horizon 48 --season 48
+    bptt evaluate demand.pt sample_data/elecdemand.csv --horizon 48 --season 48 --plot eval.png
     """
     from bptt_cli.device import resolve_device, set_threads
     from bptt_cli.modelfile import load_model_file
@@ -37,11 +38,18 @@ def evaluate(
     set_threads(threads)
     target = resolve_device(device)
     file = load_model_file(model_file)
+    if plot is not None:
+        from bptt_cli.series_training import check_forecast_plot
+
+        check_forecast_plot(file, plot)
     if file.data.get("kind") in ("series", "audio"):
-        from bptt_cli.render.forecast import render_sequence_scores
+        from bptt_cli.render.forecast import render_forecast_plot, render_sequence_scores
         from bptt_cli.series_training import evaluate_sequences
 
-        render_sequence_scores(evaluate_sequences(file, data, target, labels, horizon, season), as_json=json)
+        figures = evaluate_sequences(file, data, target, labels, horizon, season)
+        render_sequence_scores(figures, as_json=json)
+        if plot is not None:
+            render_forecast_plot(figures["plot"], plot)
         return
     figures = evaluate_text(file, data, target)
     render_text_scores(figures, as_json=json)

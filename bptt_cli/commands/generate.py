@@ -22,6 +22,7 @@ def generate(
     context: Annotated[Optional[Path], typer.Option("--context", help="Rows (CSV) or frames (feature file) to warm the state on; default: the end of the training data.", rich_help_panel="Series and audio")] = None,
     horizon: Annotated[Optional[int], typer.Option("--horizon", min=1, help="Steps to forecast (default: the season if known, else 24).", rich_help_panel="Series and audio")] = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the forecast here (CSV, or .npy frames), atomically; default: CSV on stdout.", rich_help_panel="Series and audio")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Also draw the context and the forecast here (.png or .svg; needs bptt\\[plot]).", rich_help_panel="Series and audio", show_default=False)] = None,
     seed: Seed = 0,
     device: Device = "cpu",
     config: Config = None,
@@ -31,7 +32,7 @@ def generate(
     For a series or audio model: forecast --horizon steps after --context (or after the training data).
 
     Example: bptt generate shakespeare.pt --prime "ROMEO:" --length 400 --temperature 0.8;
-    bptt generate demand.pt --context recent.csv --horizon 96 -o forecast.csv
+    bptt generate demand.pt --context recent.csv --horizon 96 -o forecast.csv --plot forecast.png
     """
     from bptt_cli.device import resolve_device
     from bptt_cli.generation import generate as sample
@@ -41,13 +42,18 @@ def generate(
     if file.data.get("kind") in ("series", "audio"):
         if prime:
             raise BpttError("--prime is for text models; a series or audio model takes --context and --horizon")
-        from bptt_cli.render.forecast import render_forecast
-        from bptt_cli.series_training import generate_forecast
+        from bptt_cli.render.forecast import render_forecast, render_forecast_plot
+        from bptt_cli.series_training import check_forecast_plot, generate_forecast
 
-        render_forecast(generate_forecast(file, resolve_device(device), context, horizon), output)
+        if plot is not None:
+            check_forecast_plot(file, plot)
+        result = generate_forecast(file, resolve_device(device), context, horizon)
+        render_forecast(result, output)
+        if plot is not None:
+            render_forecast_plot(result["plot"], plot)
         return
-    if context is not None or horizon is not None or output is not None:
-        raise BpttError("--context, --horizon and -o are for series and audio models; a text model takes --prime")
+    if context is not None or horizon is not None or output is not None or plot is not None:
+        raise BpttError("--context, --horizon, -o and --plot are for series and audio models; a text model takes --prime")
     pieces = sample(file.model, file.tokenizer, prime, length, temperature, top_k, top_p, seed,
                     resolve_device(device))
     out = sys.stdout

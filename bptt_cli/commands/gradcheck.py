@@ -43,12 +43,18 @@ def gradcheck(
     min_cosine: Annotated[
         float, typer.Option("--min-cosine", help="Recommend the shortest window whose gradient has this cosine with full BPTT.")
     ] = 0.9,
+    labels: Annotated[
+        Optional[Path], typer.Option("--labels", help="For a sequence classifier: the CSV of file,label its data needs.")
+    ] = None,
     seed: Seed = 0,
     device: Device = "auto",
     threads: Annotated[
         int, typer.Option("--threads", min=1, help="CPU threads for torch; the checks run one stream, where more threads only add overhead.")
     ] = 1,
     json: Json = False,
+    plot: Annotated[
+        Optional[Path], typer.Option("--plot", help="Also draw the gradient flow and the truncation check here (.png or .svg; needs bptt\\[plot]).", show_default=False)
+    ] = None,
     config: Config = None,
 ) -> None:
     """Check the BPTT gradients (finite differences, forward mode) and show how they flow through time.
@@ -56,12 +62,16 @@ def gradcheck(
     Exits 0 when every check passes, 1 when a gradient check fails, 2 for bad input.
 
     Examples: bptt gradcheck --model lstm --hidden 16 --window 30;
-    bptt gradcheck model.pt sample_data/shakespeare.txt --json
+    bptt gradcheck model.pt sample_data/shakespeare.txt --json --plot flow.png
     """
     from bptt_cli import gradcheck as lib
+    from bptt_cli import plotting
     from bptt_cli.device import resolve_device, set_threads
+    from bptt_cli.render.console import info
     from bptt_cli.render.gradcheck import render_gradcheck
 
+    if plot is not None:
+        plotting.check_plot(plot)
     set_threads(threads)
     target = resolve_device(device)
     settings = lib.Settings(
@@ -83,6 +93,10 @@ def gradcheck(
         model = loaded.model
         if data is None:
             problem = lib.synthetic_problem(model, max(window, segment), seed)
+        elif loaded.data.get("kind") in ("series", "audio"):
+            from bptt_cli.series_training import gradcheck_arrays
+
+            problem = lib.feature_problem(**gradcheck_arrays(loaded, data, labels))
         else:
             kind = loaded.tokenizer.kind if loaded.tokenizer else "char"
             problem = lib.text_problem(model, loaded.tokenizer, read_text(data, kind), str(data))
@@ -90,6 +104,8 @@ def gradcheck(
         settings.batch_size = batch if isinstance(batch, int) and batch > 0 else 1
     result = lib.run_gradcheck(model, problem, settings, target)
     render_gradcheck(result, as_json=json)
+    if plot is not None:  # drawn even when a check failed: the picture shows why
+        info(f"wrote {plotting.plot_gradient_flow(result, plot)}")
     if not result["passed"]:
         raise typer.Exit(1)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from bptt_cli.render.console import fmt, info, print_json, print_table
+from bptt_cli.render.console import info, print_json, print_table
 from bptt_cli.render.training import TrainReporter
 
 METRICS = ("mae", "rmse", "smape", "mase")
@@ -13,15 +13,11 @@ NAMES = {"model": "model", "persistence": "persistence (last value)", "seasonal_
 
 
 class SequenceReporter(TrainReporter):
-    """The text reporter, with a validation line that speaks of loss (and accuracy), not perplexity."""
+    """The text reporter, with validation figures that speak of loss (and accuracy), not perplexity."""
 
-    def validation(self, record: dict) -> None:
-        if self.quiet:
-            return
-        mark = " (best, saved)" if record["best"] else ""
-        accuracy = f", accuracy {fmt(record['val_accuracy'])}" if "val_accuracy" in record else ""
-        self._print(f"validation after epoch {record['epoch']} (step {record['step']}): "
-                    f"loss {fmt(record['val_loss'])}{accuracy}{mark}")
+    def validation_figures(self, record: dict) -> list[tuple[str, float]]:
+        figures = [("loss", record["val_loss"])]
+        return figures + ([("accuracy", record["val_accuracy"])] if "val_accuracy" in record else [])
 
 
 def render_sequence_scores(figures: dict, as_json: bool) -> None:
@@ -29,7 +25,7 @@ def render_sequence_scores(figures: dict, as_json: bool) -> None:
     for note in figures.get("notes", []):
         info(note)
     if as_json:
-        print_json({k: v for k, v in figures.items() if k != "notes"})
+        print_json({k: v for k, v in figures.items() if k not in ("notes", "plot")})
         return
     if figures["task"] == "forecast":
         _forecast_tables(figures)
@@ -63,6 +59,13 @@ def _classification_tables(figures: dict) -> None:
 def render_forecast_notes(result: dict) -> None:
     for note in result["notes"]:
         info(note)
+
+
+def render_forecast_plot(picture: dict, path) -> None:
+    """The ``plot`` entry of a forecast or a scoring, drawn to ``path`` (checked before the work began)."""
+    from bptt_cli.plotting import plot_forecast
+
+    info(f"wrote {plot_forecast(path, **picture)}")
 
 
 def render_forecast(result: dict, output) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from bptt_cli.render.console import fmt, info, plain, print_json, print_table, stderr_console
+from bptt_cli.render.sparkline import sparkline
 
 STOPS = {
     "completed": "all epochs done",
@@ -13,6 +14,7 @@ STOPS = {
     "early_stopping": "early stopping (--patience)",
     "signal": "interrupted (SIGINT/SIGTERM)",
 }
+TREND_WIDTH = 30  # characters of an epoch's sparklines; a longer run is averaged into this many buckets
 
 
 def _bytes(n: float) -> str:
@@ -43,6 +45,8 @@ class TrainReporter:
         self.task = None
         self.last_loss = "-"
         self.last_rate = "-"
+        self.losses: list[float] = []  # train loss and pre-clip gradient norm (mean) of every interval so far:
+        self.norms: list[float] = []  # the trend the epoch summary draws
 
     # -- the trainer's Reporter protocol
     def start(self, plan: dict) -> None:
@@ -81,6 +85,8 @@ class TrainReporter:
     def log(self, record: dict) -> None:
         if self.quiet:
             return
+        self.losses.append(record["train_loss"])
+        self.norms.append(record["grad_norm_mean"])
         self.last_loss = fmt(record["train_loss"])
         self.last_rate = f"{record['tokens_per_second']:,.0f}"
         if self.progress is not None:
@@ -101,14 +107,32 @@ class TrainReporter:
         )
 
     def validation(self, record: dict) -> None:
+        """The epoch summary: validation figures beside the trend of the train loss and of the pre-clip
+        gradient norm over the run so far, so a stalled loss or a growing norm shows at a glance."""
         if self.quiet:
             return
+        figures = self.validation_figures(record)
         mark = " (best, saved)" if record["best"] else ""
-        line = (
-            f"validation after epoch {record['epoch']} (step {record['step']}): loss {fmt(record['val_loss'])}, "
-            f"perplexity {fmt(record['val_perplexity'])}, bits/{self.unit} {fmt(record['val_bits_per_token'])}{mark}"
-        )
-        self._print(line)
+        losses, norms = self.losses, self.norms
+        span = f"{len(losses)} interval{'s' if len(losses) != 1 else ''} to update {record['step']}"
+        if self.plain:
+            trend = (f"; train loss {sparkline(losses, width=TREND_WIDTH)} {fmt(losses[-1])}, grad norm (pre-clip, "
+                     f"log) {sparkline(norms, log=True, width=TREND_WIDTH)} {fmt(norms[-1])} over {span}"
+                     if losses else "")
+            self._print(f"validation after epoch {record['epoch']} (step {record['step']}): "
+                        f"{', '.join(f'{name} {fmt(value)}' for name, value in figures)}{mark}{trend}")
+            return
+        rows = [["train loss", sparkline(losses, width=TREND_WIDTH), losses[-1] if losses else None],
+                ["grad norm, pre-clip (log)", sparkline(norms, log=True, width=TREND_WIDTH), norms[-1] if norms else None]]
+        rows += [[f"validation {name}", "", value] for name, value in figures]
+        print_table(f"epoch {record['epoch']} (step {record['step']})", ["", f"trend, {span}", "last"], rows,
+                    caption="best so far: saved" if record["best"] else None,
+                    console=self.progress.console if self.progress is not None else None)
+
+    def validation_figures(self, record: dict) -> list[tuple[str, float]]:
+        """What the validation measured, by name, in the order shown."""
+        return [("loss", record["val_loss"]), ("perplexity", record["val_perplexity"]),
+                (f"bits/{self.unit}", record["val_bits_per_token"])]
 
     def note(self, message: str) -> None:
         if not self.quiet:
