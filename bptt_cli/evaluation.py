@@ -29,13 +29,12 @@ def token_loss(
         raise BpttError(f"{len(ids)} known token(s) is too little to evaluate; give at least 2")
     was_training = model.training
     model.eval()
-    stream = torch.from_numpy(np.asarray(ids, dtype=np.int64)).to(device).unsqueeze(1)  # (N, 1)
     state = model.init_state(1, device)
     total = torch.zeros((), dtype=torch.float64, device=device)
     for start in range(0, len(ids) - 1, CHUNK):
-        x = stream[start : start + CHUNK]  # (T, 1)
-        y = stream[start + 1 : start + CHUNK + 1]
-        x = x[: len(y)]
+        # one chunk at a time becomes int64 on the device: a mapped 1 GB text is never copied whole
+        chunk = torch.from_numpy(np.asarray(ids[start : start + CHUNK + 1], dtype=np.int64)).to(device)
+        x, y = chunk[:-1].unsqueeze(1), chunk[1:].unsqueeze(1)  # (T, 1) each
         with autocast(device, precision):
             logits, state = model(x, state)  # (T, 1, V)
         total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").double()

@@ -123,7 +123,7 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.o
     """The optimizer; Adam(W) runs fused (one kernel over all parameters) where torch has that kernel.
 
     The default per-tensor Adam(W) costs 7 ms per step for 1 M parameters on a
-    CPU core, fused 0.7 ms (benchmarks/train_throughput.py).
+    CPU core, fused 0.7 ms (a one-off timing of optimizer.step on a 2-core machine).
     """
     params = list(params)
     fused = params[0].device.type in ("cpu", "cuda")
@@ -137,7 +137,9 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.o
 def activation_bytes(model: RecurrentModel, steps: int, batch: int) -> int:
     """Rough memory autograd keeps for back-propagating ``steps`` steps of ``batch`` streams (fp32)."""
     c = model.config
-    per_layer = {"lstm": 6, "gru": 5, "rnn": 2}[c.cell] * c.hidden  # gates and states kept per step
+    # values autograd keeps per step and layer: gates, states and oneDNN's workspace (LSTM measured at
+    # about 11 x hidden by benchmarks/memory_tbptt.py; GRU and RNN scaled alike)
+    per_layer = {"lstm": 11, "gru": 9, "rnn": 4}[c.cell] * c.hidden
     width = (c.embed if c.tokens else c.input_size) + c.layers * per_layer + 2 * c.output_size
     return 4 * steps * batch * width
 
