@@ -350,7 +350,7 @@ class Trainer:
             else:  # resuming mid-epoch: re-plan the same cut points
                 self.rng.bit_generator.state = at.epoch_rng
             windows = plan_windows(steps, c.window, c.stride, c.window_jitter, self.rng)
-            for window in windows[at.window_index :]:
+            for window in (windows[i] for i in range(at.window_index, len(windows))):
                 for group in self.optimizer.param_groups:
                     group["lr"] = c.lr * self.schedule.factor(at.step)
                 updated = self.update(window, inputs, targets, state, reset_mask)

@@ -58,3 +58,10 @@ def test_stride_longer_than_window_is_refused():
 
 def test_batchify_dtype_is_int64():
     assert batchify(np.arange(20, dtype=np.uint8), 2).dtype == torch.int64
+
+
+def test_a_long_epoch_is_planned_as_arrays_not_a_list_of_objects():
+    plan = plan_windows(10_000_000, 50)
+    assert len(plan) == 200_000
+    assert plan[0] == Window(0, 50, 0, 50) and plan[-1] == Window(9_999_950, 10_000_000, 9_999_950, 10_000_000)
+    assert plan.ends.nbytes + plan.loss_from.nbytes == 200_000 * 16  # two int64 arrays, nothing per window
