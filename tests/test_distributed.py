@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from bptt_cli.modelfile import load_model_file
 from conftest import TINY
@@ -49,3 +50,24 @@ def test_a_batch_that_does_not_split_over_the_processes_is_refused(tmp_path, tin
     assert result.returncode == 2
     assert result.stderr.strip() == "error: --batch-size 3 does not split evenly over 2 processes; use a multiple of 2"
     assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.slow
+def test_a_distributed_run_resumes_exactly_from_its_checkpoint(tmp_path, tiny_text):
+    """The checkpoint gathers every rank's carried state; resuming splits it again."""
+
+    def run(out, steps, *extra):
+        result = subprocess.run(
+            [sys.executable, "-m", "bptt_cli", "train", str(tiny_text), "-o", str(out), *TINY, "--threads", "1",
+             "--no-cache", "--nproc", "2", "--max-steps", str(steps), "--window-jitter", "0.3", *extra],
+            capture_output=True, text=True, timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        return torch.load(out.with_name(out.name + ".ckpt"), weights_only=True)["training"]
+
+    whole = run(tmp_path / "whole.pt", 30)
+    run(tmp_path / "split.pt", 15)
+    resumed = run(tmp_path / "split.pt", 30, "--resume")
+    assert resumed["position"]["step"] == 30
+    assert all(torch.equal(resumed["weights"][k], v) for k, v in whole["weights"].items())
+    assert all(torch.equal(a, b) for a, b in zip(resumed["carried_state"], whole["carried_state"]))
