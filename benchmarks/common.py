@@ -1,4 +1,4 @@
-"""What the benchmarks share: the model and data options, the sample text as ids, a reporter that says nothing."""
+"""What the benchmarks share: the model and data options, the sample text as ids."""
 
 from __future__ import annotations
 
@@ -7,16 +7,6 @@ import argparse
 import numpy as np
 
 from bptt_cli.text import Tokenizer, read_text
-
-
-class Quiet:
-    """A trainer reporter that drops everything, so only training is timed."""
-
-    def start(self, plan): ...
-    def step(self, step, epoch): ...
-    def log(self, record): ...
-    def validation(self, record): ...
-    def note(self, message): ...
 
 
 def model_arguments(description: str, cells: tuple[str, ...] = ("lstm", "gru", "rnn")) -> argparse.ArgumentParser:

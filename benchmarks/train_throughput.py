@@ -31,10 +31,10 @@ from torch import nn
 from bptt_cli.models import ModelConfig, RecurrentModel
 from bptt_cli.streams import batchify
 from bptt_cli.token_cache import mapped_streams
-from bptt_cli.trainer import TrainConfig, Trainer
+from bptt_cli.trainer import SilentReporter, TrainConfig, Trainer
 
 import word_language_model as wlm
-from common import Quiet, char_ids, model_arguments
+from common import char_ids, model_arguments
 
 
 def plain_loop(model: RecurrentModel, streams: torch.Tensor, window: int, steps: int) -> float:
@@ -72,7 +72,7 @@ def bptt_loop(model: RecurrentModel, ids: np.ndarray, window: int, batch: int, s
     clip = 0.25 if optimizer == "sgd" else 1.0
     config = TrainConfig(window=window, clip=clip, lr=lr, optimizer=optimizer, log_every=100, max_steps=steps,
                          epochs=10**6, batch_size=batch)
-    trainer = Trainer(model, config, torch.device("cpu"), Quiet(), None, lambda record: None)
+    trainer = Trainer(model, config, torch.device("cpu"), SilentReporter(), None, lambda record: None)
     start = time.perf_counter()
     trainer.fit(*mapped_streams(ids, batch))
     return time.perf_counter() - start

@@ -326,16 +326,6 @@ class Normaliser:
 # ---------------------------------------------------------------- splits and streams
 
 
-def tail_cut(length: int, fraction: float) -> int:
-    """Where the chronological validation tail of a sequence of ``length`` steps begins."""
-    return length - int(round(length * fraction))
-
-
-def check_fraction(fraction: float) -> None:
-    if not 0 <= fraction < 1:
-        raise BpttError(f"--val-fraction must be in [0, 1), got {fraction}")
-
-
 @dataclass
 class Streams:
     """Sequences packed into B time-major streams."""

@@ -26,10 +26,11 @@ from bptt_cli.modelfile import ModelFile
 from bptt_cli.models import ModelConfig, RecurrentModel, State
 from bptt_cli.runfiles import RunFiles
 from bptt_cli.series import (
-    IGNORE_LABEL, Normaliser, SeriesSpec, Streams, check_fraction, check_window, load_series, pack, season_of,
-    split_pieces, tail_cut,
+    IGNORE_LABEL, Normaliser, SeriesSpec, Streams, check_window, load_series, pack, season_of,
+    split_pieces,
 )
-from bptt_cli.text_training import sha256
+from bptt_cli.streams import tail_cut
+from bptt_cli.token_cache import sha256
 from bptt_cli.trainer import Reporter, TrainConfig, seed_everything
 from bptt_cli.training_run import run_training
 
@@ -255,7 +256,7 @@ def _split(seq: Sequences, fraction: float, seed: int) -> tuple[list[int], list[
     (chronological, never shuffled); labelled sequences hold out a seeded share
     of whole sequences, whose training end is then 0.
     """
-    check_fraction(fraction)
+    tail_cut(0, fraction)  # refuses a bad fraction before anything else
     lengths = [len(v) for v in seq.values]
     if seq.task in ("forecast", "tag"):
         cuts = [tail_cut(n, fraction) for n in lengths]

@@ -41,6 +41,13 @@ def batchify(ids: np.ndarray, batch_size: int) -> torch.Tensor:
     return flat.unfold(0, length + 1, length).t().contiguous()  # (L + 1, B)
 
 
+def tail_cut(length: int, fraction: float) -> int:
+    """Where the chronological validation tail of ``length`` steps begins (never shuffled)."""
+    if not 0 <= fraction < 1:
+        raise BpttError(f"--val-fraction must be in [0, 1), got {fraction}")
+    return length - int(round(length * fraction))
+
+
 @dataclass(frozen=True)
 class Window:
     """One truncated-BPTT update over input steps [start, end).

@@ -13,17 +13,16 @@ from bptt_cli.evaluation import summarise, token_loss
 from bptt_cli.modelfile import ModelFile
 from bptt_cli.models import ModelConfig, RecurrentModel
 from bptt_cli.text import read_text
-from bptt_cli.token_cache import cached_tokens, mapped_streams, sha256  # noqa: F401 (sha256 is re-exported)
 from bptt_cli.runfiles import RunFiles
+from bptt_cli.streams import tail_cut
+from bptt_cli.token_cache import cached_tokens, mapped_streams
 from bptt_cli.trainer import Reporter, TrainConfig, seed_everything
 from bptt_cli.training_run import run_training
 
 
 def split_tail(ids: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray | None]:
     """The first (1 - fraction) of the tokens for training, the contiguous tail for validation."""
-    if not 0 <= fraction < 1:
-        raise BpttError(f"--val-fraction must be in [0, 1), got {fraction}")
-    cut = len(ids) - int(round(len(ids) * fraction))
+    cut = tail_cut(len(ids), fraction)
     if fraction and len(ids) - cut < 2:
         raise BpttError("the validation tail would hold fewer than 2 tokens; use more data or --val-fraction 0")
     return ids[:cut], (ids[cut:] if fraction else None)

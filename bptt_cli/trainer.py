@@ -113,6 +113,16 @@ class Reporter(Protocol):
     def note(self, message: str) -> None: ...
 
 
+class SilentReporter:
+    """A reporter that shows nothing: for library use, tests and benchmarks."""
+
+    def start(self, plan: dict) -> None: ...
+    def step(self, step: int, epoch: int) -> None: ...
+    def log(self, record: dict) -> None: ...
+    def validation(self, record: dict) -> None: ...
+    def note(self, message: str) -> None: ...
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -240,6 +250,10 @@ class Trainer:
         save_checkpoint: Callable[[dict], None] | None = None,
     ):
         config.validate()
+        if validate is None and (config.patience or config.schedule == "plateau"):
+            option = "--patience" if config.patience else "--schedule plateau"
+            raise BpttError(f"{option} reacts to validation loss, and this run has no validation data; "
+                            "give --val FILE or a --val-fraction above 0")
         self.model, self.config, self.device = model.to(device), config, device
         self.reporter, self.validate_fn, self.save_best = reporter, validate, save_best
         self.step_module: nn.Module = WindowStep(self.model)

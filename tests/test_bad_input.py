@@ -116,6 +116,8 @@ CASES = [
     ("train {text} --val-fraction 1.5", 2, "--val-fraction"),
     ("train {text} --dropout 1.5", 2, "--dropout"),
     ("train {text} --precision bf16", 2, "bf16"),
+    ("train {text} --val-fraction 0 --patience 2", 2, "no validation data"),
+    ("train {text} --val-fraction 0 --schedule plateau", 2, "no validation data"),
     # devices
     ("train {text} --device cuda", 2, "not available"),
     ("train {text} --device cuda:3", 2, "not available"),

@@ -9,9 +9,8 @@ import torch
 from bptt_cli.models import ModelConfig
 from bptt_cli.text import Tokenizer
 from bptt_cli.text_training import train_text
-from bptt_cli.trainer import TrainConfig
+from bptt_cli.trainer import SilentReporter, TrainConfig
 from conftest import SAMPLE_TEXT
-from test_tbptt import Silent
 
 
 def unigram_loss(train_ids: np.ndarray, val_ids: np.ndarray, vocab: int) -> float:
@@ -28,7 +27,7 @@ def test_a_short_run_on_the_sample_text_beats_the_unigram_baseline(tmp_path):
         data, tmp_path / "m.pt",
         ModelConfig("lstm", embed=32, hidden=128, layers=1),
         TrainConfig(window=50, batch_size=32, epochs=1, max_steps=150, lr=1e-2, log_every=50),
-        torch.device("cpu"), Silent(),
+        torch.device("cpu"), SilentReporter(),
     )
     tokenizer = Tokenizer.fit("char", data.read_text())
     ids, _ = tokenizer.encode(data.read_text())

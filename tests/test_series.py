@@ -11,7 +11,8 @@ import torch
 
 from bptt_cli.errors import BpttError
 from bptt_cli.models import ModelConfig, RecurrentModel
-from bptt_cli.series import Normaliser, SeriesSpec, load_series, pack, split_pieces, tail_cut
+from bptt_cli.series import Normaliser, SeriesSpec, load_series, pack, split_pieces
+from bptt_cli.streams import tail_cut
 from bptt_cli.series_training import SequenceOptions, _split, read_sequences, stream_pass
 
 SMALL = ["--hidden", "8", "--layers", "1", "--batch-size", "4", "--window", "8", "--log-every", "5"]

@@ -7,17 +7,9 @@ from torch.nn import functional as F
 
 from bptt_cli.models import ModelConfig, RecurrentModel
 from bptt_cli.streams import Window, plan_windows
-from bptt_cli.trainer import TrainConfig, Trainer
+from bptt_cli.trainer import SilentReporter, TrainConfig, Trainer
 
 CELLS = ["lstm", "gru", "rnn"]
-
-
-class Silent:
-    def start(self, plan): ...
-    def step(self, step, epoch): ...
-    def log(self, record): ...
-    def validation(self, record): ...
-    def note(self, message): ...
 
 
 def feature_model(cell: str, layers: int = 2) -> RecurrentModel:
@@ -28,7 +20,7 @@ def feature_model(cell: str, layers: int = 2) -> RecurrentModel:
 
 def trainer_for(model: RecurrentModel, **overrides) -> Trainer:
     config = TrainConfig(**{"clip": 0.0, "optimizer": "sgd", "lr": 0.1, **overrides})
-    return Trainer(model, config, torch.device("cpu"), Silent(), None, lambda record: None)
+    return Trainer(model, config, torch.device("cpu"), SilentReporter(), None, lambda record: None)
 
 
 def data(steps: int = 12, batch: int = 2):

@@ -84,6 +84,23 @@ class OnNan(str, Enum):
     skip = "skip"
 
 
+class SeriesTask(str, Enum):
+    forecast = "forecast"
+    tag = "tag"
+
+
+class Missing(str, Enum):
+    error = "error"
+    ffill = "ffill"
+    interpolate = "interpolate"
+    drop = "drop"
+
+
+class SeriesLoss(str, Enum):
+    mse = "mse"
+    huber = "huber"
+
+
 class Precision(str, Enum):
     fp32 = "fp32"
     bf16 = "bf16"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shlex
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,13 +12,16 @@ import typer
 from bptt_cli.commands.options import (
     Cell,
     Config,
-    OnNan,
-    option_names,
     Device,
+    Missing,
+    OnNan,
     OptimizerKind,
+    option_names,
     Precision,
     ScheduleKind,
     Seed,
+    SeriesLoss,
+    SeriesTask,
     Threads,
     TokenizerKind,
 )
@@ -31,23 +33,6 @@ OPTIM = "Optimisation"
 RUN = "Run"
 SCRIPTS = "Scripts and cron"
 SERIES = "Series and audio"
-
-
-class SeriesTask(str, Enum):
-    forecast = "forecast"
-    tag = "tag"
-
-
-class Missing(str, Enum):
-    error = "error"
-    ffill = "ffill"
-    interpolate = "interpolate"
-    drop = "drop"
-
-
-class SeriesLoss(str, Enum):
-    mse = "mse"
-    huber = "huber"
 
 
 def train(
