@@ -118,7 +118,7 @@ def read_array(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """Frames (L, F) of a .npy file, or of an .npz file's ``features`` with its optional per-frame ``labels``."""
     try:
         loaded = np.load(path, allow_pickle=False)
-    except Exception as err:
+    except Exception:
         raise BpttError(f"{path}: not a readable numpy file; save the frames with numpy.save "
                         "(an array of frames x features, no Python objects)") from None
     labels = None

@@ -78,7 +78,7 @@ def _sample(model, tokenizer, ids, length, temperature, top_k, top_p, seed, devi
     logits, state = model(x, model.init_state(1, device))
     decode = tokenizer.decoder()
     for i in range(length):
-        if i:
-            logits, state = model(token.view(1, 1), state)  # one step, state carried
         token = next_token(logits[-1, 0], temperature, top_k, top_p, generator)
         yield decode(int(token))  # one host sync per token: the text is wanted now
+        if i + 1 < length:
+            logits, state = model(token.view(1, 1), state)  # one step, state carried
