@@ -63,7 +63,7 @@ def main() -> None:
                 print(f"{name}: fails here: {str(err).splitlines()[0][:160]}")
                 rates[name].append(0.0)
                 continue
-            rates[name].append(steps * args.window * args.batch_size / plain_loop(model, streams, args.window, steps))
+            rates[name].append(steps * args.window * args.batch_size / sum(plain_loop(model, streams, args.window, steps)))
     base = max(rates["fp32 eager"])
     print(f"model {args.model} {args.layers}x{args.hidden}, window {args.window}, batch {args.batch_size}, "
           f"threads {torch.get_num_threads()}, torch {torch.__version__}")

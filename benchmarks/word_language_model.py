@@ -87,8 +87,8 @@ class RNNModel(nn.Module):
 
 
 def train_epoch(model: RNNModel, train_data: torch.Tensor, window: int, batch: int, lr: float, clip: float,
-                max_updates: int | None = None) -> int:
-    """One pass of the example's loop; returns the number of updates made."""
+                max_updates: int | None = None, on_update=lambda: None) -> int:
+    """One pass of the example's loop; returns the number of updates made (``on_update`` is called after each)."""
     model.train()
     criterion = nn.NLLLoss()
     hidden = model.init_hidden(batch)
@@ -106,6 +106,7 @@ def train_epoch(model: RNNModel, train_data: torch.Tensor, window: int, batch: i
         for p in model.parameters():
             p.data.add_(p.grad, alpha=-lr)
         updates += 1
+        on_update()
     return updates
 
 
