@@ -29,6 +29,7 @@ does not move; the whole round's rate is printed beside it.
 from __future__ import annotations
 
 import multiprocessing
+import warnings
 import statistics
 import time
 
@@ -228,4 +229,5 @@ def main() -> None:
 
 if __name__ == "__main__":
     np.random.seed(0)
+    warnings.filterwarnings("ignore", message="dropout option adds dropout")  # wlm's model, one layer: as the example
     main()

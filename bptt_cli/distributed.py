@@ -76,6 +76,12 @@ def start(device: torch.device) -> torch.device:
     return device
 
 
+def finish() -> None:
+    """Wait until every rank is done: rank 0 may still be writing the model file when the others end."""
+    if active():
+        dist.barrier()
+
+
 def stop() -> None:
     if active():
         dist.destroy_process_group()
@@ -128,10 +134,12 @@ def shard_range(length: int) -> tuple[int, int]:
 
 
 def all_sum(values: torch.Tensor) -> torch.Tensor:
-    """Sum over ranks (identity in a single process)."""
-    if active():
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
-    return values
+    """Sum over ranks (identity in a single process); works on the device collectives need (nccl: CUDA)."""
+    if not active():
+        return values
+    moved = values.to(_device)
+    dist.all_reduce(moved, op=dist.ReduceOp.SUM)
+    return moved.to(values.device)
 
 
 def any_rank(flag: bool) -> bool:

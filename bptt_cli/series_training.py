@@ -177,18 +177,30 @@ def regression_loss(kind: str):
         raise BpttError(f"unknown --loss {kind!r}; use one of {', '.join(LOSSES)}")
 
     def loss(predicted: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        scored = ~torch.isnan(targets)
-        error = torch.where(scored, predicted.float() - torch.nan_to_num(targets), 0.0)
-        per = error.square() if kind == "mse" else F.huber_loss(error, torch.zeros_like(error), reduction="none")
-        return per.sum() / scored.sum().clamp(min=1)  # a device-side count: no host sync
+        total, count = _regression_sum(kind, predicted, targets)
+        return total / count.clamp(min=1)  # a device-side count: no host sync
 
     return loss
 
 
+def _regression_sum(kind: str, predicted: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The summed error over the targets that are not NaN, and their count."""
+    scored = ~torch.isnan(targets)
+    error = torch.where(scored, predicted.float() - torch.nan_to_num(targets), 0.0)
+    per = error.square() if kind == "mse" else F.huber_loss(error, torch.zeros_like(error), reduction="none")
+    return per.sum(), scored.sum()
+
+
 def class_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy over the labelled steps only (windows without one give 0, not NaN)."""
+    total, count = _class_sum(logits, targets)
+    return total / count.clamp(min=1)
+
+
+def _class_sum(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The summed cross-entropy over the labelled steps, and their count."""
     total = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_LABEL, reduction="sum")
-    return total / (targets != IGNORE_LABEL).sum().clamp(min=1)
+    return total, (targets != IGNORE_LABEL).sum()
 
 
 @torch.no_grad()
@@ -235,15 +247,31 @@ def scoring_streams(seq: Sequences, norm: Normaliser, starts: list[int], batch: 
     return pack([p[0] for p in pairs], [p[1] for p in pairs], batch, align_end=seq.task in ("forecast", "tag"))
 
 
-def scored_loss(seq: Sequences, outputs: torch.Tensor, streams: Streams, loss_name: str) -> dict:
-    """The validation figures of a stream pass: the loss, and the accuracy for a classifier."""
+def scored_sums(seq: Sequences, outputs: torch.Tensor, streams: Streams, loss_name: str) -> torch.Tensor:
+    """What validation figures are made of, as sums that add up over ranks: (loss, scored count, hits)."""
     if seq.classifies:
-        figures = {"loss": float(class_loss(outputs, streams.targets))}
-        labelled = streams.targets != IGNORE_LABEL
-        hits = (outputs.argmax(-1) == streams.targets) & labelled
-        figures["accuracy"] = float(hits.sum() / labelled.sum().clamp(min=1))
-        return figures
-    return {"loss": float(regression_loss(loss_name)(outputs, streams.targets))}
+        total, count = _class_sum(outputs, streams.targets)
+        hits = ((outputs.argmax(-1) == streams.targets) & (streams.targets != IGNORE_LABEL)).sum()
+    else:
+        total, count = _regression_sum(loss_name, outputs, streams.targets)
+        hits = torch.zeros(())
+    return torch.stack([total.double(), count.double(), hits.double()])
+
+
+def scored_figures(seq: Sequences, sums: torch.Tensor) -> dict:
+    """The validation figures from ``scored_sums``: the loss, and the accuracy for a classifier."""
+    total, count, hits = sums.tolist()
+    figures = {"loss": total / max(count, 1.0)}
+    if seq.classifies:
+        figures["accuracy"] = hits / max(count, 1.0)
+    return figures
+
+
+def columns_of_this_rank(streams: Streams) -> Streams:
+    """This rank's contiguous share of the B streams (all of them in a single process)."""
+    begin, end = distributed.shard_range(streams.inputs.shape[1])
+    return Streams(streams.inputs[:, begin:end], streams.targets[:, begin:end], streams.resets[:, begin:end],
+                   [w for w in streams.where if begin <= w[0] < end])
 
 
 # ---------------------------------------------------------------- training
@@ -351,10 +379,11 @@ def train_sequences(
     ends_here = {}  # the validation pass's final states are the tail's when it ran over the training sequences
 
     def validate(m: RecurrentModel) -> dict:
-        outputs, state = stream_pass(m, scoring, device)
-        if val is None and seq.task == "forecast":
-            ends_here["state"] = state
-        return scored_loss(seq, outputs, scoring, options.loss)
+        mine = columns_of_this_rank(scoring)  # each rank scores its streams; the sums are added up
+        outputs, state = stream_pass(m, mine, device)
+        if val is None and seq.task == "forecast" and not distributed.active():
+            ends_here["state"] = state  # (with several ranks the model file's tail state is computed anew)
+        return scored_figures(seq, distributed.all_sum(scored_sums(seq, outputs, mine, options.loss)))
 
     def make_file(record: dict) -> ModelFile:
         best = {"best_step": record["step"], "best_epoch": record["epoch"], "best_val_loss": record.get("val_loss")}

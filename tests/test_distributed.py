@@ -7,16 +7,20 @@ import sys
 import pytest
 import torch
 
+from bptt_cli import distributed
 from bptt_cli.modelfile import load_model_file
+from bptt_cli.series import IGNORE_LABEL, Streams
+from bptt_cli.series_training import columns_of_this_rank, scored_figures, scored_sums
 from conftest import TINY
+from test_series import seasonal_csv
 
 
-def train(tmp_path, text, name, *extra):
+def train(tmp_path, text, name, *extra, options=(*TINY, "--no-cache")):
     out = tmp_path / f"{name}.pt"
     metrics = tmp_path / f"{name}.jsonl"
     result = subprocess.run(
-        [sys.executable, "-m", "bptt_cli", "train", str(text), "-o", str(out), *TINY, "--max-steps", "12",
-         "--log-every", "1", "--threads", "1", "--no-cache", "--metrics", str(metrics), *extra],
+        [sys.executable, "-m", "bptt_cli", "train", str(text), "-o", str(out), *options, "--max-steps", "12",
+         "--log-every", "1", "--threads", "1", "--metrics", str(metrics), *extra],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
@@ -71,3 +75,51 @@ def test_a_distributed_run_resumes_exactly_from_its_checkpoint(tmp_path, tiny_te
     assert resumed["position"]["step"] == 30
     assert all(torch.equal(resumed["weights"][k], v) for k, v in whole["weights"].items())
     assert all(torch.equal(a, b) for a, b in zip(resumed["carried_state"], whole["carried_state"]))
+
+
+@pytest.mark.parametrize("classifies", [False, True])
+def test_series_validation_sums_over_the_ranks_shares_give_the_whole_figures(monkeypatch, classifies):
+    torch.manual_seed(0)
+    steps, streams, width = 9, 6, 3
+    if classifies:
+        targets = torch.randint(0, width, (steps, streams))
+        targets[torch.rand(steps, streams) < 0.3] = IGNORE_LABEL
+    else:
+        targets = torch.randn(steps, streams, width)
+        targets[torch.rand(steps, streams, width) < 0.3] = float("nan")
+    whole = Streams(torch.randn(steps, streams, 2), targets, torch.zeros(steps, streams, dtype=torch.bool),
+                    [(i, 0, steps) for i in range(streams)])
+    outputs = torch.randn(steps, streams, width)
+    seq = type("Seq", (), {"classifies": classifies})()
+    expected = scored_figures(seq, scored_sums(seq, outputs, whole, "mse"))
+    total = torch.zeros(3, dtype=torch.float64)
+    for begin, end in [(0, 2), (2, 6)]:  # two ranks of unequal shares
+        monkeypatch.setattr(distributed, "shard_range", lambda n, b=begin, e=end: (b, e))
+        mine = columns_of_this_rank(whole)
+        assert [w[0] for w in mine.where] == list(range(begin, end))
+        total += scored_sums(seq, outputs[:, begin:end], mine, "mse")
+    got = scored_figures(seq, total)
+    assert set(got) == ({"loss", "accuracy"} if classifies else {"loss"})
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(value, rel=1e-6)  # float32 sums in another order
+
+
+@pytest.mark.slow
+def test_two_ranks_train_a_series_as_one_process_with_validation_shared_out(tmp_path):
+    data = seasonal_csv(tmp_path / "sites.csv", rows=160, groups=4)
+    options = ["--group-column", "site", "--target", "load", "--hidden", "8", "--layers", "1", "--batch-size", "4",
+               "--window", "8"]
+    single, one_train, one_val = train(tmp_path, data, "single", options=options)
+    double, two_train, two_val = train(tmp_path, data, "double", "--nproc", "2", options=options)
+    assert len(two_train) == 12 and len(two_val) == len(one_val) >= 1
+    for a, b in zip(one_train, two_train):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5, abs=1e-6)
+    for a, b in zip(one_val, two_val):
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
+    a, b = load_model_file(single), load_model_file(double)
+    for x, y in zip(a.data["tail"]["state"], b.data["tail"]["state"]):  # computed anew with two ranks
+        torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-4)
+    forecast = subprocess.run([sys.executable, "-m", "bptt_cli", "generate", str(double), "--horizon", "3"],
+                              capture_output=True, text=True, timeout=120)
+    assert forecast.returncode == 0, forecast.stderr
+    assert len(forecast.stdout.strip().splitlines()) == 1 + 4 * 3

@@ -149,6 +149,7 @@ def train(
                 season=season, labels=labels, n_mels=n_mels, n_mfcc=n_mfcc, hop_ms=hop_ms, win_ms=win_ms)
             result = train_sequences(data, output, model_config, train_config, target, reporter, sequence_options,
                                      val, val_fraction, run_config, resume)
+        distributed.finish()  # not on failure: the other ranks may never arrive
     finally:
         screen.close()
         distributed.stop()
