@@ -1,8 +1,12 @@
-"""Scoring a token model on a text: one stream, state carried from the first token to the last.
+"""Scoring a token model on a text, with the state carried from token to token.
 
-Evaluation never truncates: whatever window the model was trained with, each
-token is predicted from everything before it, so the figures are comparable
-between runs with different windows.
+``bptt evaluate`` never truncates: one stream runs from the first token to the
+last, so each token is predicted from everything before it and the figures are
+comparable between runs with different windows. Validation during training
+runs several streams side by side instead (one stream of 100k tokens took 3 s
+of a 46 s epoch here): each scores its own part of the text after reading the
+``context`` tokens before that part unscored, so only what lies further back
+than that is lost.
 """
 
 from __future__ import annotations
@@ -18,28 +22,57 @@ from bptt_cli.errors import BpttError
 from bptt_cli.models import RecurrentModel
 
 CHUNK = 1024  # steps per forward call: bounds memory, not the context
+VALIDATION_STREAMS = 16  # side by side: a 100k-token tail in 0.3 s instead of 3 s (LSTM 2x256, 2 threads)
+VALIDATION_CONTEXT = 512  # tokens each validation stream reads before it scores
 
 
 @torch.no_grad()
 def token_loss(
-    model: RecurrentModel, ids: np.ndarray, device: torch.device, precision: str = "fp32"
+    model: RecurrentModel,
+    ids: np.ndarray,
+    device: torch.device,
+    precision: str = "fp32",
+    streams: int = 1,
+    context: int = 0,
+    part: slice = slice(None),
 ) -> tuple[float, int]:
-    """Total cross-entropy (nats) of predicting ids[1:] from the ids before them, and the count."""
+    """Total cross-entropy (nats) of predicting ids[1:] from the ids before them, and the count.
+
+    With ``streams`` > 1 the predictions are cut into that many contiguous parts
+    (fewer if a part would be shorter than twice ``context``), each read in
+    after ``context`` tokens of the text before it; ``part`` picks which of the
+    parts to score (a process's share of them), and the count is theirs.
+    """
     if len(ids) < 2:
         raise BpttError(f"{len(ids)} known token(s) is too little to evaluate; give at least 2")
+    predictions = len(ids) - 1
+    if context > 0:
+        streams = min(streams, max(1, predictions // (2 * context)))
+    length = -(-predictions // streams)  # predictions per stream, the last may have fewer
+    first = np.minimum(np.arange(streams, dtype=np.int64)[part] * length, predictions)  # each stream's first scored
+    ends = np.minimum(first + length, predictions)
+    lead = np.minimum(first, context)  # tokens read unscored before it
+    begins = first - lead
+    steps = int((ends - begins).max(initial=0))
     was_training = model.training
     model.eval()
-    state = model.init_state(1, device)
+    state = model.init_state(len(first), device)
     total = torch.zeros((), dtype=torch.float64, device=device)
-    for start in range(0, len(ids) - 1, CHUNK):
+    chunk = max(1, CHUNK // max(1, len(first)))  # about CHUNK tokens per forward call, whatever the streams
+    for start in range(0, steps, chunk):
         # one chunk at a time becomes int64 on the device: a mapped 1 GB text is never copied whole
-        chunk = torch.from_numpy(np.asarray(ids[start : start + CHUNK + 1], dtype=np.int64)).to(device)
-        x, y = chunk[:-1].unsqueeze(1), chunk[1:].unsqueeze(1)  # (T, 1) each
+        offsets = np.arange(start, min(start + chunk, steps), dtype=np.int64)[:, None]  # (T, 1)
+        at = begins[None, :] + offsets  # (T, S) the position of each input token
+        scored = (offsets >= lead[None, :]) & (at < ends[None, :])
+        at = np.minimum(at, predictions - 1)  # past a stream's end: any token, not scored
+        x = torch.from_numpy(np.asarray(ids[at], dtype=np.int64)).to(device)
+        y = torch.from_numpy(np.asarray(ids[at + 1], dtype=np.int64)).to(device)
         with autocast(device, precision):
-            logits, state = model(x, state)  # (T, 1, V)
-        total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").double()
+            logits, state = model(x, state)  # (T, S, V)
+        losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")
+        total += (losses * torch.from_numpy(scored).to(device).flatten()).sum().double()
     model.train(was_training)
-    return float(total), len(ids) - 1  # one host sync per evaluation
+    return float(total), int((ends - first).sum())  # one host sync per evaluation
 
 
 def summarise(total_nats: float, count: int) -> dict[str, float]:

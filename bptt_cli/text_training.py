@@ -9,7 +9,7 @@ import torch
 
 from bptt_cli import distributed
 from bptt_cli.errors import BpttError
-from bptt_cli.evaluation import summarise, token_loss
+from bptt_cli.evaluation import VALIDATION_CONTEXT, VALIDATION_STREAMS, summarise, token_loss
 from bptt_cli.modelfile import ModelFile
 from bptt_cli.models import ModelConfig, RecurrentModel
 from bptt_cli.text import read_text
@@ -78,8 +78,9 @@ def train_text(
         run = {**(run_config or {}), "data_sha256": summary["data_sha256"]}
 
         def validate(m: RecurrentModel) -> dict:
-            begin, end = distributed.shard_range(len(val_ids))  # each rank scores its part of the text
-            total, count = token_loss(m, val_ids[begin:end], device, train_config.precision)
+            begin, end = distributed.shard_range(VALIDATION_STREAMS)  # each rank scores its share of the streams
+            total, count = token_loss(m, val_ids, device, train_config.precision, VALIDATION_STREAMS,
+                                      VALIDATION_CONTEXT, slice(begin, end))
             total, count = distributed.all_sum(torch.tensor([total, count], dtype=torch.float64)).tolist()
             return summarise(total, int(count))
 
