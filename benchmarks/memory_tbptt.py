@@ -1,7 +1,8 @@
 """Peak memory of truncated BPTT does not grow with the length of the stream; full BPTT grows linearly.
 
 Each run is its own process training one epoch with bptt's Trainer over the
-token-cache streams (uint8 ids, mapped, windows made one at a time):
+token-cache streams (uint8 ids, mapped, windows made one at a time), with
+freed memory kept for reuse as the ``bptt`` command keeps it:
 
 - truncated: window 50 over a stream of 10^4 and of 10^6 steps (batch 1); the
   ratio of their peak RSS should be within 1.1;
@@ -22,10 +23,12 @@ RUN = """
 import sys
 import numpy as np
 import torch
+from bptt_cli.allocator import keep_freed_memory
 from bptt_cli.models import ModelConfig, RecurrentModel
 from bptt_cli.token_cache import mapped_streams
 from bptt_cli.trainer import SilentReporter, TrainConfig, Trainer
 steps, batch, window, hidden = map(int, sys.argv[1:5])
+keep_freed_memory()  # as the bptt command does
 ids = np.random.default_rng(0).integers(0, 64, steps * batch + 1).astype(np.uint8)
 model = RecurrentModel(ModelConfig("lstm", 64, 64, hidden=hidden, layers=2))
 class Estimate(SilentReporter):  # says only bptt's own activation estimate
