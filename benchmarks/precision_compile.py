@@ -9,6 +9,8 @@ refuses it (a CPU without bf16 arithmetic), to show why it refuses.
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import nn
 
@@ -63,7 +65,9 @@ def main() -> None:
                 print(f"{name}: fails here: {str(err).splitlines()[0][:160]}")
                 rates[name].append(0.0)
                 continue
-            rates[name].append(steps * args.window * args.batch_size / sum(plain_loop(model, streams, args.window, steps)))
+            start = time.perf_counter()
+            plain_loop(model, streams, args.window, steps)
+            rates[name].append(steps * args.window * args.batch_size / (time.perf_counter() - start))
     base = max(rates["fp32 eager"])
     print(f"model {args.model} {args.layers}x{args.hidden}, window {args.window}, batch {args.batch_size}, "
           f"threads {torch.get_num_threads()}, torch {torch.__version__}")
