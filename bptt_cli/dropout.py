@@ -1,10 +1,9 @@
 """Dropout with a mask that is cheap to draw on the CPU.
 
 torch's CPU dropout draws one Mersenne-Twister number per element through
-``bernoulli_``: about 10 ns per element here, which made dropout 0.2 cost
-10-14 % of an LSTM 2x256 training update. Drawing 64-bit words and reading each
-as four 16-bit uniforms costs about 1.5 ns per element
-(``benchmarks/train_throughput.py`` shows the effect on the whole update). The
+``bernoulli_``: for the three activations of an LSTM 2x256 update 9.3 ms, 14 %
+of the update. Drawing 64-bit words and reading each as four 16-bit uniforms
+takes 2.1 ms (``benchmarks/update_costs.py``). The
 keep probability is therefore a multiple of 1/65536 (p = 0.2 drops 13107/65536
 = 0.199997 of the elements). The draws come from torch's default generator, so
 ``torch.manual_seed`` and checkpointed RNG state reproduce them. Other devices
