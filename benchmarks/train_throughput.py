@@ -29,9 +29,9 @@ does not move; the whole round's rate is printed beside it.
 from __future__ import annotations
 
 import multiprocessing
-import warnings
 import statistics
 import time
+import warnings
 
 import numpy as np
 import torch

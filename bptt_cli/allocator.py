@@ -6,8 +6,9 @@ blocks to the OS (above its moving mmap threshold, or when the free top of
 the heap passes its trim threshold), so the next update faults the same pages
 back in, zero-filled: about 8,000 page faults per LSTM 2x256 update on the CPU,
 whose median update took 79 ms instead of 67 ms (``benchmarks/update_costs.py``).
-Fixing both thresholds keeps the blocks for reuse; the peak memory is the same. Other C libraries, and users who set glibc's MALLOC_* variables themselves,
-are left alone.
+Fixing both thresholds keeps the blocks for reuse; the peak memory is the same.
+Other C libraries, and users who set glibc's MALLOC_* variables themselves, are
+left alone.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from bptt_cli.errors import BpttError
 from bptt_cli.models import RecurrentModel
 
 CHUNK = 1024  # steps per forward call: bounds memory, not the context
-VALIDATION_STREAMS = 16  # side by side: a 100k-token tail in 0.3 s instead of 3 s (LSTM 2x256, 2 threads)
+VALIDATION_STREAMS = 16  # side by side: a 99k-token tail in 1.7 s instead of 3.1 s (benchmarks/validation_streams.py)
 VALIDATION_CONTEXT = 512  # tokens each validation stream reads before it scores
 
 
@@ -34,14 +34,15 @@ def token_loss(
     precision: str = "fp32",
     streams: int = 1,
     context: int = 0,
-    part: slice = slice(None),
+    share: tuple[int, int] = (0, 1),
 ) -> tuple[float, int]:
     """Total cross-entropy (nats) of predicting ids[1:] from the ids before them, and the count.
 
     With ``streams`` > 1 the predictions are cut into that many contiguous parts
     (fewer if a part would be shorter than twice ``context``), each read in
-    after ``context`` tokens of the text before it; ``part`` picks which of the
-    parts to score (a process's share of them), and the count is theirs.
+    after ``context`` tokens of the text before it. ``share`` (k, n) scores only
+    the k-th of n contiguous shares of those streams (a process's, under
+    torch.distributed), and the count is theirs.
     """
     if len(ids) < 2:
         raise BpttError(f"{len(ids)} known token(s) is too little to evaluate; give at least 2")
@@ -49,7 +50,9 @@ def token_loss(
     if context > 0:
         streams = min(streams, max(1, predictions // (2 * context)))
     length = -(-predictions // streams)  # predictions per stream, the last may have fewer
-    first = np.minimum(np.arange(streams, dtype=np.int64)[part] * length, predictions)  # each stream's first scored
+    k, n = share
+    mine = np.arange(streams * k // n, streams * (k + 1) // n, dtype=np.int64)
+    first = np.minimum(mine * length, predictions)  # each stream's first scored prediction
     ends = np.minimum(first + length, predictions)
     lead = np.minimum(first, context)  # tokens read unscored before it
     begins = first - lead

@@ -271,7 +271,7 @@ def columns_of_this_rank(streams: Streams) -> Streams:
     """This rank's contiguous share of the B streams (all of them in a single process)."""
     begin, end = distributed.shard_range(streams.inputs.shape[1])
     return Streams(streams.inputs[:, begin:end], streams.targets[:, begin:end], streams.resets[:, begin:end],
-                   [w for w in streams.where if begin <= w[0] < end])
+                   [(stream - begin, *rest) for stream, *rest in streams.where if begin <= stream < end])
 
 
 # ---------------------------------------------------------------- training

@@ -78,9 +78,8 @@ def train_text(
         run = {**(run_config or {}), "data_sha256": summary["data_sha256"]}
 
         def validate(m: RecurrentModel) -> dict:
-            begin, end = distributed.shard_range(VALIDATION_STREAMS)  # each rank scores its share of the streams
             total, count = token_loss(m, val_ids, device, train_config.precision, VALIDATION_STREAMS,
-                                      VALIDATION_CONTEXT, slice(begin, end))
+                                      VALIDATION_CONTEXT, (distributed.rank(), distributed.world()))
             total, count = distributed.all_sum(torch.tensor([total, count], dtype=torch.float64)).tolist()
             return summarise(total, int(count))
 

@@ -35,9 +35,10 @@ def test_each_stream_scores_its_part_after_reading_the_context_before_it(model_a
 def test_the_shares_of_the_streams_add_up_to_the_whole(model_and_ids):
     model, ids = model_and_ids
     whole = token_loss(model, ids, CPU, streams=5, context=50)
-    parts = [token_loss(model, ids, CPU, streams=5, context=50, part=slice(a, b)) for a, b in [(0, 2), (2, 5), (5, 8)]]
+    parts = [token_loss(model, ids, CPU, streams=5, context=50, share=(k, 3)) for k in range(3)]
+    assert [c for _, c in parts] == [400, 800, 800]  # streams 0 | 1, 2 | 3, 4 of 400 predictions each
     assert sum(c for _, c in parts) == whole[1] == 2000
-    assert parts[2] == (0.0, 0)
+    assert token_loss(model, ids, CPU, streams=5, context=50, share=(0, 8)) == (0.0, 0)  # more shares than streams
     assert sum(t for t, _ in parts) == pytest.approx(whole[0], rel=1e-6)
 
 
