@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+import torch
 
 from bptt_cli.text import Tokenizer, read_text
 
@@ -27,3 +28,10 @@ def char_ids(path: str) -> tuple[Tokenizer, np.ndarray]:
     text = read_text(path)
     tokenizer = Tokenizer.fit("char", text)
     return tokenizer, tokenizer.encode(text)[0]
+
+
+def batchify(ids: np.ndarray, batch_size: int) -> torch.Tensor:
+    """Token ids (N,) -> time-major streams (L + 1, B), int64, copied: what a plain loop trains on."""
+    length = (len(ids) - 1) // batch_size
+    flat = torch.from_numpy(np.ascontiguousarray(ids[: length * batch_size + 1]).astype(np.int64))
+    return flat.unfold(0, length + 1, length).t().contiguous()  # (L + 1, B)

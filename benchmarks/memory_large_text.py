@@ -28,11 +28,12 @@ from pathlib import Path
 
 BASELINE = """
 import sys
-from bptt_cli.streams import batchify
+import numpy as np
+import torch
 from bptt_cli.text import Tokenizer, read_text
 text = read_text(sys.argv[1], sys.argv[2])
 tokenizer = Tokenizer.fit(sys.argv[2], text)
-batchify(tokenizer.encode(text)[0], 32)
+torch.from_numpy(tokenizer.encode(text)[0].astype(np.int64))  # what batchify did: every id as an int64 tensor
 """
 
 

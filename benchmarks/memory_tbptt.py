@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from bptt_cli.allocator import keep_freed_memory
 from bptt_cli.models import ModelConfig, RecurrentModel
-from bptt_cli.token_cache import mapped_streams
+from bptt_cli.streams import mapped_streams
 from bptt_cli.trainer import SilentReporter, TrainConfig, Trainer
 steps, batch, window, hidden = map(int, sys.argv[1:5])
 keep_freed_memory()  # as the bptt command does

@@ -15,9 +15,8 @@ import torch
 from torch import nn
 
 from bptt_cli.models import ModelConfig, RecurrentModel
-from bptt_cli.streams import batchify
 
-from common import char_ids, model_arguments
+from common import batchify, char_ids, model_arguments
 from train_throughput import plain_loop
 
 

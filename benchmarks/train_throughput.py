@@ -40,12 +40,11 @@ from torch import nn
 from bptt_cli.allocator import keep_freed_memory
 from bptt_cli.device import set_threads
 from bptt_cli.models import ModelConfig, RecurrentModel
-from bptt_cli.streams import batchify
-from bptt_cli.token_cache import mapped_streams
+from bptt_cli.streams import mapped_streams
 from bptt_cli.trainer import SilentReporter, TrainConfig, Trainer
 
 import word_language_model as wlm
-from common import char_ids, model_arguments
+from common import batchify, char_ids, model_arguments
 
 
 def plain_loop(model: RecurrentModel, streams: torch.Tensor, window: int, steps: int, tick=lambda: None) -> None:

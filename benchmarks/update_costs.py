@@ -21,9 +21,8 @@ from torch.nn import functional as F
 from bptt_cli.allocator import keep_freed_memory
 from bptt_cli.dropout import dropout
 from bptt_cli.models import ModelConfig, RecurrentModel
-from bptt_cli.streams import batchify
 
-from common import char_ids, model_arguments
+from common import batchify, char_ids, model_arguments
 from train_throughput import Clock, in_own_process, plain_loop
 
 WARMUP = 5  # untimed updates first

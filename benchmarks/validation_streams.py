@@ -17,7 +17,7 @@ import torch
 from bptt_cli.evaluation import VALIDATION_CONTEXT, VALIDATION_STREAMS, token_loss
 from bptt_cli.modelfile import load_model_file
 from bptt_cli.text import read_text
-from bptt_cli.text_training import split_tail
+from bptt_cli.kinds.text import split_tail
 
 
 def main() -> None:

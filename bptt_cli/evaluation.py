@@ -20,8 +20,7 @@ from torch.nn import functional as F
 from bptt_cli.device import autocast
 from bptt_cli.errors import BpttError
 from bptt_cli.models import RecurrentModel
-
-CHUNK = 1024  # steps per forward call: bounds memory, not the context
+from bptt_cli.scoring import CHUNK
 VALIDATION_STREAMS = 16  # side by side: a 99k-token tail in 1.7 s instead of 3.1 s (benchmarks/validation_streams.py)
 VALIDATION_CONTEXT = 512  # tokens each validation stream reads before it scores
 

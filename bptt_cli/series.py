@@ -25,9 +25,9 @@ import pandas as pd
 import torch
 
 from bptt_cli.errors import BpttError
+from bptt_cli.losses import IGNORE_LABEL
 
 MISSING = ("error", "ffill", "interpolate", "drop")
-IGNORE_LABEL = -100  # class targets that carry no loss (padding, unlabelled frames)
 # Seasons that follow from a regular time step: one day of sub-daily data, a week of days, a year of months.
 SEASONS = {pd.Timedelta("15min"): 96, pd.Timedelta("30min"): 48, pd.Timedelta("1h"): 24, pd.Timedelta("1D"): 7,
            pd.Timedelta("7D"): 52}
@@ -330,7 +330,7 @@ class Normaliser:
 class Streams:
     """Sequences packed into B time-major streams."""
 
-    inputs: torch.Tensor  # (T, B, F) float32
+    inputs: torch.Tensor  # (T, B, F) float32 features, or (T, B) int64 token ids
     targets: torch.Tensor  # (T, B, O) float32 with NaN where no loss, or (T, B) int64 with IGNORE_LABEL
     resets: np.ndarray  # (T, B) bool: a new sequence begins here (its state starts from zeros)
     where: list[tuple[int, int, int]]  # per piece: (stream, first step, length)
@@ -376,12 +376,13 @@ def pack(inputs: list[np.ndarray], targets: list[np.ndarray], streams: int, alig
             stream_of[i], start_of[i] = b, totals[b]
             totals[b] += lengths[i]
     steps = int((start_of + lengths).max())
-    flat_x = np.concatenate(inputs).astype(np.float32)
+    flat_x = np.concatenate(inputs)
+    flat_x = flat_x.astype(np.int64 if flat_x.dtype.kind in "iu" else np.float32)  # token ids stay ids
     flat_y = np.concatenate(targets)
     offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
     t = np.repeat(start_of, lengths) + (np.arange(len(flat_x)) - offsets)
     b = np.repeat(stream_of, lengths)
-    x = np.zeros((steps, batch, flat_x.shape[1]), dtype=np.float32)
+    x = np.zeros((steps, batch, *flat_x.shape[1:]), dtype=flat_x.dtype)
     x[t, b] = flat_x
     if flat_y.dtype.kind == "f":
         y = np.full((steps, batch, *flat_y.shape[1:]), np.nan, dtype=np.float32)

@@ -1,5 +1,8 @@
 """Cutting one long token stream into B parallel streams, and those into windows.
 
+A (memory-mapped) token array is laid out in columns by ``mapped_streams``,
+with strides over the array rather than a copy of it.
+
 One stream of N tokens becomes B columns of L + 1 tokens, time-major, where
 neighbouring columns share one token so that every target is predicted once::
 
@@ -28,17 +31,48 @@ import torch
 from bptt_cli.errors import BpttError
 
 
-def batchify(ids: np.ndarray, batch_size: int) -> torch.Tensor:
-    """Token ids (N,) -> time-major streams (L + 1, B), int64; the ragged tail is dropped."""
+class MappedStreams:
+    """Time-major (T, B) streams laid over a flat id array without copying it.
+
+    Column b is ``ids[b * L + offset :]``, as the drawing at the top shows; the
+    trainer slices it along time, and only then does a window become an int64
+    tensor on the device. To the trainer it stands where a (T, B) tensor would:
+    it has ``shape``, ``to(device)`` and time slicing.
+    """
+
+    def __init__(self, view: np.ndarray, device: torch.device | None = None):
+        self.view = view  # (T, B) strided view of the mapped ids
+        self.shape = torch.Size(view.shape)
+        self.device = device or torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> "MappedStreams":
+        return MappedStreams(self.view, torch.device(device))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def select_streams(self, begin: int, end: int) -> "MappedStreams":
+        """Streams [begin, end) only: a distributed rank's share, still without a copy."""
+        return MappedStreams(self.view[:, begin:end], self.device)
+
+    def __getitem__(self, steps: slice) -> torch.Tensor:
+        if not isinstance(steps, slice):
+            raise TypeError("MappedStreams takes a slice of steps")
+        window = torch.from_numpy(self.view[steps].astype(np.int64))  # (K, B): the one copy, window-sized
+        return window.to(self.device, non_blocking=True)
+
+
+def mapped_streams(ids: np.ndarray, batch_size: int) -> tuple[MappedStreams, MappedStreams]:
+    """Inputs (rows 0 .. L-1) and targets (rows 1 .. L) over ``ids`` in B columns, with no copy of the data."""
     if batch_size < 1:
         raise BpttError(f"--batch-size must be at least 1, got {batch_size}")
     length = (len(ids) - 1) // batch_size
     if length < 1:
-        raise BpttError(
-            f"{len(ids)} tokens cannot fill {batch_size} streams; use a smaller --batch-size or more data"
-        )
-    flat = torch.from_numpy(np.ascontiguousarray(ids[: length * batch_size + 1]).astype(np.int64))
-    return flat.unfold(0, length + 1, length).t().contiguous()  # (L + 1, B)
+        raise BpttError(f"{len(ids)} tokens cannot fill {batch_size} streams; use a smaller --batch-size or more data")
+    item = ids.strides[0]
+    view = np.lib.stride_tricks.as_strided(ids, shape=(length + 1, batch_size), strides=(item, length * item),
+                                           writeable=False)  # (L + 1, B)
+    return MappedStreams(view[:-1]), MappedStreams(view[1:])
 
 
 def tail_cut(length: int, fraction: float) -> int:

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import torch
 
 from bptt_cli.errors import BpttError
 from bptt_cli.text import TOKENIZERS, Tokenizer
@@ -196,47 +195,3 @@ def _build(data: Path, kind: str, digest: str, folder: Path) -> TokenCache:
             old.unlink(missing_ok=True)
     ids = np.memmap(ids_path, dtype=tokenizer.dtype, mode="r", shape=(count,)) if count else np.zeros(0, tokenizer.dtype)
     return TokenCache(tokenizer, ids, digest, ids_path, True)
-
-
-class MappedStreams:
-    """Time-major (T, B) streams laid over a flat id array without copying it.
-
-    Column b is ``ids[b * L + offset :]``, as ``streams.batchify`` lays it out;
-    the trainer slices it along time, and only then does a window become an
-    int64 tensor on the device. To the trainer it stands where the tensor from
-    ``batchify`` would: it has ``shape``, ``to(device)`` and time slicing.
-    """
-
-    def __init__(self, view: np.ndarray, device: torch.device | None = None):
-        self.view = view  # (T, B) strided view of the mapped ids
-        self.shape = torch.Size(view.shape)
-        self.device = device or torch.device("cpu")
-
-    def to(self, device: torch.device | str) -> "MappedStreams":
-        return MappedStreams(self.view, torch.device(device))
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def select_streams(self, begin: int, end: int) -> "MappedStreams":
-        """Streams [begin, end) only: a distributed rank's share, still without a copy."""
-        return MappedStreams(self.view[:, begin:end], self.device)
-
-    def __getitem__(self, steps: slice) -> torch.Tensor:
-        if not isinstance(steps, slice):
-            raise TypeError("MappedStreams takes a slice of steps")
-        window = torch.from_numpy(self.view[steps].astype(np.int64))  # (K, B): the one copy, window-sized
-        return window.to(self.device, non_blocking=True)
-
-
-def mapped_streams(ids: np.ndarray, batch_size: int) -> tuple[MappedStreams, MappedStreams]:
-    """Inputs and targets (L, B) over ``ids`` laid out as ``batchify`` does, with no copy of the data."""
-    if batch_size < 1:
-        raise BpttError(f"--batch-size must be at least 1, got {batch_size}")
-    length = (len(ids) - 1) // batch_size
-    if length < 1:
-        raise BpttError(f"{len(ids)} tokens cannot fill {batch_size} streams; use a smaller --batch-size or more data")
-    item = ids.strides[0]
-    view = np.lib.stride_tricks.as_strided(ids, shape=(length + 1, batch_size), strides=(item, length * item),
-                                           writeable=False)  # (L + 1, B)
-    return MappedStreams(view[:-1]), MappedStreams(view[1:])

@@ -1,27 +1,52 @@
-"""One training run from prepared streams to files on disk, the same for every data kind.
+"""One training run from data to files on disk, the same for every data kind.
 
-It owns what is not about the data: the lock on the output, keeping only a
-better model, checkpoints and exact resume, and stopping cleanly on SIGINT/SIGTERM.
+The kind prepares the streams, the model and its loss (``kinds``); this module
+owns what is not about the data: the lock on the output, keeping only a better
+model, checkpoints and exact resume, and stopping cleanly on SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
+from bptt_cli.kinds import DataKind, RunSetup, resume_keys
 from bptt_cli.modelfile import ModelFile
 from bptt_cli.models import RecurrentModel
 from bptt_cli.runfiles import RunFiles
 from bptt_cli.trainer import Reporter, TrainConfig, Trainer
 
-# Options that change what a run computes: a checkpoint only resumes a run made with the same ones.
+# Options that change what a run computes, whatever the data: a checkpoint only resumes a run made with the
+# same ones (and with the same options of the data's kind, ``kinds.resume_keys``).
 RESUME_KEYS = (
-    "data_sha256", "val", "val_fraction", "tokenizer", "model", "layers", "hidden", "embed", "dropout",
+    "data_sha256", "val", "val_sha256", "val_fraction", "model", "layers", "hidden", "embed", "dropout",
     "tie_weights", "window", "stride", "window_jitter", "stateless", "batch_size", "clip", "optimizer", "lr",
     "weight_decay", "schedule", "warmup", "precision", "seed", "on_nan",
 )
+
+
+def train(kind: DataKind, data: str | Path, output: str | Path, options, setup: RunSetup, resume: bool = False) -> dict:
+    """Train on DATA of ``kind`` and keep the best model (on validation) in ``output``; returns the summary.
+
+    Everything about the data is read and checked before any file is written.
+    """
+    from bptt_cli.token_cache import sha256
+
+    setup.train_config.validate()
+    with kind.prepare(Path(data), options, setup) as prepared:
+        run = {**setup.run_config, "data_sha256": prepared.data_sha256,
+               "val_sha256": sha256(setup.val) if setup.val is not None and Path(setup.val).is_file() else None}
+        with RunFiles(output) as files:
+            result = run_training(files, prepared.model, prepared.make_file, setup.train_config, setup.device,
+                                  setup.reporter, prepared.validate, prepared.inputs, prepared.targets, run,
+                                  resets=prepared.resets, loss_fn=prepared.loss_fn, resume=resume,
+                                  must_match=RESUME_KEYS + tuple(resume_keys(options)))
+    for note in prepared.closing_notes:
+        setup.reporter.note(note)
+    return {**result, **prepared.result}
 
 
 def run_training(
@@ -38,6 +63,7 @@ def run_training(
     resets: np.ndarray | None = None,
     loss_fn: Callable | None = None,
     resume: bool = False,
+    must_match: tuple[str, ...] = RESUME_KEYS,
 ) -> dict:
     """Train, keep the best model in ``files.output`` and a checkpoint beside it; returns the summary.
 
@@ -54,7 +80,7 @@ def run_training(
         model, train_config, device, reporter, validate, save_best, loss_fn,
         save_checkpoint=lambda training: files.save_checkpoint(training, run_config),
     )
-    saved = files.load_checkpoint(run_config, RESUME_KEYS) if resume else None
+    saved = files.load_checkpoint(run_config, must_match) if resume else None
     with trainer.stop_on_signals():
         result = trainer.fit(inputs, targets, resets, saved)
     result.update(model_file=str(files.output), checkpoint=str(files.checkpoint_path),

@@ -13,7 +13,10 @@ from bptt_cli.audio import FeatureSettings, load_audio, read_ts, read_wav
 from bptt_cli.errors import BpttError
 from bptt_cli.models import ModelConfig, RecurrentModel
 from bptt_cli.series import Normaliser
-from bptt_cli.series_training import SequenceOptions, read_sequences, scoring_streams, stream_pass
+from bptt_cli.kinds import KINDS
+from bptt_cli.kinds.audio import AudioOptions
+from bptt_cli.kinds.sequences import scoring_streams
+from bptt_cli.scoring import stream_pass
 
 ROOT = Path(__file__).resolve().parents[1]
 VOWELS = ROOT / "sample_data" / "vowels"
@@ -65,7 +68,7 @@ def test_a_directory_of_npy_files_trains_a_next_frame_model_that_writes_npy(tmp_
 def test_no_state_leaks_across_files(tmp_path):
     """Two files packed into one stream: changing the first never changes the second's outputs."""
     data = write_npys(tmp_path / "clips", count=2, frames=12)
-    seq = read_sequences(data, SequenceOptions())
+    seq = KINDS["audio"].read(data, AudioOptions())
     norm = Normaliser.fit(seq.values)
     model = RecurrentModel(ModelConfig(input_size=3, output_size=3, tokens=False, hidden=8, layers=1))
 
@@ -185,7 +188,7 @@ def bad_one_frame(folder):
 
 
 def bad_empty_dir(folder):
-    (folder / "notes.txt").write_text("nothing here")
+    """No file at all (a folder of text files is a text corpus since the corpus kind came)."""
 
 
 def bad_labels_columns(folder):

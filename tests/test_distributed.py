@@ -10,7 +10,7 @@ import torch
 from bptt_cli import distributed
 from bptt_cli.modelfile import load_model_file
 from bptt_cli.series import IGNORE_LABEL, Streams
-from bptt_cli.series_training import columns_of_this_rank, scored_figures, scored_sums
+from bptt_cli.scoring import columns_of_this_rank, scored_figures, scored_sums
 from conftest import TINY
 from test_series import seasonal_csv
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bptt_cli import plotting
+from bptt_cli.render import plotting
 from bptt_cli.metrics_file import MetricsFile
 from bptt_cli.render.sparkline import sparkline
 from conftest import TINY

@@ -13,7 +13,10 @@ from bptt_cli.errors import BpttError
 from bptt_cli.models import ModelConfig, RecurrentModel
 from bptt_cli.series import Normaliser, SeriesSpec, load_series, pack, split_pieces
 from bptt_cli.streams import tail_cut
-from bptt_cli.series_training import SequenceOptions, _split, read_sequences, stream_pass
+from bptt_cli.kinds import KINDS
+from bptt_cli.kinds.sequences import split as _split
+from bptt_cli.kinds.series import SeriesOptions
+from bptt_cli.scoring import stream_pass
 
 SMALL = ["--hidden", "8", "--layers", "1", "--batch-size", "4", "--window", "8", "--log-every", "5"]
 
@@ -62,7 +65,7 @@ def test_normalisation_is_fitted_on_the_training_part_only(tmp_path, run):
 
 
 def test_the_split_is_chronological_per_series(tmp_path):
-    seq = read_sequences(seasonal_csv(tmp_path / "g.csv", rows=100, groups=3), SequenceOptions(group_column="site"))
+    seq = KINDS["series"].read(seasonal_csv(tmp_path / "g.csv", rows=100, groups=3), SeriesOptions(group_column="site"))
     ends, starts, keep = _split(seq, 0.2, seed=0)
     assert ends == [80, 80, 80] and starts == ends and keep == [0, 1, 2]
     assert tail_cut(100, 0.0) == 100

@@ -14,9 +14,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from bptt_cli import plotting
+from bptt_cli.render import plotting
 from bptt_cli.cli import app
-from bptt_cli.render.forecast import SequenceReporter
 from bptt_cli.render.training import TrainReporter
 from conftest import TINY
 from test_plot import png_size
@@ -58,7 +57,7 @@ def test_epoch_line_in_plain_mode_is_exact_ascii(capsys, monkeypatch):
 
 def test_series_epoch_line_speaks_of_accuracy_not_perplexity(capsys, monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
-    reporter = SequenceReporter(unit="step")
+    reporter = TrainReporter(unit="step")
     feed(reporter, losses=(1.0, 1.0), norms=(0.5, 0.5))  # flat: mid-height bars
     reporter.validation(validation(val_accuracy=0.75, best=False))
     assert last_line(capsys.readouterr().err) == (
@@ -182,11 +181,11 @@ def test_evaluate_plot_draws_the_last_window_and_changes_with_the_data(tmp_path:
 def test_the_evaluate_picture_holds_the_real_last_window(tmp_path: Path, sine):
     """Context, actual values and persistence come from the data, in original units and times."""
     from bptt_cli.modelfile import load_model_file
-    from bptt_cli.series_training import evaluate_sequences
+    from bptt_cli.kinds import KINDS, Request
 
     model, _ = sine
     data = sine_csv(tmp_path / "other.csv", phase=1.0)
-    picture = evaluate_sequences(load_model_file(model), data, torch.device("cpu"), horizon=12)["plot"]
+    picture = KINDS["series"].evaluate(load_model_file(model), data, torch.device("cpu"), Request(horizon=12))["plot"]
     frame = pd.read_csv(data, parse_dates=["timestamp"])
     end = len(picture["context_values"])
     assert end == 36 and picture["target_names"] == ["load"]  # three horizons of context
@@ -200,7 +199,7 @@ def test_the_evaluate_picture_holds_the_real_last_window(tmp_path: Path, sine):
 
 
 def test_evaluate_bad_plot_path_fails_before_scoring(tmp_path: Path, run, sine, monkeypatch):
-    monkeypatch.setattr("bptt_cli.series_training.evaluate_sequences", lambda *a: pytest.fail("scored"))
+    monkeypatch.setattr("bptt_cli.kinds.series.SeriesKind.evaluate", lambda *a: pytest.fail("scored"))
     model, data = sine
     code, stdout, stderr = run("evaluate", model, data, "--plot", tmp_path / "nodir" / "eval.png")
     assert code == 2 and stdout == "" and stderr.count("\n") == 1 and "--plot" in stderr

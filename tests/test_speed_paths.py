@@ -10,8 +10,7 @@ from bptt_cli import device as device_module
 from bptt_cli.dropout import dropout, keep_threshold
 from bptt_cli.errors import BpttError
 from bptt_cli.models import ModelConfig, RecurrentModel
-from bptt_cli.streams import batchify
-from bptt_cli.token_cache import mapped_streams
+from bptt_cli.streams import mapped_streams
 from bptt_cli.trainer import TrainConfig, Trainer, make_optimizer
 
 
@@ -23,10 +22,11 @@ def trained(inputs, targets) -> dict:
     return model.state_dict()
 
 
-def test_training_on_mapped_streams_equals_training_on_batchified_tensors():
+def test_training_on_mapped_streams_equals_training_on_tensors():
     ids = np.random.randint(0, 20, size=400).astype(np.uint8)
-    streams = batchify(ids, 3)
-    expected = trained(streams[:-1], streams[1:])
+    length = (len(ids) - 1) // 3
+    streams = torch.from_numpy(ids[: 3 * length + 1].astype(np.int64)).unfold(0, length + 1, length).t()  # (L + 1, 3)
+    expected = trained(streams[:-1].contiguous(), streams[1:].contiguous())
     got = trained(*mapped_streams(ids, 3))
     for name, value in expected.items():
         torch.testing.assert_close(got[name], value, rtol=0, atol=0)

@@ -5,22 +5,22 @@ import pytest
 import torch
 
 from bptt_cli.errors import BpttError
-from bptt_cli.streams import Window, batchify, plan_windows
+from bptt_cli.streams import Window, mapped_streams, plan_windows
 
 
-def test_batchify_columns_are_contiguous_and_share_one_token():
-    streams = batchify(np.arange(13), 3)
-    assert streams.shape == (5, 3)
-    assert streams[:, 0].tolist() == [0, 1, 2, 3, 4]
-    assert streams[:, 1].tolist() == [4, 5, 6, 7, 8]
+def test_columns_are_contiguous_and_share_one_token():
+    """The drawing at the top of streams.py: 13 tokens in 3 columns of 4 steps."""
+    inputs, targets = mapped_streams(np.arange(13), 3)
+    assert inputs.shape == targets.shape == (4, 3)
+    assert inputs[0:4][:, 0].tolist() == [0, 1, 2, 3] and targets[0:4][:, 0].tolist() == [1, 2, 3, 4]
+    assert inputs[0:4][:, 1].tolist() == [4, 5, 6, 7]
     # every token after the first is a target exactly once
-    targets = streams[1:].t().flatten().tolist()
-    assert targets == list(range(1, 13))
+    assert targets[0:4].t().flatten().tolist() == list(range(1, 13))
 
 
-def test_batchify_refuses_more_streams_than_tokens():
+def test_more_streams_than_tokens_are_refused():
     with pytest.raises(BpttError, match="cannot fill 10 streams"):
-        batchify(np.arange(5), 10)
+        mapped_streams(np.arange(5), 10)
 
 
 def test_windows_tile_the_stream_without_overlap():
@@ -56,8 +56,9 @@ def test_stride_longer_than_window_is_refused():
         plan_windows(100, 5, stride=6)
 
 
-def test_batchify_dtype_is_int64():
-    assert batchify(np.arange(20, dtype=np.uint8), 2).dtype == torch.int64
+def test_windows_of_mapped_streams_are_int64():
+    inputs, _ = mapped_streams(np.arange(20, dtype=np.uint8), 2)
+    assert inputs[0:3].dtype == torch.int64
 
 
 def test_a_long_epoch_is_planned_as_arrays_not_a_list_of_objects():

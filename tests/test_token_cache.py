@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from bptt_cli.errors import BpttError
-from bptt_cli.streams import batchify
 from bptt_cli.text import Tokenizer, read_text
-from bptt_cli.token_cache import load_tokens, mapped_streams, text_chunks
+from bptt_cli.streams import mapped_streams
+from bptt_cli.token_cache import load_tokens, text_chunks
 
 TEXT = "Näh, the cat sat\n on the mat.\r\n\tcafé\u00a0au lait — 猫 " * 40
 
@@ -78,9 +78,10 @@ def test_binary_and_non_utf8_files_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize("batch", [1, 3, 7])
-def test_mapped_streams_slice_like_batchify(batch):
+def test_mapped_streams_slice_like_a_copied_tensor(batch):
     ids = np.random.randint(0, 200, size=500).astype(np.uint8)
-    streams = batchify(ids, batch)
+    length = (len(ids) - 1) // batch
+    streams = torch.from_numpy(ids[: batch * length + 1].astype(np.int64)).unfold(0, length + 1, length).t()
     inputs, targets = mapped_streams(ids, batch)
     assert inputs.shape == streams[:-1].shape and targets.shape == streams[1:].shape
     for start, end in [(0, 10), (13, 50), (40, len(inputs))]:

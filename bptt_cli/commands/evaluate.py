@@ -30,26 +30,24 @@ def evaluate(
     Example: bptt evaluate shakespeare.pt other_text.txt --json;
     bptt evaluate demand.pt sample_data/elecdemand.csv --horizon 48 --season 48 --plot eval.png
     """
+    from bptt_cli import kinds
     from bptt_cli.device import resolve_device, set_threads
     from bptt_cli.modelfile import load_model_file
-    from bptt_cli.render.evaluation import render_text_scores
-    from bptt_cli.text_training import evaluate_text
+    from bptt_cli.render.evaluation import render_scores
 
     set_threads(threads)
     target = resolve_device(device)
     file = load_model_file(model_file)
+    kind = kinds.of_model(file)
+    request = kinds.Request(labels=labels, horizon=horizon, season=season, plot=plot)
+    kind.check_request(file, request, "evaluate")
+    if plot is not None:  # before any work, so a long scoring never ends in a failed picture
+        from bptt_cli.render.plotting import check_plot
+
+        check_plot(plot)
+    figures = kind.evaluate(file, data, target, request)
+    render_scores(figures, as_json=json)
     if plot is not None:
-        from bptt_cli.series_training import check_forecast_plot
+        from bptt_cli.render.forecast import render_forecast_plot
 
-        check_forecast_plot(file, plot)
-    if file.data.get("kind") in ("series", "audio"):
-        from bptt_cli.render.forecast import render_forecast_plot, render_sequence_scores
-        from bptt_cli.series_training import evaluate_sequences
-
-        figures = evaluate_sequences(file, data, target, labels, horizon, season)
-        render_sequence_scores(figures, as_json=json)
-        if plot is not None:
-            render_forecast_plot(figures["plot"], plot)
-        return
-    figures = evaluate_text(file, data, target)
-    render_text_scores(figures, as_json=json)
+        render_forecast_plot(figures["plot"], plot)

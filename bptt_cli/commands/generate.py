@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from bptt_cli.commands.options import Config, Device, Seed
-from bptt_cli.errors import BpttError
 
 
 def generate(
@@ -34,33 +32,23 @@ def generate(
     Example: bptt generate shakespeare.pt --prime "ROMEO:" --length 400 --temperature 0.8;
     bptt generate demand.pt --context recent.csv --horizon 96 -o forecast.csv --plot forecast.png
     """
+    from bptt_cli import kinds
     from bptt_cli.device import resolve_device
-    from bptt_cli.generation import generate as sample
     from bptt_cli.modelfile import load_model_file
+    from bptt_cli.render.generation import render_generated
 
     file = load_model_file(model_file)
-    if file.data.get("kind") in ("series", "audio"):
-        if prime:
-            raise BpttError("--prime is for text models; a series or audio model takes --context and --horizon")
-        from bptt_cli.render.forecast import render_forecast, render_forecast_plot
-        from bptt_cli.series_training import check_forecast_plot, generate_forecast
+    kind = kinds.of_model(file)
+    request = kinds.Request(prime=prime, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+                            seed=seed, context=context, horizon=horizon, output=output, plot=plot)
+    kind.check_request(file, request, "generate")
+    if plot is not None:
+        from bptt_cli.render.plotting import check_plot
 
-        if plot is not None:
-            check_forecast_plot(file, plot)
-        result = generate_forecast(file, resolve_device(device), context, horizon)
-        render_forecast(result, output)
-        if plot is not None:
-            render_forecast_plot(result["plot"], plot)
-        return
-    if context is not None or horizon is not None or output is not None or plot is not None:
-        raise BpttError("--context, --horizon, -o and --plot are for series and audio models; a text model takes --prime")
-    pieces = sample(file.model, file.tokenizer, prime, length, temperature, top_k, top_p, seed,
-                    resolve_device(device))
-    out = sys.stdout
-    out.write(prime)
-    for piece in pieces:
-        out.write(piece)
-        if piece.endswith("\n"):
-            out.flush()
-    out.write("\n")
-    out.flush()
+        check_plot(plot)
+    result = kind.generate(file, resolve_device(device), request)
+    render_generated(result, output)
+    if plot is not None:
+        from bptt_cli.render.forecast import render_forecast_plot
+
+        render_forecast_plot(result["plot"], plot)

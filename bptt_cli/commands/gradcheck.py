@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from bptt_cli.commands.options import Cell, Config, Device, Json, Seed
+from bptt_cli.commands.options import Cell, Config, Device, Json, Seed, given_options
 from bptt_cli.errors import BpttError
 
 FRESH = {"hidden": 16, "layers": 1, "embed": 16, "vocab": 16}  # a fresh model small enough for every check
@@ -65,7 +65,7 @@ def gradcheck(
     bptt gradcheck model.pt sample_data/shakespeare.txt --json --plot flow.png
     """
     from bptt_cli import gradcheck as lib
-    from bptt_cli import plotting
+    from bptt_cli.render import plotting
     from bptt_cli.device import resolve_device, set_threads
     from bptt_cli.render.console import info
     from bptt_cli.render.gradcheck import render_gradcheck
@@ -82,24 +82,20 @@ def gradcheck(
         model = lib.fresh_model(cell.value, vocab, embed, hidden, layers, seed)
         problem = lib.synthetic_problem(model, max(window, segment), seed)
     else:
-        given = [f"--{name}" for name in ("model", *FRESH) if _given(ctx, "cell" if name == "model" else name)]
+        fresh_only = {"cell", *FRESH}
+        given = [option for name, option in given_options(ctx).items() if name in fresh_only]
         if given:
             raise BpttError(f"{', '.join(given)} shape a fresh model only; MODEL fixes its own, so drop them")
+        from bptt_cli import kinds
         from bptt_cli.modelfile import load_model_file
-        from bptt_cli.text import read_text
 
         _refuse_text(model_file)
         loaded = load_model_file(model_file)
         model = loaded.model
         if data is None:
             problem = lib.synthetic_problem(model, max(window, segment), seed)
-        elif loaded.data.get("kind") in ("series", "audio"):
-            from bptt_cli.series_training import gradcheck_arrays
-
-            problem = lib.feature_problem(**gradcheck_arrays(loaded, data, labels))
         else:
-            kind = loaded.tokenizer.kind if loaded.tokenizer else "char"
-            problem = lib.text_problem(model, loaded.tokenizer, read_text(data, kind), str(data))
+            problem = kinds.of_model(loaded).gradcheck_problem(loaded, data, kinds.Request(labels=labels))
         batch = loaded.config.get("batch_size")
         settings.batch_size = batch if isinstance(batch, int) and batch > 0 else 1
     result = lib.run_gradcheck(model, problem, settings, target)
@@ -119,11 +115,6 @@ def _refuse_text(path: Path) -> None:
             raise BpttError(
                 f"{path}: looks like a text file, not a model; DATA needs a MODEL first: bptt gradcheck MODEL DATA"
             )
-
-
-def _given(ctx: typer.Context, name: str) -> bool:
-    """True when the user set the option (typer's click is private, so compare by name)."""
-    return getattr(ctx.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")
 
 
 def _parse_windows(text: str) -> list[int]:

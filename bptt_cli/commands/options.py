@@ -27,6 +27,16 @@ def option_names(ctx: typer.Context) -> dict[str, str]:
     return names
 
 
+def given_options(ctx: typer.Context) -> dict[str, str]:
+    """The parameters the user set on the command line, each with the option that set it (``--target``)."""
+    given = {}
+    for name, option in option_names(ctx).items():
+        source = ctx.get_parameter_source(name)
+        if getattr(source, "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP"):
+            given[name] = f"--{option}"
+    return given
+
+
 def config_keys(ctx: typer.Context) -> dict[str, str]:
     """Every key a config file may use (option names and parameter names) and the parameter it sets."""
     keys = {name: name for name in option_names(ctx)}

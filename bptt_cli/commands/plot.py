@@ -35,7 +35,7 @@ def plot(
 
     Example: bptt plot window10.jsonl window50.jsonl -o curves.png --size 1600x1000
     """
-    from bptt_cli import plotting
+    from bptt_cli.render import plotting
     from bptt_cli.render.console import fmt, info
     from bptt_cli.render.sparkline import sparkline
 

@@ -24,6 +24,7 @@ from bptt_cli.commands.options import (
     SeriesTask,
     Threads,
     TokenizerKind,
+    given_options,
 )
 
 DATA = "Data"
@@ -106,20 +107,21 @@ def train(
         typer.echo(to_yaml(run_config, "train", option_names(ctx)), nl=False)
         return
 
-    from bptt_cli import distributed
+    from bptt_cli import distributed, kinds
     from bptt_cli.device import check_precision, resolve_device, set_threads
     from bptt_cli.durations import parse_duration
     from bptt_cli.metrics_file import Fanout, MetricsFile
     from bptt_cli.models import ModelConfig
-    from bptt_cli.render.forecast import SequenceReporter
     from bptt_cli.render.training import TrainReporter
-    from bptt_cli.series_training import SequenceOptions, data_kind, train_sequences
-    from bptt_cli.text_training import train_text
     from bptt_cli.trainer import TrainConfig
+    from bptt_cli.training_run import train as train_on
 
     if nproc > 1 and not distributed.launched():
         distributed.check_split(batch_size, nproc)
         raise typer.Exit(distributed.launch(nproc, sys.argv[1:]))
+    kind = kinds.detect(data)
+    kinds.refuse_foreign_options(kind, given_options(ctx), data)
+    data_options = kind.options(run_config)
     set_threads(threads)
     target = distributed.start(resolve_device(device))
     check_precision(target, precision.value)
@@ -133,22 +135,12 @@ def train(
         checkpoint_every=checkpoint_every, on_nan=on_nan.value, max_skips=max_skips,
     )
     model_config.validate()
-    kind = data_kind(data)
-    unit = "char" if tokenizer is TokenizerKind.char else "token" if kind == "text" else "step"
     main = distributed.is_main()  # under torchrun only rank 0 prints and writes
-    screen = (TrainReporter if kind == "text" else SequenceReporter)(unit=unit, quiet=quiet or not main)
+    screen = TrainReporter(unit=kind.unit_for(data_options), quiet=quiet or not main)
     reporter = Fanout(screen, MetricsFile(metrics) if metrics and main else None)
+    setup = kinds.RunSetup(model_config, train_config, target, reporter, val, val_fraction, run_config)
     try:
-        if kind == "text":
-            result = train_text(data, output, model_config, train_config, target, reporter, tokenizer.value,
-                                val, val_fraction, run_config, resume, cache_dir=cache_dir, use_cache=not no_cache)
-        else:
-            sequence_options = SequenceOptions(
-                targets=target_columns or [], features=features or [], task=task.value if task else None,
-                time_column=time_column, group_column=group_column, missing=missing.value, loss=loss.value,
-                season=season, labels=labels, n_mels=n_mels, n_mfcc=n_mfcc, hop_ms=hop_ms, win_ms=win_ms)
-            result = train_sequences(data, output, model_config, train_config, target, reporter, sequence_options,
-                                     val, val_fraction, run_config, resume)
+        result = train_on(kind, data, output, data_options, setup, resume)
         distributed.finish()  # not on failure: the other ranks may never arrive
     finally:
         screen.close()

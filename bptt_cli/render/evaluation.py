@@ -21,3 +21,13 @@ def render_text_scores(figures: dict, as_json: bool) -> None:
             ["unknown tokens skipped", figures["unknown_tokens"]],
         ],
     )
+
+
+def render_scores(figures: dict, as_json: bool) -> None:
+    """Any model's scores: series and feature models' figures name their task, token models' do not."""
+    if "task" in figures:
+        from bptt_cli.render.forecast import render_sequence_scores
+
+        render_sequence_scores(figures, as_json)
+    else:
+        render_text_scores(figures, as_json)

@@ -1,23 +1,21 @@
 """How series and audio results look: forecast error tables against the baselines, classification
-figures with a confusion table, and the training reporter's validation line for these data."""
+figures with a confusion table, and forecasts as CSV or .npy bytes."""
 
 from __future__ import annotations
 
+import io
 import sys
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from bptt_cli.atomic import write_bytes
+from bptt_cli.errors import BpttError
 from bptt_cli.render.console import info, print_json, print_table
-from bptt_cli.render.training import TrainReporter
 
 METRICS = ("mae", "rmse", "smape", "mase")
 NAMES = {"model": "model", "persistence": "persistence (last value)", "seasonal_naive": "seasonal naive"}
-
-
-class SequenceReporter(TrainReporter):
-    """The text reporter, with validation figures that speak of loss (and accuracy), not perplexity."""
-
-    def validation_figures(self, record: dict) -> list[tuple[str, float]]:
-        figures = [("loss", record["val_loss"])]
-        return figures + ([("accuracy", record["val_accuracy"])] if "val_accuracy" in record else [])
 
 
 def render_sequence_scores(figures: dict, as_json: bool) -> None:
@@ -63,15 +61,13 @@ def render_forecast_notes(result: dict) -> None:
 
 def render_forecast_plot(picture: dict, path) -> None:
     """The ``plot`` entry of a forecast or a scoring, drawn to ``path`` (checked before the work began)."""
-    from bptt_cli.plotting import plot_forecast
+    from bptt_cli.render.plotting import plot_forecast
 
     info(f"wrote {plot_forecast(path, **picture)}")
 
 
 def render_forecast(result: dict, output) -> None:
     """The forecast to ``output`` (CSV, or .npy frames), written atomically, or as CSV on stdout."""
-    from bptt_cli.series_training import forecast_bytes, write_atomic
-
     render_forecast_notes(result)
     payload = forecast_bytes(result, output)
     if output is None:
@@ -80,3 +76,35 @@ def render_forecast(result: dict, output) -> None:
         return
     write_atomic(output, payload)
     info(f"wrote {result['horizon']} forecast step(s) for {len(result['names'])} sequence(s) to {output}")
+
+
+def forecast_frame(result: dict) -> pd.DataFrame:
+    """The forecast as a table: [group,] [time,] one column per target, H rows per series."""
+    values = result["values"]  # (G, H, O)
+    groups, horizon = len(result["names"]), result["horizon"]
+    frame = pd.DataFrame(values.reshape(groups * horizon, -1), columns=result["targets"])
+    if result["times"] is not None:
+        frame.insert(0, result["time_column"], np.concatenate([t.astype(str) for t in result["times"]]))
+    else:
+        frame.insert(0, "step", np.tile(np.arange(1, horizon + 1), groups))
+    if result["group_column"]:
+        frame.insert(0, result["group_column"], np.repeat(result["names"], horizon))
+    return frame
+
+
+def write_atomic(path: str | Path, payload: bytes) -> None:
+    """Write the forecast file atomically, after checking that ``path`` names a file in a real folder."""
+    path = Path(path)
+    if path.is_dir() or not path.parent.is_dir():
+        raise BpttError(f"-o {path}: not a writable file path; give a file in an existing directory")
+    write_bytes(path, payload)
+
+
+def forecast_bytes(result: dict, path: str | Path | None) -> bytes:
+    """The forecast as CSV, or as .npy frames (H, O) for feature data written to a .npy path."""
+    if path is not None and Path(path).suffix.lower() == ".npy":
+        buffer = io.BytesIO()
+        values = result["values"]
+        np.save(buffer, (values[0] if len(values) == 1 else values).astype(np.float32))
+        return buffer.getvalue()
+    return forecast_frame(result).to_csv(index=False, float_format="%.6g").encode()

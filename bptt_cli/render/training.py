@@ -130,9 +130,14 @@ class TrainReporter:
                     console=self.progress.console if self.progress is not None else None)
 
     def validation_figures(self, record: dict) -> list[tuple[str, float]]:
-        """What the validation measured, by name, in the order shown."""
-        return [("loss", record["val_loss"]), ("perplexity", record["val_perplexity"]),
-                (f"bits/{self.unit}", record["val_bits_per_token"])]
+        """What the validation measured, by name, in the order shown: perplexity and bits for token
+        models, accuracy for classifiers."""
+        figures = [("loss", record["val_loss"])]
+        if "val_perplexity" in record:
+            figures += [("perplexity", record["val_perplexity"]), (f"bits/{self.unit}", record["val_bits_per_token"])]
+        if "val_accuracy" in record:
+            figures.append(("accuracy", record["val_accuracy"]))
+        return figures
 
     def note(self, message: str) -> None:
         if not self.quiet:

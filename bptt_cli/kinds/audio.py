@@ -1,0 +1,78 @@
+"""Feature sequences: .npy/.npz frames, WAV files as log-mel or MFCC frames, and .ts cases.
+
+Each file (or .ts case) is one sequence; tasks are next-frame forecasting,
+per-frame labels (.npz) and one label per sequence (--labels or .ts).
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+
+from bptt_cli.audio import SUFFIXES, FeatureSettings, list_files, load_audio
+from bptt_cli.errors import BpttError
+from bptt_cli.kinds.base import kind_option
+from bptt_cli.kinds.sequences import SequenceKind, Sequences
+
+FEATURE_SUFFIXES = (*SUFFIXES, ".ts")
+
+
+@dataclass
+class AudioOptions:
+    """The options of ``bptt train`` for feature files (named as the command names its parameters)."""
+
+    features: list[str] = kind_option(default_factory=list)  # [logmel] or [mfcc], for WAV files only
+    labels: Path | None = None  # labels.csv: one class per file
+    loss: str = "mse"  # next-frame loss
+    season: int | None = None
+    n_mels: int = 40
+    n_mfcc: int = 13
+    hop_ms: float = 10.0
+    win_ms: float = 25.0
+
+
+def is_pattern(data: str | Path) -> bool:
+    return any(c in str(data) for c in "*?[")
+
+
+def pattern_files(pattern: str | Path) -> list[Path]:
+    """The regular files a glob pattern matches (``**`` reaches into folders), sorted."""
+    return sorted(Path(p) for p in glob.glob(str(pattern), recursive=True) if Path(p).is_file())
+
+
+class AudioKind(SequenceKind, name="audio", what="feature files", holds="feature sequences", options=AudioOptions):
+
+    def claims(self, data: Path) -> bool:
+        """Feature files by suffix; a directory holding any; a glob matching any (or nothing, to say so)."""
+        path = Path(data)
+        if path.suffix.lower() in FEATURE_SUFFIXES:
+            return True
+        if path.is_dir():
+            return any(p.suffix.lower() in FEATURE_SUFFIXES and p.is_file() for p in path.rglob("*"))
+        matches = pattern_files(data) if is_pattern(data) else None
+        return matches is not None and (not matches or any(p.suffix.lower() in FEATURE_SUFFIXES for p in matches))
+
+    def read(self, data: Path, options: AudioOptions, stored: dict | None = None,
+             labels: Path | None = None) -> Sequences:
+        if stored:
+            settings = FeatureSettings(**stored["settings"])
+        else:
+            if len(options.features) > 1:
+                raise BpttError("--features for feature files is one of logmel or mfcc (WAV files only)")
+            if options.features and not any(p.suffix.lower() == ".wav" for p in list_files(data)):
+                raise BpttError("--features logmel|mfcc is for WAV files; .npy, .npz and .ts files bring their own features")
+            settings = FeatureSettings(options.features[0] if options.features else "logmel", options.n_mels,
+                                       options.n_mfcc, options.hop_ms, options.win_ms)
+        found = load_audio(data, labels, settings, stored.get("classes") if stored else None)
+        width = found.frames[0].shape[1]
+        if stored and width != len(stored["columns"]):
+            raise BpttError(f"{data}: {width} features per frame, but the model was trained on {len(stored['columns'])}")
+        if stored and stored["task"] != found.task:
+            hint = "give --labels" if stored["task"] == "sequence" else "use data of the kind it was trained on"
+            raise BpttError(f"{data}: the model's task is {stored['task']} but this data gives {found.task}; {hint}")
+        columns = [f"f{i}" for i in range(width)]
+        return Sequences("audio", found.task, found.names, found.frames, found.labels, columns, list(range(width)),
+                         list(range(width)) if found.task == "forecast" else [], found.classes, notes=found.notes,
+                         settings=settings.to_dict())
+

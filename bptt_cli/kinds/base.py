@@ -1,0 +1,137 @@
+"""What every data kind provides, so that one training glue and every command serve them all.
+
+A kind owns everything that depends on the data: recognising it, its options,
+turning it into streams with their resets and loss, scoring and continuing a
+model trained on it, and the arrays gradcheck runs on. Nothing outside
+``bptt_cli/kinds/`` tests which kind a run or a model file is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterator
+
+import numpy as np
+
+from bptt_cli.errors import BpttError
+
+
+def kind_option(default: Any = None, *, resume: bool = True, **extra) -> Any:
+    """A field of a kind's options; ``resume=False`` for options that change where files go, not what a run computes."""
+    factory = extra.pop("default_factory", None)
+    metadata = {"resume": resume}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class Prepared:
+    """A kind's training data made ready for the trainer: the model, its streams, its loss and its files."""
+
+    model: Any  # RecurrentModel, built for this data
+    inputs: Any  # (T, B[, F]) streams: a tensor or a mapped view
+    targets: Any
+    resets: np.ndarray | None  # (T, B) new-sequence mask, or None where every stream is one sequence
+    loss_fn: Callable | None  # None: next-token cross-entropy
+    validate: Callable | None  # model -> validation figures, None without validation data
+    make_file: Callable[[dict], Any]  # validation record -> ModelFile
+    data_sha256: str
+    result: dict = field(default_factory=dict)  # what the kind adds to the run summary
+    closing_notes: list[str] = field(default_factory=list)  # said after the run, so bad input stays one line
+
+
+@dataclass
+class Request:
+    """What ``evaluate``, ``generate`` and ``gradcheck`` ask of a model, whatever its kind."""
+
+    labels: Path | None = None
+    horizon: int | None = None
+    season: int | None = None
+    prime: str = ""
+    length: int = 500
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+    context: Path | None = None
+    output: Path | None = None
+    plot: Path | None = None
+
+
+@dataclass
+class RunSetup:
+    """What ``prepare`` needs to know of the run besides the data and its options."""
+
+    model_config: Any  # ModelConfig, completed by the kind (input and output sizes)
+    train_config: Any  # TrainConfig, validated
+    device: Any
+    reporter: Any  # the trainer's Reporter
+    val: Path | None = None
+    val_fraction: float = 0.1
+    run_config: dict = field(default_factory=dict)  # the resolved options, stored in the model file
+
+
+class DataKind:
+    """The interface of a data kind. A subclass names itself in its class line and implements the methods::
+
+        class SeriesKind(SequenceKind, name="series", what="CSV data", holds="a CSV time series",
+                         options=SeriesOptions): ...
+    """
+
+    name: ClassVar[str]  # the model file's ``kind``
+    what: ClassVar[str]  # what an option "is for": "text", "CSV data", ...
+    holds: ClassVar[str]  # what DATA "holds", in an error message
+    Options: ClassVar[type]  # a dataclass of this kind's ``bptt train`` options, named as the CLI names them
+    unit: ClassVar[str] = "step"  # what the training reporter counts
+
+    def __init_subclass__(cls, name: str = "", what: str = "", holds: str = "", options: type | None = None, **rest):
+        super().__init_subclass__(**rest)
+        if name:
+            cls.name, cls.what, cls.holds, cls.Options = name, what, holds, options
+
+    def claims(self, data: Path) -> bool:
+        """True when DATA is of this kind (kinds are asked in registry order)."""
+        raise NotImplementedError
+
+    def options(self, values: dict) -> Any:
+        """This kind's options from a command's plain values (the other kinds' options are refused by the CLI)."""
+        picked = {}
+        for option in fields(self.Options):
+            if option.name in values:
+                value = values[option.name]
+                empty = value is None and option.default_factory is not MISSING
+                picked[option.name] = option.default_factory() if empty else value
+        return self.Options(**picked)
+
+    def unit_for(self, options: Any) -> str:
+        return self.unit
+
+    @contextlib.contextmanager
+    def prepare(self, data: Path, options: Any, run) -> Iterator[Prepared]:
+        """Read and check DATA, build the model and its streams; nothing is written before this succeeds."""
+        raise NotImplementedError
+        yield
+
+    def evaluate(self, file, data: Path, device, request: Request) -> dict:
+        raise NotImplementedError
+
+    def generate(self, file, device, request: Request) -> Any:
+        raise NotImplementedError
+
+    def gradcheck_problem(self, file, data: Path, request: Request):
+        raise NotImplementedError
+
+    def check_request(self, file, request: Request, command: str) -> None:
+        """Refuse, before any work, what ``command`` cannot do with a model of this kind."""
+
+
+def resume_keys(options: Any) -> dict:
+    """The options of a kind that a checkpoint must have been made with to be resumed."""
+    return {f.name: getattr(options, f.name) for f in fields(options) if f.metadata.get("resume", True)}
+
+
+def refuse(option: str, what: str, hint: str) -> BpttError:
+    return BpttError(f"{option} is for {what}; {hint}")

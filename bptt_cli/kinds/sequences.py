@@ -1,0 +1,346 @@
+"""What series (CSV) and feature-sequence (audio) data share: a list of sequences with their
+normalisation and task, trained, scored and continued the same way.
+
+``SeriesKind`` and ``AudioKind`` differ only in how they read their files into
+``Sequences``; everything after that lives here (and forecasting in ``forecast``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bptt_cli import distributed, forecast
+from bptt_cli.audio import list_files
+from bptt_cli.errors import BpttError
+from bptt_cli.kinds.base import DataKind, Prepared, Request
+from bptt_cli.losses import IGNORE_LABEL, class_loss, regression_loss
+from bptt_cli.modelfile import ModelFile
+from bptt_cli.models import RecurrentModel, State
+from bptt_cli.scoring import ranked_sums, scored_figures, stream_pass
+from bptt_cli.series import Normaliser, Streams, check_window, pack, season_of, split_pieces
+from bptt_cli.streams import tail_cut
+from bptt_cli.token_cache import sha256
+from bptt_cli.trainer import seed_everything
+
+SCORING_STREAMS = 64  # sequences scored side by side by ``evaluate``
+
+
+@dataclass
+class Sequences:
+    """Any series or feature data, read and checked: what training and scoring work on."""
+
+    kind: str  # series | audio
+    task: str  # forecast | tag | frame | sequence
+    names: list[str]  # one per sequence: the group value, the file or the .ts case
+    values: list[np.ndarray]  # per sequence (L, C) in original units
+    labels: list[np.ndarray] | None  # per sequence (L,) frame classes, or (1,) the sequence's class
+    columns: list[str]
+    features: list[int]  # indices into columns: the model's inputs
+    targets: list[int]  # indices into columns: what a forecast predicts
+    classes: list[str] | None = None
+    times: list[np.ndarray] | None = None
+    time_column: str | None = None
+    group_column: str | None = None
+    freq: str | None = None
+    notes: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)  # how to read more of this data: series spec or audio features
+
+    @property
+    def classifies(self) -> bool:
+        return self.task != "forecast"
+
+    def subset(self, keep: list[int]) -> "Sequences":
+        picked = {k: [getattr(self, k)[i] for i in keep] if getattr(self, k) is not None else None
+                  for k in ("names", "values", "labels", "times")}
+        return Sequences(**{**self.__dict__, **picked})
+
+    def frames(self, norm: Normaliser, i: int, end: int | None = None) -> np.ndarray:
+        """The model's inputs of sequence i up to ``end``, normalised: (L, F)."""
+        return norm.apply(self.values[i][:end])[:, self.features]
+
+    def pairs(self, norm: Normaliser, i: int, scored_from: int = 0, end: int | None = None):
+        """Inputs and targets of sequence i up to ``end``: next-step targets (NaN before ``scored_from``) or labels."""
+        x = self.frames(norm, i, end)
+        if self.task == "forecast":
+            y = norm.apply(self.values[i][:end])[1:, self.targets]
+            y[: max(0, scored_from - 1)] = np.nan
+            return x[:-1], y
+        if self.task == "sequence":
+            y = np.full(len(x), IGNORE_LABEL, dtype=np.int64)
+            y[-1] = self.labels[i][0]
+            return x, y
+        y = self.labels[i][:end].copy()
+        y[:scored_from] = IGNORE_LABEL
+        return x, y
+
+    def describe(self, norm: Normaliser | None, season: int | None) -> dict:
+        """What the model file keeps about the data: enough to read, score and continue it later."""
+        return {
+            "kind": self.kind, "task": self.task, "columns": self.columns, "features": self.features,
+            "targets": self.targets, "target_names": [self.columns[i] for i in self.targets],
+            "classes": self.classes, "norm": norm.to_dict() if norm is not None else None,
+            "time_column": self.time_column, "group_column": self.group_column, "freq": self.freq,
+            "season": season, "settings": self.settings,
+        }
+
+
+def scoring_streams(seq: Sequences, norm: Normaliser, starts: list[int], batch: int) -> Streams:
+    """Every sequence whole, scored from ``starts[i]`` on; series end-aligned so final states are theirs."""
+    pairs = [seq.pairs(norm, i, starts[i]) for i in range(len(seq.values))]
+    return pack([p[0] for p in pairs], [p[1] for p in pairs], batch, align_end=seq.task in ("forecast", "tag"))
+
+
+def split(seq: Sequences, fraction: float, seed: int) -> tuple[list[int], list[int] | None, list[int]]:
+    """Training ends per sequence, and the validation start per sequence (or None: no validation).
+
+    Series and next-frame data hold out the last ``fraction`` of every sequence
+    (chronological, never shuffled); labelled sequences hold out a seeded share
+    of whole sequences, whose training end is then 0.
+    """
+    tail_cut(0, fraction)  # refuses a bad fraction before anything else
+    lengths = [len(v) for v in seq.values]
+    if seq.task in ("forecast", "tag"):
+        cuts = [tail_cut(n, fraction) for n in lengths]
+        if fraction and sum(n - c for n, c in zip(lengths, cuts)) < 1:
+            raise BpttError("the validation tail would be empty; use more data or --val-fraction 0")
+        short = [seq.names[i] for i, c in enumerate(cuts) if c < 2]
+        if short:
+            raise BpttError(f"series {short[0]!r} keeps fewer than 2 training steps after the validation split; "
+                            "use a smaller --val-fraction or drop it")
+        return cuts, (cuts if fraction else None), list(range(len(lengths)))
+    if not fraction:
+        return lengths, None, list(range(len(lengths)))
+    held = max(1, int(round(len(lengths) * fraction)))
+    if held >= len(lengths):
+        raise BpttError(f"{len(lengths)} sequence(s) cannot be split for validation; use more or --val-fraction 0")
+    order = np.random.default_rng(seed).permutation(len(lengths))
+    val = set(order[:held].tolist())
+    return [0 if i in val else n for i, n in enumerate(lengths)], [0] * len(lengths), sorted(val)
+
+
+def data_hash(data: str | Path) -> str:
+    """SHA-256 of DATA's file, or of the sorted list of its files' hashes for a directory or a glob."""
+    path = Path(data)
+    if path.is_file():
+        return sha256(path)
+    digest = hashlib.sha256()
+    for file in list_files(data):
+        digest.update(f"{file.name}:{sha256(file)}\n".encode())
+    return digest.hexdigest()
+
+
+@dataclass
+class _Training:
+    """The training side of sequence data, read and split: what ``prepare`` builds the run from."""
+
+    seq: Sequences
+    val_seq: Sequences | None
+    ends: list[int]
+    val_starts: list[int] | None
+    val_keep: list[int]
+    norm: Normaliser
+    train_ids: list[int]
+
+
+class SequenceKind(DataKind):
+    """Series and feature sequences: subclasses read their files, this class does the rest."""
+
+    def read(self, data: Path, options, stored: dict | None = None, labels: Path | None = None) -> Sequences:
+        """DATA as sequences; ``stored`` (a model file's data description) fixes how it is read."""
+        raise NotImplementedError
+
+    def loss_name(self, options) -> str:
+        return getattr(options, "loss", "mse")
+
+    # ------------------------------------------------------------ training
+
+    def _split_data(self, data: Path, options, run) -> _Training:
+        seq = self.read(data, options, labels=getattr(options, "labels", None))
+        for note in seq.notes:
+            run.reporter.note(note)
+        if run.val is not None:
+            val_seq = self.read(run.val, options, seq.describe(None, None), labels=getattr(options, "labels", None))
+            ends, val_starts = [len(v) for v in seq.values], [0] * len(val_seq.values)
+            val_keep = list(range(len(val_seq.values)))
+        else:
+            ends, val_starts, val_keep = split(seq, run.val_fraction, run.train_config.seed)
+            val_seq = seq if val_starts is not None else None
+        train_ids = [i for i, end in enumerate(ends) if end > 0]
+        norm = Normaliser.fit([seq.values[i][: ends[i]] for i in train_ids])
+        return _Training(seq, val_seq, ends, val_starts, val_keep, norm, train_ids)
+
+    def _streams(self, split_data: _Training, run) -> tuple[list, Streams]:
+        seq, config = split_data.seq, run.train_config
+        pairs = [seq.pairs(split_data.norm, i, 0, split_data.ends[i]) for i in split_data.train_ids]
+        check_window(config.window, max(len(x) for x, _ in pairs), "sequence" if seq.kind == "audio" else "series")
+        splittable = seq.task in ("forecast", "tag")
+        pieces = split_pieces([len(x) for x, _ in pairs], config.batch_size,
+                              2 * config.window if splittable and config.window else 0)
+        streams = pack([pairs[i][0][a:b] for i, a, b in pieces], [pairs[i][1][a:b] for i, a, b in pieces],
+                       config.batch_size)
+        if streams.inputs.shape[1] < config.batch_size:
+            run.reporter.note(f"{len(pieces)} sequence piece(s) fill {streams.inputs.shape[1]} of the "
+                              f"{config.batch_size} streams (--batch-size); each piece starts from a zero state")
+        return pairs, streams
+
+    @contextlib.contextmanager
+    def prepare(self, data: Path, options, run):
+        regression_loss(self.loss_name(options))  # an unknown --loss fails before the data is read
+        split_data = self._split_data(data, options, run)
+        pairs, streams = self._streams(split_data, run)
+        seq, norm, device = split_data.seq, split_data.norm, run.device
+        seed_everything(run.train_config.seed)
+        config = run.model_config
+        config.tokens, config.input_size = False, len(seq.features)
+        config.output_size = len(seq.classes) if seq.classifies else len(seq.targets)
+        model = RecurrentModel(config)
+        season = getattr(options, "season", None) or season_of(seq.freq)
+        described = seq.describe(norm, season)
+        if seq.task == "forecast":
+            described["mase_scale"] = forecast.naive_scale(
+                [seq.values[i][: split_data.ends[i], seq.targets] for i in split_data.train_ids]).tolist()
+        described["val_fraction"] = run.val_fraction if run.val is None else 0.0
+        summary = {"data_file": Path(data).name, "data_sha256": data_hash(data), "sequences": len(seq.values),
+                   "train_steps": int(sum(len(x) for x, _ in pairs))}
+        validate, ends_here = self._validation(split_data, summary, streams.inputs.shape[1], options, run)
+
+        def make_file(record: dict) -> ModelFile:
+            best = {"best_step": record["step"], "best_epoch": record["epoch"], "best_val_loss": record.get("val_loss")}
+            tail = (_tail(model, seq, norm, season, device, ends_here.pop("state", None))
+                    if seq.task == "forecast" else None)
+            return ModelFile(model, None, run.run_config, {**summary, **best}, {**described, "tail": tail})
+
+        inputs, targets, resets = (distributed.shard_streams(s) for s in (streams.inputs, streams.targets, streams.resets))
+        yield Prepared(model, inputs, targets, resets,
+                       class_loss if seq.classifies else regression_loss(self.loss_name(options)),
+                       validate, make_file, summary["data_sha256"],
+                       result={"task": seq.task, "sequences": len(seq.values), "streams": streams.inputs.shape[1],
+                               "train_steps": summary["train_steps"], "val_steps": summary.get("val_steps", 0)})
+
+    def _validation(self, split_data: _Training, summary: dict, batch: int, options, run):
+        """The validation pass over the held-out data (None without any), and where it leaves the tail's state."""
+        ends_here: dict = {}  # the validation pass's final states are the tail's when it ran over the training data
+        if split_data.val_seq is None:
+            return None, ends_here
+        seq = split_data.seq
+        scoring = scoring_streams(split_data.val_seq.subset(split_data.val_keep), split_data.norm,
+                                  [split_data.val_starts[i] for i in split_data.val_keep], batch)
+        summary["val_steps"] = int((~torch.isnan(scoring.targets)).any(-1).sum() if not seq.classifies
+                                   else (scoring.targets != IGNORE_LABEL).sum())
+        own_tail = run.val is None and seq.task == "forecast" and not distributed.active()
+
+        def validate(model: RecurrentModel) -> dict:
+            sums, state = ranked_sums(model, scoring, run.device, seq, self.loss_name(options))
+            if own_tail:  # with several ranks the model file's tail state is computed anew
+                ends_here["state"] = state
+            return scored_figures(seq, sums)
+
+        return validate, ends_here
+
+    # ------------------------------------------------------------ using a model
+
+    def stored(self, file: ModelFile) -> dict:
+        return file.data
+
+    def check_request(self, file: ModelFile, request: Request, command: str) -> None:
+        if command == "generate":
+            if request.prime:
+                raise BpttError("--prime is for text models; a series or audio model takes --context and --horizon")
+            if file.data["task"] != "forecast":
+                raise BpttError(f"this model labels data ({file.data['task']}); score it with 'bptt evaluate', "
+                                "it does not forecast")
+        if request.plot is not None and file.data.get("task") != "forecast":
+            raise BpttError(f"--plot draws forecasts; this model labels data ({file.data.get('task')}), "
+                            "it does not forecast")
+
+    def evaluate(self, file: ModelFile, data: Path, device, request: Request) -> dict:
+        """Forecast errors against the baselines, or classification figures, of a model on DATA.
+
+        On the very data the model was trained on, only the held-out tail is scored
+        (the state still warms up on everything before it).
+        """
+        stored = file.data
+        horizon = request.horizon or 1
+        if horizon < 1:
+            raise BpttError(f"--horizon must be at least 1, got {horizon}")
+        seq = self.read(data, self.Options(), stored, request.labels)
+        norm = Normaliser.from_dict(stored["norm"])
+        model = file.model.to(device).eval()
+        starts, notes = _scored_starts(file, seq, data)
+        result: dict = {"notes": [*seq.notes, *notes]}
+        if seq.classifies:
+            streams = scoring_streams(seq, norm, starts, SCORING_STREAMS)
+            outputs, _ = stream_pass(model, streams, device)
+            scored = streams.targets != IGNORE_LABEL
+            figures = forecast.classification(streams.targets[scored].numpy(), outputs.argmax(-1)[scored].numpy(),
+                                              seq.classes)
+            figures["sequences" if seq.task == "sequence" else "frames"] = int(scored.sum())
+            return {**result, "task": seq.task, **figures}
+        return {**result, **forecast.evaluate_forecasts(model, seq, norm, starts, horizon,
+                                                        request.season or stored.get("season"), stored, data, device)}
+
+    def generate(self, file: ModelFile, device, request: Request) -> dict:
+        context = None
+        if request.context is not None:
+            context = self.read(request.context, self.Options(), file.data)
+        return forecast.generate_forecast(file, device, context, request.horizon)
+
+    def gradcheck_problem(self, file: ModelFile, data: Path, request: Request):
+        """The longest sequence of DATA, normalised as in training, for gradcheck's single stream."""
+        from bptt_cli import gradcheck
+
+        stored = file.data
+        seq = self.read(data, self.Options(), stored, labels=request.labels)
+        norm = Normaliser.from_dict(stored["norm"])
+        longest = max(range(len(seq.values)), key=lambda i: len(seq.values[i]))
+        inputs, targets = seq.pairs(norm, longest)
+        loss = (file.config or {}).get("loss", "mse")
+        return gradcheck.feature_problem(inputs, targets, seq.task, loss if loss in ("mse", "huber") else "mse",
+                                         ignore=IGNORE_LABEL, source=f"{data} (sequence {seq.names[longest]})")
+
+
+def _scored_starts(file: ModelFile, seq: Sequences, data: Path) -> tuple[list[int], list[str]]:
+    """Where scoring starts in each sequence: the held-out tail on the training data itself, else 0."""
+    stored = file.data
+    same = file.summary.get("data_sha256") == data_hash(data) and stored.get("val_fraction", 0) > 0
+    tail_only = same and seq.task in ("forecast", "tag")  # chronological splits: the tail was never trained on
+    fraction = stored["val_fraction"] if tail_only else 0.0
+    notes = []
+    if tail_only:
+        notes.append(f"{Path(data).name} is the training data: scoring its held-out tail "
+                     f"(the last {fraction:.0%} of each sequence), the state warmed up on the rest")
+    elif same:
+        notes.append(f"{Path(data).name} is the training data: every sequence is scored, training ones "
+                     "included; score held-out files for a fair figure")
+    return [tail_cut(len(v), fraction) if tail_only else 0 for v in seq.values], notes
+
+
+def _tail(model: RecurrentModel, seq: Sequences, norm: Normaliser, season: int | None, device,
+          state: State | None = None) -> dict:
+    """The state before each series' last row, and the rows a forecast from its end needs.
+
+    Kept for every series of a CSV, and for the last sequence of feature files.
+    ``state`` is the end state of every sequence when a validation pass just computed it.
+    """
+    keep = list(range(len(seq.values))) if seq.kind == "series" else [len(seq.values) - 1]
+    picked = seq.subset(keep)
+    rows = forecast.PLOT_HORIZONS * (season or forecast.DEFAULT_HORIZON)  # a season to forecast, more to draw
+    if state is None:
+        frames = [picked.frames(norm, i)[:-1] for i in range(len(keep))]
+        streams = pack(frames, [np.zeros((len(f), 1), np.float32) for f in frames], len(frames), align_end=True)
+        _, state = stream_pass(model, streams, device)
+    else:
+        state = tuple(s[:, keep] for s in state)
+    return {
+        "names": picked.names,
+        "state": [s.detach().cpu() for s in state],  # each (layers, sequences, hidden)
+        "rows": [v[-rows:].tolist() for v in picked.values],
+        "last_time": [str(pd.Timestamp(t[-1])) for t in picked.times] if picked.times else None,
+    }

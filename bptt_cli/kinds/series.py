@@ -1,0 +1,70 @@
+"""CSV time series: numeric targets forecast one step ahead, or a class label tagged at every step."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bptt_cli.errors import BpttError
+from bptt_cli.kinds.base import kind_option
+from bptt_cli.kinds.sequences import SequenceKind, Sequences
+from bptt_cli.losses import REGRESSION_LOSSES
+from bptt_cli.series import MISSING, SeriesSpec, load_series
+
+TASKS = ("forecast", "tag")
+
+
+@dataclass
+class SeriesOptions:
+    """The options of ``bptt train`` for CSV data (named as the command names its parameters)."""
+
+    target_columns: list[str] = kind_option(default_factory=list)  # --target: default every numeric column
+    features: list[str] = kind_option(default_factory=list)  # --features: input columns
+    task: str | None = None  # forecast | tag; None: forecast
+    time_column: str | None = None
+    group_column: str | None = None
+    missing: str = "error"  # one of MISSING
+    loss: str = "mse"  # one of REGRESSION_LOSSES
+    season: int | None = None  # steps per season; None: from the time step when it has a natural one
+
+
+class SeriesKind(SequenceKind, name="series", what="CSV data", holds="a CSV time series", options=SeriesOptions):
+
+    def claims(self, data: Path) -> bool:
+        return Path(data).suffix.lower() == ".csv"
+
+    def read(self, data: Path, options: SeriesOptions, stored: dict | None = None,
+             labels: Path | None = None) -> Sequences:
+        if stored:
+            spec = SeriesSpec(**stored["settings"])
+        else:
+            task = options.task or "forecast"
+            if task not in TASKS:
+                raise BpttError(f"--task is forecast or tag, got {task!r}")
+            spec = SeriesSpec(list(options.target_columns), list(options.features), task, options.time_column,
+                              options.group_column, options.missing)
+        found = load_series(data, spec, stored.get("classes") if stored else None, stored["columns"] if stored else None)
+        if stored:  # the model reads the training columns, in the training order
+            found = _reorder(found, stored)
+        spec.time_column, spec.targets, spec.features = found.time_column, found.targets, found.features
+        index = {c: i for i, c in enumerate(found.columns)}
+        return Sequences(
+            "series", "tag" if spec.task == "tag" else "forecast", found.groups, found.values, found.labels,
+            found.columns, [index[c] for c in found.features],
+            [index[c] for c in found.targets] if spec.task == "forecast" else [], found.classes, found.times,
+            found.time_column, found.group_column, found.freq, found.notes, asdict(spec),
+        )
+
+
+def _reorder(found, stored: dict):
+    """Put the columns a model was trained on first, in its order (a later file may order them otherwise)."""
+    order = [found.columns.index(c) for c in stored["columns"]]
+    found.values = [v[:, order] for v in found.values]
+    found.columns = list(stored["columns"])
+    found.features = [found.columns[i] for i in stored["features"]]
+    if stored["task"] == "forecast":
+        found.targets = [found.columns[i] for i in stored["targets"]]
+    return found
+
+
+__all__ = ["SeriesKind", "SeriesOptions", "TASKS", "REGRESSION_LOSSES", "MISSING"]
