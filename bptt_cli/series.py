@@ -308,8 +308,9 @@ class Normaliser:
         std = stacked.std(axis=0)
         return cls(stacked.mean(axis=0), np.where(std > 0, std, 1.0))
 
-    def apply(self, values: np.ndarray) -> np.ndarray:
-        return ((values - self.mean) / self.std).astype(np.float32)
+    def apply(self, values: np.ndarray, columns: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """To normalised units; ``columns`` picks the statistics of the columns ``values`` holds."""
+        return ((values - self.mean[columns]) / self.std[columns]).astype(np.float32)
 
     def invert(self, values: np.ndarray, columns: np.ndarray | slice = slice(None)) -> np.ndarray:
         """Back to original units; ``columns`` picks the statistics of the columns ``values`` holds."""

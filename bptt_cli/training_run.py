@@ -7,6 +7,7 @@ model, checkpoints and exact resume, and stopping cleanly on SIGINT/SIGTERM.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -14,7 +15,8 @@ import numpy as np
 import torch
 
 from bptt_cli.kinds import DataKind, RunSetup, resume_keys
-from bptt_cli.modelfile import ModelFile
+from bptt_cli.errors import BpttError
+from bptt_cli.modelfile import ModelFile, load_model_file
 from bptt_cli.models import RecurrentModel
 from bptt_cli.runfiles import RunFiles
 from bptt_cli.trainer import Reporter, TrainConfig, Trainer
@@ -28,25 +30,66 @@ RESUME_KEYS = (
 )
 
 
-def train(kind: DataKind, data: str | Path, output: str | Path, options, setup: RunSetup, resume: bool = False) -> dict:
+REPLACE_RULES = ("better", "always", "never")  # when a run may replace the model file already at -o
+
+
+def train(kind: DataKind, data: str | Path, output: str | Path, options, setup: RunSetup, resume: bool = False,
+          replace: str = "better") -> dict:
     """Train on DATA of ``kind`` and keep the best model (on validation) in ``output``; returns the summary.
 
-    Everything about the data is read and checked before any file is written.
+    Everything about the data is read and checked before any file is written. A model already at
+    ``output`` is scored on this run's validation points first, and ``replace`` decides on those figures.
     """
     from bptt_cli.token_cache import sha256
 
+    if replace not in REPLACE_RULES:
+        raise BpttError(f"--replace is one of {', '.join(REPLACE_RULES)}, got {replace!r}")
     setup.train_config.validate()
     with kind.prepare(Path(data), options, setup) as prepared:
         run = {**setup.run_config, "data_sha256": prepared.data_sha256,
                "val_sha256": sha256(setup.val) if setup.val is not None and Path(setup.val).is_file() else None}
         with RunFiles(output) as files:
+            existing = _bar_for_existing(files, prepared, replace)
             result = run_training(files, prepared.model, prepared.make_file, setup.train_config, setup.device,
                                   setup.reporter, prepared.validate, prepared.inputs, prepared.targets, run,
                                   resets=prepared.resets, loss_fn=prepared.loss_fn, resume=resume,
                                   must_match=RESUME_KEYS + tuple(resume_keys(options)))
     for note in prepared.closing_notes:
         setup.reporter.note(note)
-    return {**result, **prepared.result}
+    if existing is not None:
+        existing["replaced"] = result["model_written"]
+        setup.reporter.note(_replacement_line(files.output, existing, result.get("best_val_loss")))
+    return {**result, **prepared.result, **({"existing_model": existing} if existing else {})}
+
+
+def _bar_for_existing(files: RunFiles, prepared, replace: str) -> dict | None:
+    """Score the model already at -o on this run's validation points and set the loss a new model must beat.
+
+    Every rank scores (a validation pass may be shared out over ranks); only the owner writes.
+    """
+    if not files.output.exists():
+        return None
+    if replace == "always":
+        files.best_on_disk = None
+        return {"rule": replace, "val_loss": None, "why": ""}
+    loss, why = (None, "--replace never") if replace == "never" else prepared.score_other(load_model_file(files.output))
+    files.best_on_disk = -math.inf if loss is None else loss  # what cannot be compared is never replaced
+    return {"rule": replace, "val_loss": loss, "why": why}
+
+
+def _replacement_line(output: Path, existing: dict, new_loss: float | None) -> str:
+    """One line that says what happened to the model file that was at -o, with both figures on the same points."""
+    new = f"{new_loss:.4g}" if new_loss is not None else "none"
+    if existing["rule"] == "always":
+        return f"replaced {output} (--replace always)"
+    if existing["val_loss"] is None:
+        return (f"kept the existing {output}: it cannot be scored on this run's validation data ({existing['why']}); "
+                "--replace always replaces it")
+    old = f"{existing['val_loss']:.4g}"
+    if existing["replaced"]:
+        return f"replaced {output}: on this run's validation data the new model scores {new}, the old one {old}"
+    return (f"kept the existing {output}: on this run's validation data it scores {old}, the new model {new} "
+            "(--replace always replaces it)")
 
 
 def run_training(
@@ -72,9 +115,7 @@ def run_training(
     """
 
     def save_best(record: dict) -> None:
-        if files.save_model(make_file(record), record.get("val_loss")):
-            return
-        reporter.note(f"kept the existing {files.output}: its validation loss {files.best_on_disk:.4g} is not beaten")
+        files.save_model(make_file(record), record.get("val_loss"))
 
     trainer = Trainer(
         model, train_config, device, reporter, validate, save_best, loss_fn,

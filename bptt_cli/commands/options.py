@@ -114,3 +114,9 @@ class SeriesLoss(str, Enum):
 class Precision(str, Enum):
     fp32 = "fp32"
     bf16 = "bf16"
+
+
+class ReplaceRule(str, Enum):
+    better = "better"
+    always = "always"
+    never = "never"

@@ -24,6 +24,7 @@ from bptt_cli.commands.options import (
     SeriesTask,
     Threads,
     TokenizerKind,
+    ReplaceRule,
     given_options,
 )
 
@@ -88,6 +89,8 @@ def train(
     max_skips: Annotated[int, typer.Option("--max-skips", help="With --on-nan skip: fail after this many skipped updates.", rich_help_panel=RUN)] = 10,
     checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", help="Updates between checkpoints (MODEL.ckpt; also at every epoch end).", rich_help_panel=SCRIPTS)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue exactly where the checkpoint beside -o stopped.", rich_help_panel=SCRIPTS)] = False,
+    init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start from this model's weights, keeping its vocabulary or normalisation and its shape (may be the -o file).", rich_help_panel=SCRIPTS, show_default=False)] = None,
+    replace: Annotated[ReplaceRule, typer.Option("--replace", help="When to replace a model already at -o: better (scored on this run's validation data), always, never.", rich_help_panel=SCRIPTS)] = ReplaceRule.better,
     metrics: Annotated[Optional[Path], typer.Option("--metrics", help="Append one record per log interval and validation: JSON lines, or CSV for *.csv.", rich_help_panel=SCRIPTS)] = None,
     json: Annotated[bool, typer.Option("--json", help="Print the run summary as one JSON object on stdout.", rich_help_panel=SCRIPTS)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors and the final result.", rich_help_panel=SCRIPTS)] = False,
@@ -122,6 +125,13 @@ def train(
     kind = kinds.detect(data)
     kinds.refuse_foreign_options(kind, given_options(ctx), data)
     data_options = kind.options(run_config)
+    start = None
+    if init_from is not None:
+        from bptt_cli.modelfile import load_model_file
+
+        start = load_model_file(init_from)
+        run_config.update(kinds.warm_start_shape(kind, start, given_options(ctx), run_config, init_from))
+        data_options = kind.options(run_config)
     set_threads(threads)
     target = distributed.start(resolve_device(device))
     check_precision(target, precision.value)
@@ -138,9 +148,9 @@ def train(
     main = distributed.is_main()  # under torchrun only rank 0 prints and writes
     screen = TrainReporter(unit=kind.unit_for(data_options), quiet=quiet or not main)
     reporter = Fanout(screen, MetricsFile(metrics) if metrics and main else None)
-    setup = kinds.RunSetup(model_config, train_config, target, reporter, val, val_fraction, run_config)
+    setup = kinds.RunSetup(model_config, train_config, target, reporter, val, val_fraction, run_config, start)
     try:
-        result = train_on(kind, data, output, data_options, setup, resume)
+        result = train_on(kind, data, output, data_options, setup, resume, replace.value)
         distributed.finish()  # not on failure: the other ranks may never arrive
     finally:
         screen.close()

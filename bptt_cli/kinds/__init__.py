@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bptt_cli.errors import BpttError
 from bptt_cli.kinds.audio import AudioKind
-from bptt_cli.kinds.base import DataKind, Prepared, Request, RunSetup, resume_keys
+from bptt_cli.kinds.base import DataKind, Prepared, Request, RunSetup, resume_keys, shape_keys
 from bptt_cli.kinds.corpus import CorpusKind
 from bptt_cli.kinds.series import SeriesKind
 from bptt_cli.kinds.text import TextKind
@@ -53,5 +53,24 @@ def refuse_foreign_options(kind: DataKind, given: dict[str, str], data: Path) ->
             raise BpttError(f"{given[name]} is for {whose}; {data} holds {kind.holds}")
 
 
-__all__ = ["KINDS", "DataKind", "Prepared", "Request", "RunSetup", "detect", "of_model", "refuse_foreign_options",
-           "resume_keys"]
+MODEL_SHAPE = {"model": "cell", "layers": "layers", "hidden": "hidden", "embed": "embed", "tie_weights": "tie_weights"}
+
+
+def warm_start_shape(kind: DataKind, file, given: dict[str, str], values: dict, source: Path) -> dict:
+    """``--init-from`` keeps the stored model's shape: the options that fix it, as stored; a given option
+    that would change one is refused by name."""
+    trained_on = of_model(file)
+    if trained_on is not kind:
+        raise BpttError(f"--init-from {source}: the model was trained on {trained_on.what}, but DATA holds "
+                        f"{kind.holds}; start from a model of this kind of data")
+    stored = {name: getattr(file.model.config, field) for name, field in MODEL_SHAPE.items()}
+    stored.update({name: file.config.get(name) for name in shape_keys(kind.Options())})
+    for name, was in stored.items():
+        if name in given and values.get(name) != was:
+            raise BpttError(f"{given[name]} {values.get(name)!r}: the model in {source} has {was!r} and --init-from "
+                            f"keeps its shape; drop {given[name]} or train without --init-from")
+    return stored
+
+
+__all__ = ["warm_start_shape", "KINDS", "DataKind", "Prepared", "Request", "RunSetup", "detect", "of_model", "refuse_foreign_options",
+           "resume_keys", "shape_keys"]

@@ -22,12 +22,12 @@ FEATURE_SUFFIXES = (*SUFFIXES, ".ts")
 class AudioOptions:
     """The options of ``bptt train`` for feature files (named as the command names its parameters)."""
 
-    features: list[str] = kind_option(default_factory=list)  # [logmel] or [mfcc], for WAV files only
+    features: list[str] = kind_option(default_factory=list, shape=True)  # [logmel] or [mfcc], WAV files only
     labels: Path | None = None  # labels.csv: one class per file
     loss: str = "mse"  # next-frame loss
     season: int | None = None
-    n_mels: int = 40
-    n_mfcc: int = 13
+    n_mels: int = kind_option(40, shape=True)
+    n_mfcc: int = kind_option(13, shape=True)
     hop_ms: float = 10.0
     win_ms: float = 25.0
 
@@ -42,6 +42,12 @@ def pattern_files(pattern: str | Path) -> list[Path]:
 
 
 class AudioKind(SequenceKind, name="audio", what="feature files", holds="feature sequences", options=AudioOptions):
+    reads_frames = True  # ``bptt predict`` takes its frames from a file, not from stdin
+
+    def predictor(self, file, model_path: Path, device, horizon: int = 1):
+        from bptt_cli.predict import FramePredictor
+
+        return FramePredictor(file, model_path, device, horizon)
 
     def claims(self, data: Path) -> bool:
         """Feature files by suffix; a directory holding any; a glob matching any (or nothing, to say so)."""

@@ -18,10 +18,11 @@ import numpy as np
 from bptt_cli.errors import BpttError
 
 
-def kind_option(default: Any = None, *, resume: bool = True, **extra) -> Any:
-    """A field of a kind's options; ``resume=False`` for options that change where files go, not what a run computes."""
+def kind_option(default: Any = None, *, resume: bool = True, shape: bool = False, **extra) -> Any:
+    """A field of a kind's options: ``resume=False`` for options that change where files go, not what a run
+    computes; ``shape=True`` for options that fix the model's shape (a warm start keeps the stored model's)."""
     factory = extra.pop("default_factory", None)
-    metadata = {"resume": resume}
+    metadata = {"resume": resume, "shape": shape}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -39,6 +40,8 @@ class Prepared:
     validate: Callable | None  # model -> validation figures, None without validation data
     make_file: Callable[[dict], Any]  # validation record -> ModelFile
     data_sha256: str
+    score_other: Callable[[Any], tuple[float | None, str]] | None = None  # another ModelFile's validation loss
+    # on these very points, or (None, why it cannot read them)
     result: dict = field(default_factory=dict)  # what the kind adds to the run summary
     closing_notes: list[str] = field(default_factory=list)  # said after the run, so bad input stays one line
 
@@ -72,6 +75,7 @@ class RunSetup:
     val: Path | None = None
     val_fraction: float = 0.1
     run_config: dict = field(default_factory=dict)  # the resolved options, stored in the model file
+    init_from: Any = None  # a ModelFile to start from: its weights, vocabulary or normalisation and shape
 
 
 class DataKind:
@@ -86,6 +90,7 @@ class DataKind:
     holds: ClassVar[str]  # what DATA "holds", in an error message
     Options: ClassVar[type]  # a dataclass of this kind's ``bptt train`` options, named as the CLI names them
     unit: ClassVar[str] = "step"  # what the training reporter counts
+    reads_frames: ClassVar[bool] = False  # ``bptt predict`` reads frames from a file rather than records from stdin
 
     def __init_subclass__(cls, name: str = "", what: str = "", holds: str = "", options: type | None = None, **rest):
         super().__init_subclass__(**rest)
@@ -124,8 +129,17 @@ class DataKind:
     def gradcheck_problem(self, file, data: Path, request: Request):
         raise NotImplementedError
 
+    def predictor(self, file, model_path: Path, device, horizon: int = 1):
+        """A ``predict.Predictor`` for a stream of this kind's records."""
+        raise NotImplementedError
+
     def check_request(self, file, request: Request, command: str) -> None:
         """Refuse, before any work, what ``command`` cannot do with a model of this kind."""
+
+
+def shape_keys(options: Any) -> list[str]:
+    """The options of a kind that fix the model's shape, which a warm start takes from the stored model."""
+    return [f.name for f in fields(options) if f.metadata.get("shape", False)]
 
 
 def resume_keys(options: Any) -> dict:

@@ -14,14 +14,13 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from bptt_cli import distributed
 from bptt_cli.errors import BpttError
 from bptt_cli.evaluation import summarise
 from bptt_cli.kinds.audio import FEATURE_SUFFIXES, is_pattern, pattern_files
 from bptt_cli.kinds.base import Prepared, Request
-from bptt_cli.kinds.text import TextKind, TextOptions, token_model
+from bptt_cli.kinds.text import TextKind, TextOptions, known_ids, token_model
 from bptt_cli.losses import IGNORE_LABEL, class_loss
 from bptt_cli.modelfile import ModelFile
 from bptt_cli.scoring import ranked_sums, scored_sums, stream_pass
@@ -64,14 +63,6 @@ def union_tokenizer(kind: str, tokenizers: list[Tokenizer]) -> Tokenizer:
     return Tokenizer(kind, sorted(set().union(*(t.vocab for t in tokenizers))))
 
 
-def remap(ids: np.ndarray, own: Tokenizer, shared: Tokenizer) -> np.ndarray:
-    """A file's ids under its own vocabulary -> ids under the shared one (one lookup, no loop per token)."""
-    if shared.kind == "byte":
-        return np.asarray(ids, dtype=np.int64)
-    lookup = pd.Index(shared.vocab).get_indexer(own.vocab)
-    return lookup[np.asarray(ids, dtype=np.int64)]
-
-
 def document_pairs(documents: list[np.ndarray], scored_from: list[int] | None = None):
     """Inputs ids[:-1] and next-token targets ids[1:] per document; targets before ``scored_from`` carry no loss."""
     inputs, targets = [], []
@@ -93,14 +84,21 @@ class CorpusKind(TextKind, name="corpus", what="text corpora", holds="a text cor
 
     @contextlib.contextmanager
     def prepare(self, data: Path, options: TextOptions, run):
+        init = run.init_from
+        kind = init.tokenizer.kind if init is not None else options.tokenizer
         with contextlib.ExitStack() as stack:
             files = corpus_files(data)
-            caches = [stack.enter_context(cached_tokens(f, options.tokenizer, options.cache_dir, not options.no_cache))
-                      for f in files]
-            tokenizer = union_tokenizer(options.tokenizer, [c.tokenizer for c in caches])
-            documents = [remap(c.ids, c.tokenizer, tokenizer) for c in caches]
+            caches = [stack.enter_context(cached_tokens(f, kind, options.cache_dir, not options.no_cache)) for f in files]
+            # a warm start keeps the stored vocabulary; else one vocabulary over every file
+            tokenizer = init.tokenizer if init is not None else union_tokenizer(kind, [c.tokenizer for c in caches])
+            encoded = [known_ids(c.ids, c.tokenizer, tokenizer) for c in caches]
+            documents = [ids for ids, _ in encoded]
             _refuse_degenerate(data, tokenizer)
             train_docs, val_streams, notes = self._split(documents, tokenizer, options, run)
+            unknown = sum(n for _, n in encoded)
+            if unknown:
+                notes.append(f"{data}: {unknown:,} token(s) outside the --init-from model's vocabulary are skipped "
+                             "(a warm start keeps its vocabulary)")
             streams = self._train_streams(train_docs, run)
             model = token_model(run, tokenizer)
             digest = hashlib.sha256("".join(f"{f.name}:{c.sha256}\n" for f, c in zip(files, caches)).encode()).hexdigest()
@@ -117,12 +115,19 @@ class CorpusKind(TextKind, name="corpus", what="text corpora", holds="a text cor
                 best = {"best_step": record["step"], "best_epoch": record["epoch"], "best_val_loss": record["val_loss"]}
                 return ModelFile(model, tokenizer, run.run_config, {**summary, **best}, {"kind": self.name})
 
+            def score_other(file: ModelFile) -> tuple[float | None, str]:
+                if val_streams is None:
+                    return None, "this run has no validation data"
+                if file.data.get("kind") != self.name or file.tokenizer.to_dict() != tokenizer.to_dict():
+                    return None, "it is not a corpus model with this run's vocabulary"
+                return validate(file.model.to(run.device))["loss"], ""
+
             built = sum(c.built for c in caches)
             if built and not options.no_cache:
                 notes.append(f"{built} of {len(files)} document(s) encoded into the token cache; later runs reuse them")
             inputs, targets, resets = (distributed.shard_streams(s) for s in (streams.inputs, streams.targets, streams.resets))
             yield Prepared(model, inputs, targets, resets, class_loss, validate if val_streams else None, make_file,
-                           digest, result={"documents": len(files), "train_tokens": summary["train_tokens"],
+                           digest, score_other, result={"documents": len(files), "train_tokens": summary["train_tokens"],
                                            "val_tokens": summary["val_tokens"]}, closing_notes=notes)
 
     def _split(self, documents: list[np.ndarray], tokenizer: Tokenizer, options: TextOptions, run):

@@ -23,7 +23,7 @@ from bptt_cli.kinds.base import DataKind, Prepared, Request
 from bptt_cli.losses import IGNORE_LABEL, class_loss, regression_loss
 from bptt_cli.modelfile import ModelFile
 from bptt_cli.models import RecurrentModel, State
-from bptt_cli.scoring import ranked_sums, scored_figures, stream_pass
+from bptt_cli.scoring import ranked_sums, scored_figures, scored_sums, stream_pass
 from bptt_cli.series import Normaliser, Streams, check_window, pack, season_of, split_pieces
 from bptt_cli.streams import tail_cut
 from bptt_cli.token_cache import sha256
@@ -162,7 +162,8 @@ class SequenceKind(DataKind):
     # ------------------------------------------------------------ training
 
     def _split_data(self, data: Path, options, run) -> _Training:
-        seq = self.read(data, options, labels=getattr(options, "labels", None))
+        stored = run.init_from.data if run.init_from is not None else None  # a warm start reads as the model did
+        seq = self.read(data, options, stored, labels=getattr(options, "labels", None))
         for note in seq.notes:
             run.reporter.note(note)
         if run.val is not None:
@@ -173,7 +174,8 @@ class SequenceKind(DataKind):
             ends, val_starts, val_keep = split(seq, run.val_fraction, run.train_config.seed)
             val_seq = seq if val_starts is not None else None
         train_ids = [i for i, end in enumerate(ends) if end > 0]
-        norm = Normaliser.fit([seq.values[i][: ends[i]] for i in train_ids])
+        norm = (Normaliser.from_dict(stored["norm"]) if stored is not None
+                else Normaliser.fit([seq.values[i][: ends[i]] for i in train_ids]))
         return _Training(seq, val_seq, ends, val_starts, val_keep, norm, train_ids)
 
     def _streams(self, split_data: _Training, run) -> tuple[list, Streams]:
@@ -197,10 +199,13 @@ class SequenceKind(DataKind):
         pairs, streams = self._streams(split_data, run)
         seq, norm, device = split_data.seq, split_data.norm, run.device
         seed_everything(run.train_config.seed)
-        config = run.model_config
-        config.tokens, config.input_size = False, len(seq.features)
-        config.output_size = len(seq.classes) if seq.classifies else len(seq.targets)
-        model = RecurrentModel(config)
+        if run.init_from is not None:
+            model = run.init_from.model.train()
+        else:
+            config = run.model_config
+            config.tokens, config.input_size = False, len(seq.features)
+            config.output_size = len(seq.classes) if seq.classifies else len(seq.targets)
+            model = RecurrentModel(config)
         season = getattr(options, "season", None) or season_of(seq.freq)
         described = seq.describe(norm, season)
         if seq.task == "forecast":
@@ -209,7 +214,7 @@ class SequenceKind(DataKind):
         described["val_fraction"] = run.val_fraction if run.val is None else 0.0
         summary = {"data_file": Path(data).name, "data_sha256": data_hash(data), "sequences": len(seq.values),
                    "train_steps": int(sum(len(x) for x, _ in pairs))}
-        validate, ends_here = self._validation(split_data, summary, streams.inputs.shape[1], options, run)
+        validate, ends_here, score_other = self._validation(split_data, summary, streams.inputs.shape[1], options, run)
 
         def make_file(record: dict) -> ModelFile:
             best = {"best_step": record["step"], "best_epoch": record["epoch"], "best_val_loss": record.get("val_loss")}
@@ -220,7 +225,7 @@ class SequenceKind(DataKind):
         inputs, targets, resets = (distributed.shard_streams(s) for s in (streams.inputs, streams.targets, streams.resets))
         yield Prepared(model, inputs, targets, resets,
                        class_loss if seq.classifies else regression_loss(self.loss_name(options)),
-                       validate, make_file, summary["data_sha256"],
+                       validate, make_file, summary["data_sha256"], score_other,
                        result={"task": seq.task, "sequences": len(seq.values), "streams": streams.inputs.shape[1],
                                "train_steps": summary["train_steps"], "val_steps": summary.get("val_steps", 0)})
 
@@ -228,10 +233,11 @@ class SequenceKind(DataKind):
         """The validation pass over the held-out data (None without any), and where it leaves the tail's state."""
         ends_here: dict = {}  # the validation pass's final states are the tail's when it ran over the training data
         if split_data.val_seq is None:
-            return None, ends_here
+            return None, ends_here, lambda file: (None, "this run has no validation data")
         seq = split_data.seq
-        scoring = scoring_streams(split_data.val_seq.subset(split_data.val_keep), split_data.norm,
-                                  [split_data.val_starts[i] for i in split_data.val_keep], batch)
+        held = split_data.val_seq.subset(split_data.val_keep)
+        starts = [split_data.val_starts[i] for i in split_data.val_keep]
+        scoring = scoring_streams(held, split_data.norm, starts, batch)
         summary["val_steps"] = int((~torch.isnan(scoring.targets)).any(-1).sum() if not seq.classifies
                                    else (scoring.targets != IGNORE_LABEL).sum())
         own_tail = run.val is None and seq.task == "forecast" and not distributed.active()
@@ -242,7 +248,21 @@ class SequenceKind(DataKind):
                 ends_here["state"] = state
             return scored_figures(seq, sums)
 
-        return validate, ends_here
+        def score_other(file: ModelFile) -> tuple[float | None, str]:
+            """Another model's loss on these points: it reads them in its own units, scored in this run's."""
+            stored = file.data
+            same = all(stored.get(k) == v for k, v in seq.describe(None, None).items()
+                       if k in ("kind", "task", "columns", "features", "targets", "classes"))
+            if not same:
+                return None, "it reads other columns, targets or classes"
+            own = Normaliser.from_dict(stored["norm"])
+            outputs, _ = stream_pass(file.model.to(run.device), scoring_streams(held, own, starts, batch), run.device)
+            if not seq.classifies:  # its predictions, back to original units, then in this run's
+                wanted = seq.targets
+                outputs = torch.from_numpy(split_data.norm.apply(own.invert(outputs.double().numpy(), wanted), wanted))
+            return scored_figures(seq, scored_sums(seq, outputs, scoring, self.loss_name(options)))["loss"], ""
+
+        return validate, ends_here, score_other
 
     # ------------------------------------------------------------ using a model
 

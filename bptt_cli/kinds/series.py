@@ -18,9 +18,9 @@ TASKS = ("forecast", "tag")
 class SeriesOptions:
     """The options of ``bptt train`` for CSV data (named as the command names its parameters)."""
 
-    target_columns: list[str] = kind_option(default_factory=list)  # --target: default every numeric column
-    features: list[str] = kind_option(default_factory=list)  # --features: input columns
-    task: str | None = None  # forecast | tag; None: forecast
+    target_columns: list[str] = kind_option(default_factory=list, shape=True)  # --target: every numeric column
+    features: list[str] = kind_option(default_factory=list, shape=True)  # --features: input columns
+    task: str | None = kind_option(None, shape=True)  # forecast | tag; None: forecast
     time_column: str | None = None
     group_column: str | None = None
     missing: str = "error"  # one of MISSING
@@ -29,6 +29,10 @@ class SeriesOptions:
 
 
 class SeriesKind(SequenceKind, name="series", what="CSV data", holds="a CSV time series", options=SeriesOptions):
+    def predictor(self, file, model_path: Path, device, horizon: int = 1):
+        from bptt_cli.predict import SeriesPredictor
+
+        return SeriesPredictor(file, model_path, device, horizon)
 
     def claims(self, data: Path) -> bool:
         return Path(data).suffix.lower() == ".csv"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import pandas as pd
 import torch
 
 from bptt_cli import distributed
@@ -17,7 +18,7 @@ from bptt_cli.kinds.base import DataKind, Prepared, Request, kind_option
 from bptt_cli.modelfile import ModelFile
 from bptt_cli.models import RecurrentModel
 from bptt_cli.streams import mapped_streams, tail_cut
-from bptt_cli.text import read_text
+from bptt_cli.text import Tokenizer, read_text
 from bptt_cli.token_cache import cached_tokens
 from bptt_cli.trainer import seed_everything
 
@@ -26,7 +27,7 @@ from bptt_cli.trainer import seed_everything
 class TextOptions:
     """The options of ``bptt train`` for text (named as the command names its parameters)."""
 
-    tokenizer: str = "char"  # one of text.TOKENIZERS
+    tokenizer: str = kind_option("char", shape=True)  # one of text.TOKENIZERS
     cache_dir: Path | None = kind_option(None, resume=False)  # where the token cache goes
     no_cache: bool = kind_option(False, resume=False)  # encode into a temporary file, keep no cache
 
@@ -47,9 +48,26 @@ def split_tail(ids: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray
     return ids[:cut], (ids[cut:] if fraction else None)
 
 
+def remap(ids: np.ndarray, own: Tokenizer, shared: Tokenizer) -> np.ndarray:
+    """Ids under one vocabulary -> ids under another (one lookup, no loop per token); -1 where it lacks the token."""
+    if shared.kind == "byte":
+        return np.asarray(ids, dtype=np.int64)
+    lookup = pd.Index(shared.vocab).get_indexer(own.vocab)
+    return lookup[np.asarray(ids, dtype=np.int64)]
+
+
+def known_ids(ids: np.ndarray, own: Tokenizer, shared: Tokenizer) -> tuple[np.ndarray, int]:
+    """``remap`` with the tokens the shared vocabulary lacks dropped, and their count."""
+    mapped = remap(ids, own, shared)
+    known = mapped >= 0
+    return mapped[known], int(known.size - known.sum())
+
+
 def token_model(run, tokenizer) -> RecurrentModel:
-    """A fresh, seeded model over ``tokenizer``'s vocabulary."""
+    """The model a run trains: the ``--init-from`` model as stored, or a fresh, seeded one over ``tokenizer``."""
     seed_everything(run.train_config.seed)
+    if run.init_from is not None:
+        return run.init_from.model.train()
     run.model_config.input_size = run.model_config.output_size = tokenizer.size
     run.model_config.tokens = True
     return RecurrentModel(run.model_config)
@@ -66,8 +84,16 @@ class TextKind(DataKind, name="text", what="text", holds="text", options=TextOpt
     @contextlib.contextmanager
     def prepare(self, data: Path, options: TextOptions, run):
         """The text is encoded once into a token cache that later runs reuse; training reads it a window at a time."""
-        with cached_tokens(data, options.tokenizer, options.cache_dir, not options.no_cache) as cache:
+        init = run.init_from
+        kind = init.tokenizer.kind if init is not None else options.tokenizer
+        with cached_tokens(data, kind, options.cache_dir, not options.no_cache) as cache:
             tokenizer, ids = cache.tokenizer, cache.ids
+            if init is not None:  # a warm start keeps the stored vocabulary: it cannot grow
+                tokenizer = init.tokenizer
+                ids, unknown = known_ids(ids, cache.tokenizer, tokenizer)
+                if unknown:
+                    run.reporter.note(f"{data}: {unknown:,} token(s) outside the --init-from model's vocabulary "
+                                      "are skipped (a warm start keeps its vocabulary)")
             if run.val is not None:
                 val_ids, unknown = tokenizer.encode(read_text(run.val, options.tokenizer))
                 if unknown:
@@ -95,13 +121,25 @@ class TextKind(DataKind, name="text", what="text", holds="text", options=TextOpt
                 best = {"best_step": record["step"], "best_epoch": record["epoch"], "best_val_loss": record["val_loss"]}
                 return ModelFile(model, tokenizer, run.run_config, {**summary, **best}, {"kind": self.name})
 
+            def score_other(file: ModelFile) -> tuple[float | None, str]:
+                if val_ids is None:
+                    return None, "this run has no validation data"
+                if file.tokenizer is None or file.tokenizer.to_dict() != tokenizer.to_dict():
+                    return None, "its vocabulary is not this run's"
+                return validate(file.model.to(run.device))["loss"], ""
+
             notes = []
             if cache.built and not options.no_cache:
                 notes.append(f"the text's {len(ids):,} tokens are cached in {cache.path}; later runs reuse them")
             yield Prepared(model, distributed.shard_streams(inputs), distributed.shard_streams(targets), None, None,
-                           validate if val_ids is not None else None, make_file, cache.sha256,
+                           validate if val_ids is not None else None, make_file, cache.sha256, score_other,
                            result={"train_tokens": summary["train_tokens"], "val_tokens": summary["val_tokens"]},
                            closing_notes=notes)
+
+    def predictor(self, file: ModelFile, model_path: Path, device, horizon: int = 1):
+        from bptt_cli.predict import TextPredictor
+
+        return TextPredictor(file, model_path, device, horizon)
 
     def check_request(self, file: ModelFile, request: Request, command: str) -> None:
         if command == "generate" and any(v is not None for v in (request.context, request.horizon, request.output,
