@@ -149,9 +149,9 @@ def activation_bytes(model: RecurrentModel, steps: int, batch: int) -> int:
     c = model.config
     # values autograd keeps per step and layer: gates, states and oneDNN's workspace (LSTM measured at
     # about 11 x hidden by benchmarks/memory_tbptt.py; GRU and RNN scaled alike)
-    per_layer = {"lstm": 11, "gru": 9, "rnn": 4}[c.cell] * c.hidden
+    per_layer = c.spec.memory_factor * c.hidden
     width = (c.embed if c.tokens else c.input_size) + c.layers * per_layer + 2 * c.output_size
-    return 4 * steps * batch * width
+    return int(4 * steps * batch * width)
 
 
 def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
