@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bptt_cli.choices import MISSING
 from bptt_cli.errors import BpttError
 
-MISSING = ("error", "ffill", "interpolate", "drop")
 IGNORE_LABEL = -100  # class targets that carry no loss (padding, unlabelled frames)
 # Seasons that follow from a regular time step: one day of sub-daily data, a week of days, a year of months.
 SEASONS = {pd.Timedelta("15min"): 96, pd.Timedelta("30min"): 48, pd.Timedelta("1h"): 24, pd.Timedelta("1D"): 7,

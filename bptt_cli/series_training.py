@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from bptt_cli import distributed, forecast
 from bptt_cli.atomic import write_bytes
 from bptt_cli.audio import FeatureSettings, is_audio_path, list_files, load_audio
+from bptt_cli.choices import LOSSES
 from bptt_cli.errors import BpttError
 from bptt_cli.modelfile import ModelFile
 from bptt_cli.models import ModelConfig, RecurrentModel, State
@@ -35,7 +36,6 @@ from bptt_cli.trainer import Reporter, TrainConfig, seed_everything
 from bptt_cli.training_run import run_training
 
 CHUNK = 1024  # steps per forward call when scoring: bounds memory, not the context
-LOSSES = ("mse", "huber")
 DEFAULT_HORIZON = 24
 PLOT_HORIZONS = 3  # a forecast picture shows this many horizons of context before the forecast
 PLOT_TARGETS = 6  # panels at most: audio frames have dozens of features, a picture shows the first few

@@ -25,13 +25,12 @@ from torch.nn import functional as F
 from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 
 from bptt_cli import distributed
+from bptt_cli.choices import ON_NAN, OPTIMIZERS
 from bptt_cli.device import autocast
 from bptt_cli.errors import BpttError, RunFailed
 from bptt_cli.models import RecurrentModel, State
 from bptt_cli.schedule import LearningRateSchedule
 from bptt_cli.streams import Window, plan_windows
-
-OPTIMIZERS = ("adamw", "adam", "sgd")
 
 
 @dataclass
@@ -75,7 +74,7 @@ class TrainConfig:
              f"--checkpoint-every must be at least 1, got {self.checkpoint_every}"),
             (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; use one of {', '.join(OPTIMIZERS)}"),
             (self.window_jitter >= 0, f"--window-jitter must be 0 or more, got {self.window_jitter}"),
-            (self.on_nan in ("stop", "skip"), f"--on-nan must be stop or skip, got {self.on_nan!r}"),
+            (self.on_nan in ON_NAN, f"--on-nan must be {' or '.join(ON_NAN)}, got {self.on_nan!r}"),
             (self.max_skips >= 0, f"--max-skips must be 0 or more, got {self.max_skips}"),
         ]
         for ok, message in checks:
