@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, jvp, vmap
 
 from bptt_cli.errors import BpttError
+from bptt_cli.memory import activation_bytes
 from bptt_cli.models import CELL_SPECS, CellSpec, ModelConfig, RecurrentModel, State
 
 DEFAULT_WINDOWS = (1, 5, 10, 25, 50, 100, 200)
@@ -41,7 +42,6 @@ STABLE_RATES = (0.9, 1 / 0.9)  # per-step gradient factor: below vanishing, abov
 HORIZON_FRACTION = 1e-3  # the signal "has faded" below this fraction of its value at T
 JACOBIAN_ALL_STEPS_UP_TO = 256  # state sizes up to this get a Jacobian at every step
 JACOBIAN_SAMPLED_STEPS = 10  # larger states get it at this many evenly spaced steps
-FLOAT32_BYTES = 4  # activations of a training run are float32
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -482,16 +482,11 @@ def segment_gradient(model: RecurrentModel, problem: Problem, segment: int, wind
 
 
 def activation_bytes_per_step(config: ModelConfig, batch: int = 1) -> int:
-    """An estimate of the float32 activations one training step keeps for backward.
+    """The float32 activations one training step of ``batch`` streams keeps for backward (``memory``'s estimate).
 
-    Counted per stream: the embedding, each layer's input, gates and state, and the
-    logits. The total for a window is this times the window length.
+    The total for a window is this times the window length.
     """
-    gates, parts = config.spec.gates, len(config.spec.state_parts)
-    width = config.embed if config.tokens else config.input_size
-    per_layer = (gates + parts) * config.hidden
-    values = width + config.layers * per_layer + (config.layers - 1) * config.hidden + config.output_size
-    return values * FLOAT32_BYTES * batch
+    return activation_bytes(config, 1, batch)
 
 
 def check_truncation(model: RecurrentModel, problem: Problem, settings: Settings) -> dict:

@@ -9,7 +9,7 @@ and RNN, ``(h, c)`` for LSTM, so carrying and detaching never branch on the cell
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import torch
@@ -18,6 +18,7 @@ from torch import nn
 from bptt_cli.cells import CELL_SPECS, CellSpec, cell_spec
 from bptt_cli.dropout import dropout
 from bptt_cli.errors import BpttError
+from bptt_cli.memory import require_fits, weights_estimate
 
 __all__ = ["CELL_SPECS", "CellSpec", "ModelConfig", "RecurrentModel", "State"]
 _LAYER_WEIGHT = re.compile(r"_l(\d+)(_reverse)?$")  # weight_ih_l0, bias_hh_l1_reverse
@@ -38,6 +39,9 @@ class ModelConfig:
     layers: int = 2
     dropout: float = 0.0  # on embeddings, between layers and before the decoder
     tie_weights: bool = False  # decoder shares the embedding matrix (needs embed == hidden)
+    # build and train even when the memory estimate exceeds what the machine has available (--force);
+    # a choice of this run, not a property of the model: model files do not store it
+    force: bool = field(default=False, compare=False)
 
     def validate(self) -> None:
         cell_spec(self.cell)
@@ -58,7 +62,12 @@ class ModelConfig:
         return cell_spec(self.cell)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "force"}
+
+    def describe(self) -> str:
+        """The options that size the model, for messages."""
+        inputs = f"vocabulary {self.input_size}, --embed {self.embed}" if self.tokens else f"{self.input_size} features"
+        return f"a {self.cell} model ({inputs}, --hidden {self.hidden}, --layers {self.layers})"
 
 
 class RecurrentModel(nn.Module):
@@ -67,6 +76,7 @@ class RecurrentModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         config.validate()
+        require_fits(weights_estimate(config), f"{config.describe()}: its weights", config.force)
         self.config = config
         width = config.embed if config.tokens else config.input_size
         self.embedding = nn.Embedding(config.input_size, config.embed) if config.tokens else None

@@ -28,6 +28,7 @@ from bptt_cli import distributed
 from bptt_cli.choices import ON_NAN, OPTIMIZERS
 from bptt_cli.device import autocast
 from bptt_cli.errors import BpttError, RunFailed
+from bptt_cli.memory import require_fits, training_estimate
 from bptt_cli.models import RecurrentModel, State
 from bptt_cli.schedule import LearningRateSchedule
 from bptt_cli.streams import Window, plan_windows
@@ -141,16 +142,6 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.o
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
     return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
-
-
-def activation_bytes(model: RecurrentModel, steps: int, batch: int) -> int:
-    """Rough memory autograd keeps for back-propagating ``steps`` steps of ``batch`` streams (fp32)."""
-    c = model.config
-    # values autograd keeps per step and layer: gates, states and oneDNN's workspace (LSTM measured at
-    # about 11 x hidden by benchmarks/memory_tbptt.py; GRU and RNN scaled alike)
-    per_layer = c.spec.memory_factor * c.hidden
-    width = (c.embed if c.tokens else c.input_size) + c.layers * per_layer + 2 * c.output_size
-    return int(4 * steps * batch * width)
 
 
 def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -348,8 +339,12 @@ class Trainer:
             "parameters": sum(p.numel() for p in model.parameters()),
             "resumed_at_step": at.step if resume is not None else None,
         }
+        memory = training_estimate(model.config, c.optimizer, c.window or steps, batch, c.precision)
+        plan["memory"] = memory.to_dict()
         if c.window == 0:
-            plan["full_bptt_activation_bytes"] = activation_bytes(model, steps, batch)
+            plan["full_bptt_activation_bytes"] = memory.activations
+        require_fits(memory, f"training {model.config.describe()} on {batch} streams of "
+                     f"{c.window or steps} steps per update", model.config.force)
         self.reporter.start(plan)
 
         interval = _Interval(list(self.groups), self.device)
