@@ -15,7 +15,7 @@ import random
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol
 
 import numpy as np
@@ -225,8 +225,28 @@ class _Interval:
         }
 
 
+@dataclass
+class _Run:
+    """One ``fit`` call: the streams on the device and what the loop carries from update to update."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    resets: tuple[torch.Tensor, np.ndarray] | None  # (T, B) mask on the device, per-step "any reset" on the host
+    steps: int  # T, steps per stream
+    batch: int  # B, streams in this process
+    state: State  # carried into the next window
+    interval: _Interval
+    started: float = field(default_factory=time.perf_counter)
+    stop: str = "completed"  # why the run stops; "completed" while it goes on
+    last_log: dict = field(default_factory=dict)
+    interrupted_best: float = math.inf  # the validation loss at a stop inside an epoch
+
+
 class Trainer:
-    """Truncated BPTT over (T, B) streams of inputs and targets."""
+    """Truncated BPTT over (T, B) streams of inputs and targets.
+
+    ``config`` is validated once, by the caller at set-up (``TrainConfig.validate``), before any data is read.
+    """
 
     def __init__(
         self,
@@ -239,7 +259,6 @@ class Trainer:
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         save_checkpoint: Callable[[dict], None] | None = None,
     ):
-        config.validate()
         if validate is None and (config.patience or config.schedule == "plateau"):
             option = "--patience" if config.patience else "--schedule plateau"
             raise BpttError(f"{option} reacts to validation loss, and this run has no validation data; "
@@ -311,6 +330,16 @@ class Trainer:
         next). ``resume`` is a checkpoint from ``checkpoint()``: the run goes on
         exactly where it stopped, bit for bit on CPU.
         """
+        run = self._plan(inputs, targets, resets, resume)
+        self.model.train()
+        while self.position.epoch <= self.config.epochs and run.stop == "completed":
+            self._epoch(run)
+            self._end_epoch(run)
+        return self._summary(run)
+
+    def _plan(self, inputs: torch.Tensor, targets: torch.Tensor, resets: np.ndarray | None,
+              resume: dict | None) -> _Run:
+        """Check the streams against the options, restore a checkpoint, and tell the reporter the plan."""
         c, model = self.config, self.model
         inputs, targets = inputs.to(self.device), targets.to(self.device)
         reset_mask = None
@@ -329,7 +358,6 @@ class Trainer:
         state = model.init_state(batch, self.device)
         if resume is not None:
             state = self._restore(resume, batch)
-        at = self.position
         plan = {
             "streams": batch * distributed.world(),
             "processes": distributed.world(),
@@ -337,7 +365,7 @@ class Trainer:
             "updates_per_epoch": per_epoch,
             "total_updates": total_steps,
             "parameters": sum(p.numel() for p in model.parameters()),
-            "resumed_at_step": at.step if resume is not None else None,
+            "resumed_at_step": self.position.step if resume is not None else None,
         }
         memory = training_estimate(model.config, c.optimizer, c.window or steps, batch, c.precision)
         plan["memory"] = memory.to_dict()
@@ -346,67 +374,79 @@ class Trainer:
         require_fits(memory, f"training {model.config.describe()} on {batch} streams of "
                      f"{c.window or steps} steps per update", model.config.force)
         self.reporter.start(plan)
+        return _Run(inputs, targets, reset_mask, steps, batch, state, _Interval(list(self.groups), self.device))
 
-        interval = _Interval(list(self.groups), self.device)
-        started = time.perf_counter()
-        stop, last_log, best = "completed", {}, math.inf
-        model.train()
-        while at.epoch <= c.epochs and stop == "completed":
-            if at.window_index == 0:  # a fresh epoch: zero state, new cut points
-                state = model.init_state(batch, self.device)
-                at.epoch_rng = self.rng.bit_generator.state
-            else:  # resuming mid-epoch: re-plan the same cut points
-                self.rng.bit_generator.state = at.epoch_rng
-            windows = plan_windows(steps, c.window, c.stride, c.window_jitter, self.rng)
-            for window in (windows[i] for i in range(at.window_index, len(windows))):
-                for group in self.optimizer.param_groups:
-                    group["lr"] = c.lr * self.schedule.factor(at.step)
-                updated = self.update(window, inputs, targets, state, reset_mask)
-                at.step += 1
-                at.window_index += 1
-                if updated is None:  # skipped: a NaN or infinity, and the carried state may hold it too
-                    at.skipped += 1
-                    if at.skipped > c.max_skips:
-                        raise RunFailed(
-                            f"{at.skipped} updates had a NaN or infinite loss or gradient (more than --max-skips "
-                            f"{c.max_skips}); the last good model file was kept; try --clip 1.0 or a lower --lr"
-                        )
-                    state = model.init_state(batch, self.device)
-                else:
-                    loss, total, norms, state = updated
-                    at.tokens += (window.end - window.loss_from) * batch
-                    interval.add(loss, total, norms, c.clip, (window.end - window.loss_from) * batch)
-                self.reporter.step(at.step, at.epoch)
-                if at.step % c.log_every == 0:
-                    last_log = self._log(interval, started)
-                stop = self._should_stop(started)
-                if distributed.active() and distributed.any_rank(stop != "completed"):  # all ranks stop together
-                    stop = stop if stop != "completed" else "signal"
-                if stop != "completed":
-                    break
-                if c.checkpoint_every and at.step % c.checkpoint_every == 0 and at.window_index < len(windows):
-                    self._checkpoint(state)
-            if interval.steps:
-                last_log = self._log(interval, started)
-            if stop == "completed":  # the epoch ran to its end
-                loss = self._validate(observe=True)
-                at.best, at.stale = (loss, 0) if loss < at.best else (at.best, at.stale + 1)
-                at.epoch, at.window_index = at.epoch + 1, 0
-                if c.patience and at.stale >= c.patience and at.epoch <= c.epochs:
-                    stop = "early_stopping"
-            else:  # stopped inside an epoch: keep the best model, leave the schedule and patience as they were
-                best = min(best, self._validate(observe=False))
-            self._checkpoint(state)
-        elapsed = time.perf_counter() - started
-        at.seconds += elapsed
+    def _epoch(self, run: _Run) -> None:
+        """The updates of one epoch, from where the position stands; sets ``run.stop`` when the run must stop."""
+        c, at = self.config, self.position
+        if at.window_index == 0:  # a fresh epoch: zero state, new cut points
+            run.state = self.model.init_state(run.batch, self.device)
+            at.epoch_rng = self.rng.bit_generator.state
+        else:  # resuming mid-epoch: re-plan the same cut points
+            self.rng.bit_generator.state = at.epoch_rng
+        windows = plan_windows(run.steps, c.window, c.stride, c.window_jitter, self.rng)
+        for index in range(at.window_index, len(windows)):
+            self._train_window(run, windows[index])
+            run.stop = self._should_stop(run.started)
+            if distributed.active() and distributed.any_rank(run.stop != "completed"):  # all ranks stop together
+                run.stop = run.stop if run.stop != "completed" else "signal"
+            if run.stop != "completed":
+                return
+            if c.checkpoint_every and at.step % c.checkpoint_every == 0 and at.window_index < len(windows):
+                self._checkpoint(run.state)
+
+    def _train_window(self, run: _Run, window: Window) -> None:
+        """One update over ``window``: learning rate, step, skipped-update bookkeeping, diagnostics."""
+        c, at = self.config, self.position
+        for group in self.optimizer.param_groups:
+            group["lr"] = c.lr * self.schedule.factor(at.step)
+        updated = self.update(window, run.inputs, run.targets, run.state, run.resets)
+        at.step += 1
+        at.window_index += 1
+        if updated is None:  # skipped: a NaN or infinity, and the carried state may hold it too
+            at.skipped += 1
+            if at.skipped > c.max_skips:
+                raise RunFailed(
+                    f"{at.skipped} updates had a NaN or infinite loss or gradient (more than --max-skips "
+                    f"{c.max_skips}); the last good model file was kept; try --clip 1.0 or a lower --lr"
+                )
+            run.state = self.model.init_state(run.batch, self.device)
+        else:
+            loss, total, norms, run.state = updated
+            tokens = (window.end - window.loss_from) * run.batch
+            at.tokens += tokens
+            run.interval.add(loss, total, norms, c.clip, tokens)
+        self.reporter.step(at.step, at.epoch)
+        if at.step % c.log_every == 0:
+            run.last_log = self._log(run.interval, run.started)
+
+    def _end_epoch(self, run: _Run) -> None:
+        """After an epoch, or a stop inside one: the last diagnostics, validation, patience and a checkpoint."""
+        c, at = self.config, self.position
+        if run.interval.steps:
+            run.last_log = self._log(run.interval, run.started)
+        if run.stop == "completed":  # the epoch ran to its end
+            loss = self._validate(observe=True)
+            at.best, at.stale = (loss, 0) if loss < at.best else (at.best, at.stale + 1)
+            at.epoch, at.window_index = at.epoch + 1, 0
+            if c.patience and at.stale >= c.patience and at.epoch <= c.epochs:
+                run.stop = "early_stopping"
+        else:  # stopped inside an epoch: keep the best model, leave the schedule and patience as they were
+            run.interrupted_best = min(run.interrupted_best, self._validate(observe=False))
+        self._checkpoint(run.state)
+
+    def _summary(self, run: _Run) -> dict:
+        at = self.position
+        at.seconds += time.perf_counter() - run.started
+        best = min(at.best, run.interrupted_best)
         return {
-            "stop_reason": stop,
-            "resumable": stop in RESUMABLE,
+            "stop_reason": run.stop,
+            "resumable": run.stop in RESUMABLE,
             "steps": at.step,
             "skipped_updates": at.skipped,
-            "epochs": min(at.epoch, c.epochs),
-            "best_val_loss": min(at.best, best) if math.isfinite(min(at.best, best)) else None,
-            "last_train_loss": last_log.get("train_loss"),
+            "epochs": min(at.epoch, self.config.epochs),
+            "best_val_loss": best if math.isfinite(best) else None,
+            "last_train_loss": run.last_log.get("train_loss"),
             "seconds": at.seconds,
             "tokens_per_second": at.tokens * distributed.world() / at.seconds if at.seconds > 0 else 0.0,
         }
