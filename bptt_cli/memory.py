@@ -64,6 +64,15 @@ def activation_bytes(config: ModelConfig, steps: int, batch: int, precision: str
     return int(activation_values_per_step(config) * steps * batch * VALUE_BYTES.get(precision, FLOAT32_BYTES))
 
 
+def update_flops(config: ModelConfig, steps: int, batch: int) -> float:
+    """Floating-point operations of one update: a multiply and an add per weight, step and stream in the
+    forward pass and twice that in the backward pass (the embedding is a lookup and costs none)."""
+    weights = parameter_count(config) - (config.input_size * config.embed if config.tokens else 0)
+    if config.tie_weights:  # the shared matrix is a lookup at the input and a product at the output
+        weights += config.output_size * config.hidden
+    return 6.0 * weights * steps * batch
+
+
 def generation_bytes(config: ModelConfig, steps: int, streams: int) -> int:
     """Buffers of a rollout: ``steps`` predictions of every output for ``streams`` origins, and their states."""
     state = len(cell_spec(config.cell).state_parts) * config.layers * config.hidden * FLOAT32_BYTES

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import signal
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,7 +30,7 @@ from bptt_cli import distributed
 from bptt_cli.choices import ON_NAN, OPTIMIZERS
 from bptt_cli.device import autocast
 from bptt_cli.errors import BpttError, RunFailed
-from bptt_cli.memory import require_fits, training_estimate
+from bptt_cli.memory import require_fits, training_estimate, update_flops
 from bptt_cli.models import RecurrentModel, State
 from bptt_cli.schedule import LearningRateSchedule
 from bptt_cli.streams import Window, plan_windows
@@ -86,6 +88,9 @@ class TrainConfig:
 
 
 RESUMABLE = ("max_time", "signal")  # stops after which --resume continues the run
+SIGNALS = (signal.SIGINT, signal.SIGTERM)  # stop the run: the first after this update, a second at once
+LONG_UPDATE_SECONDS = 60.0  # an update longer than this (or --max-time) is announced before the run
+SLOWEST_FLOPS_PER_SECOND = 1e9  # an update that a machine this slow does within the limit is not measured
 
 
 @dataclass
@@ -142,6 +147,19 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.o
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
     return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+
+
+def matmul_rate(device: torch.device) -> float:
+    """Floating-point operations per second of a float32 matrix product here: the scale of an update's time."""
+    size, repeats = 256, 8
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    float((a @ b)[0, 0])  # warm-up: the first product pays for kernel selection
+    began = time.perf_counter()
+    for _ in range(repeats):
+        c = a @ b
+    float(c[0, 0])  # waits for the device (one sync, before the run)
+    return 2 * size**3 * repeats / max(time.perf_counter() - began, 1e-9)
 
 
 def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -226,6 +244,48 @@ class _Interval:
 
 
 @dataclass
+class _Timing:
+    """Where this process's time goes, and what finishing after a stop costs (a hard --max-time needs both)."""
+
+    started: float = field(default_factory=time.perf_counter)
+    before: float = 0.0  # seconds of the run before this process, from the checkpoint
+    validation: float = 0.0  # spent validating, saving the best model included
+    checkpoints: float = 0.0  # spent writing checkpoints
+    last_validation: float = 0.0
+    last_checkpoint: float = 0.0
+    longest_update: float = 0.0
+    update_started: float | None = None  # set while an update runs
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def run_seconds(self) -> float:
+        """The whole run's time so far: the processes before this one and this one."""
+        return self.before + self.elapsed()
+
+    def reserve(self) -> float:
+        """What the next update, then the final validation and checkpoint, will take if the run goes on."""
+        return self.longest_update + self.last_validation + self.last_checkpoint
+
+    @contextlib.contextmanager
+    def measure(self, part: str):
+        """Time one ``update``, ``validation`` or ``checkpoint``."""
+        began = time.perf_counter()
+        if part == "update":
+            self.update_started = began
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - began
+            if part == "update":
+                self.longest_update, self.update_started = max(self.longest_update, spent), None
+            elif part == "validation":
+                self.validation, self.last_validation = self.validation + spent, spent
+            else:
+                self.checkpoints, self.last_checkpoint = self.checkpoints + spent, spent
+
+
+@dataclass
 class _Run:
     """One ``fit`` call: the streams on the device and what the loop carries from update to update."""
 
@@ -236,8 +296,9 @@ class _Run:
     batch: int  # B, streams in this process
     state: State  # carried into the next window
     interval: _Interval
-    started: float = field(default_factory=time.perf_counter)
+    total_updates: int
     stop: str = "completed"  # why the run stops; "completed" while it goes on
+    already_complete: bool = False  # resumed from the checkpoint of a run that had finished: nothing to do
     last_log: dict = field(default_factory=dict)
     interrupted_best: float = math.inf  # the validation loss at a stop inside an epoch
 
@@ -275,6 +336,10 @@ class Trainer:
         self.loss_fn = loss_fn or next_token_loss
         self.save_checkpoint = save_checkpoint
         self.stop_requested: str | None = None
+        self.signals = 0  # SIGINT/SIGTERM received during fit
+        self.checkpointed_step: int | None = None  # the update of the last checkpoint written
+        self.timing = _Timing()
+        self.total_updates = 0
         self.position = Position()
         self.schedule = LearningRateSchedule(config.schedule, config.warmup)
 
@@ -331,6 +396,8 @@ class Trainer:
         exactly where it stopped, bit for bit on CPU.
         """
         run = self._plan(inputs, targets, resets, resume)
+        if run.already_complete:
+            return self._summary(run)
         self.model.train()
         while self.position.epoch <= self.config.epochs and run.stop == "completed":
             self._epoch(run)
@@ -354,10 +421,16 @@ class Trainer:
         per_epoch = len(plan_windows(steps, c.window, c.stride))
         total_steps = int(min(c.max_steps or math.inf, per_epoch * c.epochs))
         self.schedule = LearningRateSchedule(c.schedule, c.warmup, total_steps)
-        self.position = Position()
+        self.position, self.timing, self.total_updates = Position(), _Timing(), total_steps
         state = model.init_state(batch, self.device)
+        run = _Run(inputs, targets, reset_mask, steps, batch, state, _Interval(list(self.groups), self.device),
+                   total_steps)
         if resume is not None:
-            state = self._restore(resume, batch)
+            run.state = self._restore(resume, batch)
+            self.timing.before = self.position.seconds
+            run.already_complete = self._finished()
+            if run.already_complete:
+                return run
         plan = {
             "streams": batch * distributed.world(),
             "processes": distributed.world(),
@@ -374,7 +447,33 @@ class Trainer:
         require_fits(memory, f"training {model.config.describe()} on {batch} streams of "
                      f"{c.window or steps} steps per update", model.config.force)
         self.reporter.start(plan)
-        return _Run(inputs, targets, reset_mask, steps, batch, state, _Interval(list(self.groups), self.device))
+        self._warn_if_slow(c.window or steps, batch)
+        if c.max_time and self.validate_fn is not None:  # what the final validation will cost, before it is due
+            with self.timing.measure("validation"):
+                self.validate_fn(self.model)
+        return run
+
+    def _finished(self) -> bool:
+        """Whether the restored position is the end of the run: every epoch, --max-steps, or --patience reached."""
+        c, at = self.config, self.position
+        return at.epoch > c.epochs or bool(c.max_steps and at.step >= c.max_steps) or bool(
+            c.patience and at.stale >= c.patience)
+
+    def _warn_if_slow(self, steps: int, batch: int) -> None:
+        """Say before the run when one update will take longer than --max-time or a minute: signals wait for it."""
+        c = self.config
+        limit = min(LONG_UPDATE_SECONDS, c.max_time or math.inf)
+        flops = update_flops(self.model.config, steps, batch)  # this process's streams
+        if flops < limit * SLOWEST_FLOPS_PER_SECOND:  # even a slow machine does it in time: nothing to measure
+            return
+        rate = matmul_rate(self.device)
+        if flops / rate > limit:
+            against = f"--max-time {c.max_time:g} s" if limit == c.max_time else "a minute"
+            self.reporter.note(
+                f"one update is estimated to take about {flops / rate:,.0f} s ({flops / 1e12:,.1f} TFLOP at the "
+                f"{rate / 1e9:,.1f} GFLOP/s measured here), longer than {against}; a first signal stops the run "
+                "only after the update; a shorter --window or a smaller --batch-size makes updates shorter"
+            )
 
     def _epoch(self, run: _Run) -> None:
         """The updates of one epoch, from where the position stands; sets ``run.stop`` when the run must stop."""
@@ -387,7 +486,7 @@ class Trainer:
         windows = plan_windows(run.steps, c.window, c.stride, c.window_jitter, self.rng)
         for index in range(at.window_index, len(windows)):
             self._train_window(run, windows[index])
-            run.stop = self._should_stop(run.started)
+            run.stop = self._should_stop()
             if distributed.active() and distributed.any_rank(run.stop != "completed"):  # all ranks stop together
                 run.stop = run.stop if run.stop != "completed" else "signal"
             if run.stop != "completed":
@@ -400,7 +499,8 @@ class Trainer:
         c, at = self.config, self.position
         for group in self.optimizer.param_groups:
             group["lr"] = c.lr * self.schedule.factor(at.step)
-        updated = self.update(window, run.inputs, run.targets, run.state, run.resets)
+        with self.timing.measure("update"):
+            updated = self.update(window, run.inputs, run.targets, run.state, run.resets)
         at.step += 1
         at.window_index += 1
         if updated is None:  # skipped: a NaN or infinity, and the carried state may hold it too
@@ -418,13 +518,13 @@ class Trainer:
             run.interval.add(loss, total, norms, c.clip, tokens)
         self.reporter.step(at.step, at.epoch)
         if at.step % c.log_every == 0:
-            run.last_log = self._log(run.interval, run.started)
+            run.last_log = self._log(run.interval)
 
     def _end_epoch(self, run: _Run) -> None:
         """After an epoch, or a stop inside one: the last diagnostics, validation, patience and a checkpoint."""
         c, at = self.config, self.position
         if run.interval.steps:
-            run.last_log = self._log(run.interval, run.started)
+            run.last_log = self._log(run.interval)
         if run.stop == "completed":  # the epoch ran to its end
             loss = self._validate(observe=True)
             at.best, at.stale = (loss, 0) if loss < at.best else (at.best, at.stale + 1)
@@ -436,11 +536,15 @@ class Trainer:
         self._checkpoint(run.state)
 
     def _summary(self, run: _Run) -> dict:
-        at = self.position
-        at.seconds += time.perf_counter() - run.started
+        """The run's figures; ``seconds`` and ``tokens_per_second`` cover the whole run, resumes included."""
+        at, timing = self.position, self.timing
+        if not run.already_complete:
+            at.seconds = timing.run_seconds()
         best = min(at.best, run.interrupted_best)
+        elapsed = 0.0 if run.already_complete else timing.elapsed()
         return {
             "stop_reason": run.stop,
+            "already_complete": run.already_complete,
             "resumable": run.stop in RESUMABLE,
             "steps": at.step,
             "skipped_updates": at.skipped,
@@ -449,15 +553,24 @@ class Trainer:
             "last_train_loss": run.last_log.get("train_loss"),
             "seconds": at.seconds,
             "tokens_per_second": at.tokens * distributed.world() / at.seconds if at.seconds > 0 else 0.0,
+            # this process's time by part
+            "training_seconds": max(0.0, elapsed - timing.validation - timing.checkpoints),
+            "validation_seconds": timing.validation,
+            "checkpoint_seconds": timing.checkpoints,
         }
 
-    def _should_stop(self, started: float) -> str:
+    def _should_stop(self) -> str:
+        """Why the run stops after this update, or "completed" to go on.
+
+        --max-time is a hard budget: the run stops while the next update, the
+        final validation and the checkpoint (each as long as measured) still fit.
+        """
         c = self.config
         if self.stop_requested:
             return self.stop_requested
         if c.max_steps and self.position.step >= c.max_steps:
             return "max_steps"
-        if c.max_time and time.perf_counter() - started >= c.max_time:
+        if c.max_time and self.timing.elapsed() + self.timing.reserve() >= c.max_time:
             return "max_time"
         return "completed"
 
@@ -471,11 +584,24 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "carried_state": [distributed.gather_streams(s.detach()).cpu() for s in state],
+            "window_rng": self.rng.bit_generator.state,  # where the jittered windows of the next epoch come from
         }
 
     def _checkpoint(self, state: State) -> None:
-        if self.save_checkpoint is not None:
+        """Write a checkpoint of finite weights only: a NaN not yet detected must not become what --resume loads."""
+        if self.save_checkpoint is None:
+            return
+        finite = torch.stack([torch.isfinite(t).all() for t in [*self.params, *state]]).all()
+        if not bool(finite):  # one host sync per checkpoint
+            raise RunFailed(
+                f"the weights or the carried state hold a NaN or infinity at step {self.position.step}: the loss "
+                "diverged; no checkpoint was written and the last good model file was kept; "
+                "try --clip 1.0 or a lower --lr"
+            )
+        with self.timing.measure("checkpoint"):
+            self.position.seconds = self.timing.run_seconds()  # the figures of a resumed run cover the whole run
             self.save_checkpoint(self.checkpoint(state))
+        self.checkpointed_step = self.position.step
 
     def _restore(self, saved: dict, batch: int) -> State:
         try:
@@ -486,6 +612,8 @@ class Trainer:
                 setattr(self.schedule, name, value)
             state = tuple(distributed.my_streams(s).to(self.device) for s in saved["carried_state"])
             torch.set_rng_state(saved["torch_rng"])
+            if "window_rng" in saved:  # older checkpoints lack it (their epoch-end resumes re-drew the windows)
+                self.rng.bit_generator.state = saved["window_rng"]
             if saved["cuda_rng"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(saved["cuda_rng"])
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
@@ -495,12 +623,12 @@ class Trainer:
             raise BpttError("the checkpoint was made with another --batch-size; resume with the same options")
         return state
 
-    def _log(self, interval: _Interval, started: float) -> dict:
+    def _log(self, interval: _Interval) -> dict:
         at = self.position
         record = interval.read()
         interval.reset()
         record.update(step=at.step, epoch=at.epoch, lr=self.optimizer.param_groups[0]["lr"],
-                      elapsed_seconds=at.seconds + time.perf_counter() - started)
+                      elapsed_seconds=self.timing.run_seconds())
         if not (math.isfinite(record["train_loss"]) and math.isfinite(record["grad_norm_max"])):
             raise RunFailed(
                 f"the loss diverged (NaN or infinite) by step {at.step} (pre-clip gradient norm "
@@ -515,40 +643,83 @@ class Trainer:
 
         ``observe`` feeds the result to the schedule; validations at an
         interruption do not, so a resumed run trains exactly as an uninterrupted one.
+        Timed with the model file it writes: a hard --max-time reserves that long for the last one.
         """
         at = self.position
-        if self.validate_fn is None:  # no validation data: the latest model is the best we know
-            self.save_best({"step": at.step, "epoch": at.epoch, "val_loss": None})
-            return math.inf
-        figures = self.validate_fn(self.model)
-        loss = figures["loss"]
-        if not math.isfinite(loss):
-            raise RunFailed(
-                f"the validation loss is {loss} at step {at.step}; the last good model file was kept; "
-                "try --clip 1.0 or a lower --lr"
-            )
-        if observe:
-            self.schedule.observe(loss)
-        record = {"step": at.step, "epoch": at.epoch, **{f"val_{k}": v for k, v in figures.items()},
-                  "best": loss < at.best}
-        if loss < at.best:
-            self.save_best(record)
+        with self.timing.measure("validation"):
+            if self.validate_fn is None:  # no validation data: the latest model is the best we know
+                self.save_best({"step": at.step, "epoch": at.epoch, "val_loss": None})
+                return math.inf
+            figures = self.validate_fn(self.model)
+            loss = figures["loss"]
+            if not math.isfinite(loss):
+                raise RunFailed(
+                    f"the validation loss is {loss} at step {at.step}; the last good model file was kept; "
+                    "try --clip 1.0 or a lower --lr"
+                )
+            if observe:
+                self.schedule.observe(loss)
+            record = {"step": at.step, "epoch": at.epoch, **{f"val_{k}": v for k, v in figures.items()},
+                      "best": loss < at.best}
+            if loss < at.best:
+                self.save_best(record)
         self.reporter.validation(record)
         return loss
 
     @contextlib.contextmanager
     def stop_on_signals(self):
-        """SIGINT and SIGTERM finish the current step, then stop with a checkpoint (exit code 3)."""
+        """The first SIGINT or SIGTERM: say at once that the run stops after this update, then stop there
+        with a checkpoint (exit code 3). A second one stops at once: --resume continues from the last checkpoint.
+
+        Python runs its signal handlers only between bytecodes, which a long
+        backward pass does not reach for minutes; the wake-up fd is written by the
+        C-level handler at once, and a watcher thread answers from it.
+        """
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-
-        def request(signum, frame):
-            self.stop_requested = "signal"
-
-        previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+        previous = {sig: signal.signal(sig, lambda signum, frame: None) for sig in SIGNALS}  # the watcher answers
+        previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        watcher = threading.Thread(target=self._watch_signals, args=(read_end,), name="bptt-signals", daemon=True)
+        watcher.start()
         try:
             yield
         finally:
+            signal.set_wakeup_fd(previous_fd)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            os.close(write_end)  # the watcher reads the end of the pipe and returns
+            watcher.join()
+            os.close(read_end)
+
+    def _watch_signals(self, read_end: int) -> None:
+        while data := os.read(read_end, 64):  # one byte per signal: its number
+            for signum in data:
+                if signum in SIGNALS:
+                    self._on_signal(signal.Signals(signum))
+
+    def _on_signal(self, signum: signal.Signals) -> None:
+        self.signals += 1
+        if self.signals == 1:
+            self.stop_requested = "signal"
+            self.reporter.note(f"{signum.name}: {self._stopping_line()}; a second signal stops at once")
+            return
+        kept = self.checkpointed_step
+        self.reporter.note(f"{signum.name} again: stopping now; " + (
+            f"--resume continues from the checkpoint at update {kept:,}" if kept is not None
+            else "no checkpoint was written yet"))
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(3 if kept is not None else 128 + signum)  # the files on disk are whole: every write is atomic
+
+    def _stopping_line(self) -> str:
+        """What a first signal does, with how far the running update is."""
+        timing, running = self.timing, self.timing.update_started
+        line = f"bptt stops after update {self.position.step + 1:,} of {self.total_updates:,}"
+        if running is not None:
+            line += f", which has run {time.perf_counter() - running:,.1f} s"
+            if timing.longest_update:
+                line += f" (the longest so far took {timing.longest_update:,.1f} s)"
+        return line + ", then validates and saves a checkpoint"
