@@ -67,7 +67,7 @@ class ModelConfig:
     def describe(self) -> str:
         """The options that size the model, for messages."""
         inputs = f"vocabulary {self.input_size}, --embed {self.embed}" if self.tokens else f"{self.input_size} features"
-        return f"a {self.cell} model ({inputs}, --hidden {self.hidden}, --layers {self.layers})"
+        return f"a model of --model {self.cell} ({inputs}, --hidden {self.hidden}, --layers {self.layers})"
 
 
 class RecurrentModel(nn.Module):
@@ -76,7 +76,7 @@ class RecurrentModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         config.validate()
-        require_fits(weights_estimate(config), f"{config.describe()}: its weights", config.force)
+        require_fits(weights_estimate(config), config.describe(), config.force)
         self.config = config
         width = config.embed if config.tokens else config.input_size
         self.embedding = nn.Embedding(config.input_size, config.embed) if config.tokens else None

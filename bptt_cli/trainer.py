@@ -296,7 +296,6 @@ class _Run:
     batch: int  # B, streams in this process
     state: State  # carried into the next window
     interval: _Interval
-    total_updates: int
     stop: str = "completed"  # why the run stops; "completed" while it goes on
     already_complete: bool = False  # resumed from the checkpoint of a run that had finished: nothing to do
     last_log: dict = field(default_factory=dict)
@@ -339,7 +338,7 @@ class Trainer:
         self.signals = 0  # SIGINT/SIGTERM received during fit
         self.checkpointed_step: int | None = None  # the update of the last checkpoint written
         self.timing = _Timing()
-        self.total_updates = 0
+        self.total_updates = 0  # of this run, once planned
         self.position = Position()
         self.schedule = LearningRateSchedule(config.schedule, config.warmup)
 
@@ -423,8 +422,7 @@ class Trainer:
         self.schedule = LearningRateSchedule(c.schedule, c.warmup, total_steps)
         self.position, self.timing, self.total_updates = Position(), _Timing(), total_steps
         state = model.init_state(batch, self.device)
-        run = _Run(inputs, targets, reset_mask, steps, batch, state, _Interval(list(self.groups), self.device),
-                   total_steps)
+        run = _Run(inputs, targets, reset_mask, steps, batch, state, _Interval(list(self.groups), self.device))
         if resume is not None:
             run.state = self._restore(resume, batch)
             self.timing.before = self.position.seconds

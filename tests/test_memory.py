@@ -111,7 +111,7 @@ def test_training_that_cannot_fit_is_refused_before_the_first_update(monkeypatch
                       None, lambda record: None)
     before = [p.detach().clone() for p in model.parameters()]
     ids = torch.randint(0, 20, (300, 2))
-    with pytest.raises(BpttError, match=r"training a lstm model .* on 2 streams of 300 steps per update needs about"):
+    with pytest.raises(BpttError, match=r"training a model of --model lstm .* on 2 streams of 300 steps per update needs about"):
         trainer.fit(ids, ids)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
