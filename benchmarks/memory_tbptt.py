@@ -61,13 +61,13 @@ def main() -> None:
 
     print(f"full BPTT (--window 0), batch {args.full_batch}, LSTM 2x{args.full_hidden}:")
     from bptt_cli.models import ModelConfig, RecurrentModel
-    from bptt_cli.trainer import activation_bytes
+    from bptt_cli.memory import activation_bytes
 
     model = RecurrentModel(ModelConfig("lstm", 64, 64, hidden=args.full_hidden, layers=2))
     base = run(args.short, 1, 50, args.full_hidden)[1]  # the same model, truncated: what is not activations
     for steps in map(int, args.full_steps.split(",")):
         _, rss = run(steps, args.full_batch, 0, args.full_hidden)
-        estimate = activation_bytes(model, steps, args.full_batch)
+        estimate = activation_bytes(model.config, steps, args.full_batch)
         print(f"  {steps:>6,} steps: peak RSS {rss / mb:7,.0f} MiB, above truncated {(rss - base) / mb:7,.0f} MiB, "
               f"bptt's estimate {estimate / mb:7,.0f} MiB, measured / estimate {(rss - base) / estimate:.2f}")
 

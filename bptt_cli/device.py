@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
+from bptt_cli.choices import PRECISIONS
 from bptt_cli.errors import BpttError
 
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
-PRECISIONS = ("fp32", "bf16")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch.func import functional_call, jvp, vmap
 
 from bptt_cli.errors import BpttError
-from bptt_cli.models import ModelConfig, RecurrentModel, State
+from bptt_cli.memory import activation_bytes
+from bptt_cli.models import CELL_SPECS, CellSpec, ModelConfig, RecurrentModel, State
 
 DEFAULT_WINDOWS = (1, 5, 10, 25, 50, 100, 200)
 FD_STEP = 1e-5  # central differences in float64: truncation error ~h^2, rounding ~1e-16/h, both ~1e-11
@@ -41,7 +42,6 @@ STABLE_RATES = (0.9, 1 / 0.9)  # per-step gradient factor: below vanishing, abov
 HORIZON_FRACTION = 1e-3  # the signal "has faded" below this fraction of its value at T
 JACOBIAN_ALL_STEPS_UP_TO = 256  # state sizes up to this get a Jacobian at every step
 JACOBIAN_SAMPLED_STEPS = 10  # larger states get it at this many evenly spaced steps
-FLOAT32_BYTES = 4  # activations of a training run are float32
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -427,7 +427,7 @@ def check_flow(model: RecurrentModel, problem: Problem, settings: Settings) -> d
     verdict = "vanishing" if rate < STABLE_RATES[0] else "exploding" if rate > STABLE_RATES[1] else "stable"
     return {
         "verdict": verdict,
-        "advice": _flow_advice(verdict, model.config.cell, horizon, steps),
+        "advice": _flow_advice(verdict, model.config.spec, horizon, steps),
         "window": steps,
         "norms": norms,
         "rate_per_step": rate,
@@ -438,20 +438,21 @@ def check_flow(model: RecurrentModel, problem: Problem, settings: Settings) -> d
             "mean": float(np.mean(spectral)),
             "max": float(np.max(spectral)),
             "steps": len(spectral),
-            "state": "full state: every layer" + (", h and c" if model.config.cell == "lstm" else ", h"),
+            "state": "full state: every layer, " + " and ".join(model.config.spec.state_parts),
             "size": size,
         },
     }
 
 
-def _flow_advice(verdict: str, cell: str, horizon: int | None, window: int) -> str:
+def _flow_advice(verdict: str, cell: CellSpec, horizon: int | None, window: int) -> str:
     if verdict == "exploding":
         return "clip the gradient norm (--clip 1.0) or train with a shorter --window"
     if verdict == "stable":
         return f"the gradient carries across all {window} steps; a longer --window can learn longer dependences"
     reach = f"the gradient fades within about {horizon} steps" if horizon else "the gradient fades fast"
-    if cell == "rnn":
-        return f"{reach}; a gated cell (--model lstm or gru) carries it further"
+    if cell.gates == 1:
+        gated = " or ".join(name for name, spec in CELL_SPECS.items() if spec.gates > 1)
+        return f"{reach}; a gated cell (--model {gated}) carries it further"
     return f"{reach}; a --window much longer than that adds little (training can lengthen it: recheck trained models)"
 
 
@@ -481,17 +482,11 @@ def segment_gradient(model: RecurrentModel, problem: Problem, segment: int, wind
 
 
 def activation_bytes_per_step(config: ModelConfig, batch: int = 1) -> int:
-    """An estimate of the float32 activations one training step keeps for backward.
+    """The float32 activations one training step of ``batch`` streams keeps for backward (``memory``'s estimate).
 
-    Counted per stream: the embedding, each layer's input, gates and state, and the
-    logits. The total for a window is this times the window length.
+    The total for a window is this times the window length.
     """
-    gates = {"lstm": 4, "gru": 3, "rnn": 1}[config.cell]
-    parts = 2 if config.cell == "lstm" else 1
-    width = config.embed if config.tokens else config.input_size
-    per_layer = (gates + parts) * config.hidden
-    values = width + config.layers * per_layer + (config.layers - 1) * config.hidden + config.output_size
-    return values * FLOAT32_BYTES * batch
+    return activation_bytes(config, 1, batch)
 
 
 def check_truncation(model: RecurrentModel, problem: Problem, settings: Settings) -> dict:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from bptt_cli.choices import LOSSES as REGRESSION_LOSSES
 from bptt_cli.errors import BpttError
 
 IGNORE_LABEL = -100  # class targets that carry no loss (padding, unlabelled frames, document boundaries)
-REGRESSION_LOSSES = ("mse", "huber")
 
 
 def at_least_float32(x: torch.Tensor) -> torch.Tensor:

@@ -8,17 +8,20 @@ and RNN, ``(h, c)`` for LSTM, so carrying and detaching never branch on the cell
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import torch
 from torch import nn
 
+from bptt_cli.cells import CELL_SPECS, CellSpec, cell_spec
 from bptt_cli.dropout import dropout
 from bptt_cli.errors import BpttError
+from bptt_cli.memory import require_fits, weights_estimate
 
-CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
-LAYER_FUNCTIONS = {"lstm": torch.lstm, "gru": torch.gru, "rnn": torch.rnn_tanh}  # one fused layer per call
+__all__ = ["CELL_SPECS", "CellSpec", "ModelConfig", "RecurrentModel", "State"]
+_LAYER_WEIGHT = re.compile(r"_l(\d+)(_reverse)?$")  # weight_ih_l0, bias_hh_l1_reverse
 
 State = tuple[torch.Tensor, ...]
 
@@ -27,7 +30,7 @@ State = tuple[torch.Tensor, ...]
 class ModelConfig:
     """Everything needed to rebuild a model from its weights."""
 
-    cell: str = "lstm"  # lstm | gru | rnn
+    cell: str = "lstm"  # a key of CELL_SPECS: lstm | gru | rnn
     input_size: int = 0  # vocabulary size for tokens, feature count otherwise
     output_size: int = 0  # vocabulary size for tokens, target count otherwise
     tokens: bool = True  # inputs are token ids (embedded) rather than feature vectors
@@ -36,10 +39,12 @@ class ModelConfig:
     layers: int = 2
     dropout: float = 0.0  # on embeddings, between layers and before the decoder
     tie_weights: bool = False  # decoder shares the embedding matrix (needs embed == hidden)
+    # build and train even when the memory estimate exceeds what the machine has available (--force);
+    # a choice of this run, not a property of the model: model files do not store it
+    force: bool = field(default=False, compare=False)
 
     def validate(self) -> None:
-        if self.cell not in CELLS:
-            raise BpttError(f"unknown model {self.cell!r}; use one of {', '.join(CELLS)}")
+        cell_spec(self.cell)
         for name in ("hidden", "layers", "embed"):
             if getattr(self, name) < 1:
                 raise BpttError(f"--{name} must be at least 1, got {getattr(self, name)}")
@@ -52,8 +57,17 @@ class ModelConfig:
                 f"--tie-weights needs --embed equal to --hidden (got {self.embed} and {self.hidden})"
             )
 
+    @property
+    def spec(self) -> CellSpec:
+        return cell_spec(self.cell)
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "force"}
+
+    def describe(self) -> str:
+        """The options that size the model, for messages."""
+        inputs = f"vocabulary {self.input_size}, --embed {self.embed}" if self.tokens else f"{self.input_size} features"
+        return f"a model of --model {self.cell} ({inputs}, --hidden {self.hidden}, --layers {self.layers})"
 
 
 class RecurrentModel(nn.Module):
@@ -62,10 +76,12 @@ class RecurrentModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         config.validate()
+        require_fits(weights_estimate(config), config.describe(), config.force)
         self.config = config
         width = config.embed if config.tokens else config.input_size
         self.embedding = nn.Embedding(config.input_size, config.embed) if config.tokens else None
-        self.rnn = CELLS[config.cell](
+        self.spec = config.spec
+        self.rnn = self.spec.module(
             width,
             config.hidden,
             num_layers=config.layers,
@@ -77,12 +93,11 @@ class RecurrentModel(nn.Module):
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         """Zeros of shape (layers, batch, hidden), one tensor per state part."""
-        parts = 2 if self.config.cell == "lstm" else 1
         weight = self.decoder.weight
         zeros = torch.zeros(
             self.config.layers, batch_size, self.config.hidden, device=device or weight.device, dtype=weight.dtype
         )
-        return tuple(zeros.clone() for _ in range(parts))
+        return tuple(zeros.clone() for _ in self.spec.state_parts)
 
     @staticmethod
     def detach_state(state: State) -> State:
@@ -121,11 +136,8 @@ class RecurrentModel(nn.Module):
     def _fused(self, inputs: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         if self.training and self.rnn.dropout > 0 and inputs.device.type == "cpu":
             return self._layer_by_layer(inputs, state)
-        if self.config.cell == "lstm":
-            out, (h, c) = self.rnn(inputs, state)
-            return out, (h, c)
-        out, h = self.rnn(inputs, state[0])
-        return out, (h,)
+        out, end = self.rnn(inputs, self.spec.hx(state))
+        return out, (end if isinstance(end, tuple) else (end,))
 
     def _layer_by_layer(self, inputs: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """The stacked layers one fused call each, with ``dropout`` between them.
@@ -134,15 +146,14 @@ class RecurrentModel(nn.Module):
         the cheap one (the fused multi-layer call draws torch's, ~10 ns per value
         on the CPU). Same weights, so model files do not change.
         """
-        layer_function = LAYER_FUNCTIONS[self.config.cell]
+        layer_function = self.spec.layer_function
         ends: list[State] = []
         for layer in range(self.config.layers):
             if layer:
                 inputs = self._drop(inputs)
             weights = [getattr(self.rnn, f"{kind}_l{layer}") for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
             entering = tuple(s[layer : layer + 1] for s in state)
-            hx = entering if self.config.cell == "lstm" else entering[0]
-            inputs, *end = layer_function(inputs, hx, weights, True, 1, 0.0, True, False, False)
+            inputs, *end = layer_function(inputs, self.spec.hx(entering), weights, True, 1, 0.0, True, False, False)
             ends.append(tuple(end))
         return inputs, tuple(torch.cat(parts) for parts in zip(*ends))
 
@@ -159,10 +170,25 @@ class RecurrentModel(nn.Module):
         groups: dict[str, list[nn.Parameter]] = {}
         if self.embedding is not None:
             groups["embedding"] = [self.embedding.weight]
-        for layer in range(self.config.layers):
-            groups[f"{self.config.cell} layer {layer + 1}"] = [
-                p for name, p in self.rnn.named_parameters() if name.endswith(f"_l{layer}")
-            ]
+        groups.update(recurrent_groups(self.rnn, self.config.cell))
         shared = {id(p) for ps in groups.values() for p in ps}
         groups["decoder"] = [p for p in self.decoder.parameters() if id(p) not in shared]
         return groups
+
+
+def recurrent_groups(rnn: nn.Module, cell: str) -> dict[str, list[nn.Parameter]]:
+    """A stacked layer's weights by layer and direction: ``lstm layer 1``, ``lstm layer 1 (reverse)``.
+
+    Every weight lands in a group (one torch names in another way fails loudly),
+    so a gradient norm is never silently left out.
+    """
+    groups: dict[tuple[int, bool], list[nn.Parameter]] = {}
+    for name, param in rnn.named_parameters():
+        found = _LAYER_WEIGHT.search(name)
+        if found is None:
+            raise ValueError(f"{name}: not a per-layer weight of {type(rnn).__name__}")
+        groups.setdefault((int(found.group(1)), bool(found.group(2))), []).append(param)
+    return {
+        f"{cell} layer {layer + 1}" + (" (reverse)" if reverse else ""): params
+        for (layer, reverse), params in sorted(groups.items())
+    }

@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from bptt_cli.choices import SCHEDULES
 from bptt_cli.errors import BpttError
 
-SCHEDULES = ("constant", "cosine", "plateau")
 
 
 @dataclass

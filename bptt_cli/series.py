@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bptt_cli.choices import MISSING
 from bptt_cli.errors import BpttError
 from bptt_cli.losses import IGNORE_LABEL
 
-MISSING = ("error", "ffill", "interpolate", "drop")
 # Seasons that follow from a regular time step: one day of sub-daily data, a week of days, a year of months.
 SEASONS = {pd.Timedelta("15min"): 96, pd.Timedelta("30min"): 48, pd.Timedelta("1h"): 24, pd.Timedelta("1D"): 7,
            pd.Timedelta("7D"): 52}

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bptt_cli.choices import TOKENIZERS
 from bptt_cli.errors import BpttError
 
-TOKENIZERS = ("char", "byte", "word")
 _WORD = re.compile(r"\S+|\n")
 
 

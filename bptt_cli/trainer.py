@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import signal
+import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol
 
 import numpy as np
@@ -25,13 +27,13 @@ from torch.nn import functional as F
 from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 
 from bptt_cli import distributed
+from bptt_cli.choices import ON_NAN, OPTIMIZERS
 from bptt_cli.device import autocast
 from bptt_cli.errors import BpttError, RunFailed
+from bptt_cli.memory import require_fits, training_estimate, update_flops
 from bptt_cli.models import RecurrentModel, State
 from bptt_cli.schedule import LearningRateSchedule
 from bptt_cli.streams import Window, plan_windows
-
-OPTIMIZERS = ("adamw", "adam", "sgd")
 
 
 @dataclass
@@ -75,7 +77,7 @@ class TrainConfig:
              f"--checkpoint-every must be at least 1, got {self.checkpoint_every}"),
             (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; use one of {', '.join(OPTIMIZERS)}"),
             (self.window_jitter >= 0, f"--window-jitter must be 0 or more, got {self.window_jitter}"),
-            (self.on_nan in ("stop", "skip"), f"--on-nan must be stop or skip, got {self.on_nan!r}"),
+            (self.on_nan in ON_NAN, f"--on-nan must be {' or '.join(ON_NAN)}, got {self.on_nan!r}"),
             (self.max_skips >= 0, f"--max-skips must be 0 or more, got {self.max_skips}"),
         ]
         for ok, message in checks:
@@ -86,6 +88,9 @@ class TrainConfig:
 
 
 RESUMABLE = ("max_time", "signal")  # stops after which --resume continues the run
+SIGNALS = (signal.SIGINT, signal.SIGTERM)  # stop the run: the first after this update, a second at once
+LONG_UPDATE_SECONDS = 60.0  # an update longer than this (or --max-time) is announced before the run
+SLOWEST_FLOPS_PER_SECOND = 1e9  # an update that a machine this slow does within the limit is not measured
 
 
 @dataclass
@@ -144,14 +149,17 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.o
     return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
 
 
-def activation_bytes(model: RecurrentModel, steps: int, batch: int) -> int:
-    """Rough memory autograd keeps for back-propagating ``steps`` steps of ``batch`` streams (fp32)."""
-    c = model.config
-    # values autograd keeps per step and layer: gates, states and oneDNN's workspace (LSTM measured at
-    # about 11 x hidden by benchmarks/memory_tbptt.py; GRU and RNN scaled alike)
-    per_layer = {"lstm": 11, "gru": 9, "rnn": 4}[c.cell] * c.hidden
-    width = (c.embed if c.tokens else c.input_size) + c.layers * per_layer + 2 * c.output_size
-    return 4 * steps * batch * width
+def matmul_rate(device: torch.device) -> float:
+    """Floating-point operations per second of a float32 matrix product here: the scale of an update's time."""
+    size, repeats = 256, 8
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    float((a @ b)[0, 0])  # warm-up: the first product pays for kernel selection
+    began = time.perf_counter()
+    for _ in range(repeats):
+        c = a @ b
+    float(c[0, 0])  # waits for the device (one sync, before the run)
+    return 2 * size**3 * repeats / max(time.perf_counter() - began, 1e-9)
 
 
 def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -235,8 +243,70 @@ class _Interval:
         }
 
 
+@dataclass
+class _Timing:
+    """Where this process's time goes, and what finishing after a stop costs (a hard --max-time needs both)."""
+
+    started: float = field(default_factory=time.perf_counter)
+    before: float = 0.0  # seconds of the run before this process, from the checkpoint
+    validation: float = 0.0  # spent validating, saving the best model included
+    checkpoints: float = 0.0  # spent writing checkpoints
+    last_validation: float = 0.0
+    last_checkpoint: float = 0.0
+    longest_update: float = 0.0
+    update_started: float | None = None  # set while an update runs
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def run_seconds(self) -> float:
+        """The whole run's time so far: the processes before this one and this one."""
+        return self.before + self.elapsed()
+
+    def reserve(self) -> float:
+        """What the next update, then the final validation and checkpoint, will take if the run goes on."""
+        return self.longest_update + self.last_validation + self.last_checkpoint
+
+    @contextlib.contextmanager
+    def measure(self, part: str):
+        """Time one ``update``, ``validation`` or ``checkpoint``."""
+        began = time.perf_counter()
+        if part == "update":
+            self.update_started = began
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - began
+            if part == "update":
+                self.longest_update, self.update_started = max(self.longest_update, spent), None
+            elif part == "validation":
+                self.validation, self.last_validation = self.validation + spent, spent
+            else:
+                self.checkpoints, self.last_checkpoint = self.checkpoints + spent, spent
+
+
+@dataclass
+class _Run:
+    """One ``fit`` call: the streams on the device and what the loop carries from update to update."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    resets: tuple[torch.Tensor, np.ndarray] | None  # (T, B) mask on the device, per-step "any reset" on the host
+    steps: int  # T, steps per stream
+    batch: int  # B, streams in this process
+    state: State  # carried into the next window
+    interval: _Interval
+    stop: str = "completed"  # why the run stops; "completed" while it goes on
+    already_complete: bool = False  # resumed from the checkpoint of a run that had finished: nothing to do
+    last_log: dict = field(default_factory=dict)
+    interrupted_best: float = math.inf  # the validation loss at a stop inside an epoch
+
+
 class Trainer:
-    """Truncated BPTT over (T, B) streams of inputs and targets."""
+    """Truncated BPTT over (T, B) streams of inputs and targets.
+
+    ``config`` is validated once, by the caller at set-up (``TrainConfig.validate``), before any data is read.
+    """
 
     def __init__(
         self,
@@ -249,7 +319,6 @@ class Trainer:
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         save_checkpoint: Callable[[dict], None] | None = None,
     ):
-        config.validate()
         if validate is None and (config.patience or config.schedule == "plateau"):
             option = "--patience" if config.patience else "--schedule plateau"
             raise BpttError(f"{option} reacts to validation loss, and this run has no validation data; "
@@ -266,6 +335,10 @@ class Trainer:
         self.loss_fn = loss_fn or next_token_loss
         self.save_checkpoint = save_checkpoint
         self.stop_requested: str | None = None
+        self.signals = 0  # SIGINT/SIGTERM received during fit
+        self.checkpointed_step: int | None = None  # the update of the last checkpoint written
+        self.timing = _Timing()
+        self.total_updates = 0  # of this run, once planned
         self.position = Position()
         self.schedule = LearningRateSchedule(config.schedule, config.warmup)
 
@@ -321,6 +394,18 @@ class Trainer:
         next). ``resume`` is a checkpoint from ``checkpoint()``: the run goes on
         exactly where it stopped, bit for bit on CPU.
         """
+        run = self._plan(inputs, targets, resets, resume)
+        if run.already_complete:
+            return self._summary(run)
+        self.model.train()
+        while self.position.epoch <= self.config.epochs and run.stop == "completed":
+            self._epoch(run)
+            self._end_epoch(run)
+        return self._summary(run)
+
+    def _plan(self, inputs: torch.Tensor, targets: torch.Tensor, resets: np.ndarray | None,
+              resume: dict | None) -> _Run:
+        """Check the streams against the options, restore a checkpoint, and tell the reporter the plan."""
         c, model = self.config, self.model
         inputs, targets = inputs.to(self.device), targets.to(self.device)
         reset_mask = None
@@ -335,11 +420,15 @@ class Trainer:
         per_epoch = len(plan_windows(steps, c.window, c.stride))
         total_steps = int(min(c.max_steps or math.inf, per_epoch * c.epochs))
         self.schedule = LearningRateSchedule(c.schedule, c.warmup, total_steps)
-        self.position = Position()
+        self.position, self.timing, self.total_updates = Position(), _Timing(), total_steps
         state = model.init_state(batch, self.device)
+        run = _Run(inputs, targets, reset_mask, steps, batch, state, _Interval(list(self.groups), self.device))
         if resume is not None:
-            state = self._restore(resume, batch)
-        at = self.position
+            run.state = self._restore(resume, batch)
+            self.timing.before = self.position.seconds
+            run.already_complete = self._finished()
+            if run.already_complete:
+                return run
         plan = {
             "streams": batch * distributed.world(),
             "processes": distributed.world(),
@@ -347,83 +436,139 @@ class Trainer:
             "updates_per_epoch": per_epoch,
             "total_updates": total_steps,
             "parameters": sum(p.numel() for p in model.parameters()),
-            "resumed_at_step": at.step if resume is not None else None,
+            "resumed_at_step": self.position.step if resume is not None else None,
         }
+        memory = training_estimate(model.config, c.optimizer, c.window or steps, batch, c.precision)
+        plan["memory"] = memory.to_dict()
         if c.window == 0:
-            plan["full_bptt_activation_bytes"] = activation_bytes(model, steps, batch)
+            plan["full_bptt_activation_bytes"] = memory.activations
+        require_fits(memory, f"training {model.config.describe()} on {batch} streams of "
+                     f"{c.window or steps} steps per update", model.config.force)
         self.reporter.start(plan)
+        self._warn_if_slow(c.window or steps, batch)
+        if c.max_time and self.validate_fn is not None:  # what the final validation will cost, before it is due
+            with self.timing.measure("validation"):
+                self.validate_fn(self.model)
+        return run
 
-        interval = _Interval(list(self.groups), self.device)
-        started = time.perf_counter()
-        stop, last_log, best = "completed", {}, math.inf
-        model.train()
-        while at.epoch <= c.epochs and stop == "completed":
-            if at.window_index == 0:  # a fresh epoch: zero state, new cut points
-                state = model.init_state(batch, self.device)
-                at.epoch_rng = self.rng.bit_generator.state
-            else:  # resuming mid-epoch: re-plan the same cut points
-                self.rng.bit_generator.state = at.epoch_rng
-            windows = plan_windows(steps, c.window, c.stride, c.window_jitter, self.rng)
-            for window in (windows[i] for i in range(at.window_index, len(windows))):
-                for group in self.optimizer.param_groups:
-                    group["lr"] = c.lr * self.schedule.factor(at.step)
-                updated = self.update(window, inputs, targets, state, reset_mask)
-                at.step += 1
-                at.window_index += 1
-                if updated is None:  # skipped: a NaN or infinity, and the carried state may hold it too
-                    at.skipped += 1
-                    if at.skipped > c.max_skips:
-                        raise RunFailed(
-                            f"{at.skipped} updates had a NaN or infinite loss or gradient (more than --max-skips "
-                            f"{c.max_skips}); the last good model file was kept; try --clip 1.0 or a lower --lr"
-                        )
-                    state = model.init_state(batch, self.device)
-                else:
-                    loss, total, norms, state = updated
-                    at.tokens += (window.end - window.loss_from) * batch
-                    interval.add(loss, total, norms, c.clip, (window.end - window.loss_from) * batch)
-                self.reporter.step(at.step, at.epoch)
-                if at.step % c.log_every == 0:
-                    last_log = self._log(interval, started)
-                stop = self._should_stop(started)
-                if distributed.active() and distributed.any_rank(stop != "completed"):  # all ranks stop together
-                    stop = stop if stop != "completed" else "signal"
-                if stop != "completed":
-                    break
-                if c.checkpoint_every and at.step % c.checkpoint_every == 0 and at.window_index < len(windows):
-                    self._checkpoint(state)
-            if interval.steps:
-                last_log = self._log(interval, started)
-            if stop == "completed":  # the epoch ran to its end
-                loss = self._validate(observe=True)
-                at.best, at.stale = (loss, 0) if loss < at.best else (at.best, at.stale + 1)
-                at.epoch, at.window_index = at.epoch + 1, 0
-                if c.patience and at.stale >= c.patience and at.epoch <= c.epochs:
-                    stop = "early_stopping"
-            else:  # stopped inside an epoch: keep the best model, leave the schedule and patience as they were
-                best = min(best, self._validate(observe=False))
-            self._checkpoint(state)
-        elapsed = time.perf_counter() - started
-        at.seconds += elapsed
+    def _finished(self) -> bool:
+        """Whether the restored position is the end of the run: every epoch, --max-steps, or --patience reached."""
+        c, at = self.config, self.position
+        return at.epoch > c.epochs or bool(c.max_steps and at.step >= c.max_steps) or bool(
+            c.patience and at.stale >= c.patience)
+
+    def _warn_if_slow(self, steps: int, batch: int) -> None:
+        """Say before the run when one update will take longer than --max-time or a minute: signals wait for it."""
+        c = self.config
+        limit = min(LONG_UPDATE_SECONDS, c.max_time or math.inf)
+        flops = update_flops(self.model.config, steps, batch)  # this process's streams
+        if flops < limit * SLOWEST_FLOPS_PER_SECOND:  # even a slow machine does it in time: nothing to measure
+            return
+        rate = matmul_rate(self.device)
+        if flops / rate > limit:
+            against = f"--max-time {c.max_time:g} s" if limit == c.max_time else "a minute"
+            self.reporter.note(
+                f"one update is estimated to take about {flops / rate:,.0f} s ({flops / 1e12:,.1f} TFLOP at the "
+                f"{rate / 1e9:,.1f} GFLOP/s measured here), longer than {against}; a first signal stops the run "
+                "only after the update; a shorter --window or a smaller --batch-size makes updates shorter"
+            )
+
+    def _epoch(self, run: _Run) -> None:
+        """The updates of one epoch, from where the position stands; sets ``run.stop`` when the run must stop."""
+        c, at = self.config, self.position
+        if at.window_index == 0:  # a fresh epoch: zero state, new cut points
+            run.state = self.model.init_state(run.batch, self.device)
+            at.epoch_rng = self.rng.bit_generator.state
+        else:  # resuming mid-epoch: re-plan the same cut points
+            self.rng.bit_generator.state = at.epoch_rng
+        windows = plan_windows(run.steps, c.window, c.stride, c.window_jitter, self.rng)
+        for index in range(at.window_index, len(windows)):
+            self._train_window(run, windows[index])
+            run.stop = self._should_stop()
+            if distributed.active() and distributed.any_rank(run.stop != "completed"):  # all ranks stop together
+                run.stop = run.stop if run.stop != "completed" else "signal"
+            if run.stop != "completed":
+                return
+            if c.checkpoint_every and at.step % c.checkpoint_every == 0 and at.window_index < len(windows):
+                self._checkpoint(run.state)
+
+    def _train_window(self, run: _Run, window: Window) -> None:
+        """One update over ``window``: learning rate, step, skipped-update bookkeeping, diagnostics."""
+        c, at = self.config, self.position
+        for group in self.optimizer.param_groups:
+            group["lr"] = c.lr * self.schedule.factor(at.step)
+        with self.timing.measure("update"):
+            updated = self.update(window, run.inputs, run.targets, run.state, run.resets)
+        at.step += 1
+        at.window_index += 1
+        if updated is None:  # skipped: a NaN or infinity, and the carried state may hold it too
+            at.skipped += 1
+            if at.skipped > c.max_skips:
+                raise RunFailed(
+                    f"{at.skipped} updates had a NaN or infinite loss or gradient (more than --max-skips "
+                    f"{c.max_skips}); the last good model file was kept; try --clip 1.0 or a lower --lr"
+                )
+            run.state = self.model.init_state(run.batch, self.device)
+        else:
+            loss, total, norms, run.state = updated
+            tokens = (window.end - window.loss_from) * run.batch
+            at.tokens += tokens
+            run.interval.add(loss, total, norms, c.clip, tokens)
+        self.reporter.step(at.step, at.epoch)
+        if at.step % c.log_every == 0:
+            run.last_log = self._log(run.interval)
+
+    def _end_epoch(self, run: _Run) -> None:
+        """After an epoch, or a stop inside one: the last diagnostics, validation, patience and a checkpoint."""
+        c, at = self.config, self.position
+        if run.interval.steps:
+            run.last_log = self._log(run.interval)
+        if run.stop == "completed":  # the epoch ran to its end
+            loss = self._validate(observe=True)
+            at.best, at.stale = (loss, 0) if loss < at.best else (at.best, at.stale + 1)
+            at.epoch, at.window_index = at.epoch + 1, 0
+            if c.patience and at.stale >= c.patience and at.epoch <= c.epochs:
+                run.stop = "early_stopping"
+        else:  # stopped inside an epoch: keep the best model, leave the schedule and patience as they were
+            run.interrupted_best = min(run.interrupted_best, self._validate(observe=False))
+        self._checkpoint(run.state)
+
+    def _summary(self, run: _Run) -> dict:
+        """The run's figures; ``seconds`` and ``tokens_per_second`` cover the whole run, resumes included."""
+        at, timing = self.position, self.timing
+        if not run.already_complete:
+            at.seconds = timing.run_seconds()
+        best = min(at.best, run.interrupted_best)
+        elapsed = 0.0 if run.already_complete else timing.elapsed()
         return {
-            "stop_reason": stop,
-            "resumable": stop in RESUMABLE,
+            "stop_reason": run.stop,
+            "already_complete": run.already_complete,
+            "resumable": run.stop in RESUMABLE,
             "steps": at.step,
             "skipped_updates": at.skipped,
-            "epochs": min(at.epoch, c.epochs),
-            "best_val_loss": min(at.best, best) if math.isfinite(min(at.best, best)) else None,
-            "last_train_loss": last_log.get("train_loss"),
+            "epochs": min(at.epoch, self.config.epochs),
+            "best_val_loss": best if math.isfinite(best) else None,
+            "last_train_loss": run.last_log.get("train_loss"),
             "seconds": at.seconds,
             "tokens_per_second": at.tokens * distributed.world() / at.seconds if at.seconds > 0 else 0.0,
+            # this process's time by part
+            "training_seconds": max(0.0, elapsed - timing.validation - timing.checkpoints),
+            "validation_seconds": timing.validation,
+            "checkpoint_seconds": timing.checkpoints,
         }
 
-    def _should_stop(self, started: float) -> str:
+    def _should_stop(self) -> str:
+        """Why the run stops after this update, or "completed" to go on.
+
+        --max-time is a hard budget: the run stops while the next update, the
+        final validation and the checkpoint (each as long as measured) still fit.
+        """
         c = self.config
         if self.stop_requested:
             return self.stop_requested
         if c.max_steps and self.position.step >= c.max_steps:
             return "max_steps"
-        if c.max_time and time.perf_counter() - started >= c.max_time:
+        if c.max_time and self.timing.elapsed() + self.timing.reserve() >= c.max_time:
             return "max_time"
         return "completed"
 
@@ -437,11 +582,24 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "carried_state": [distributed.gather_streams(s.detach()).cpu() for s in state],
+            "window_rng": self.rng.bit_generator.state,  # where the jittered windows of the next epoch come from
         }
 
     def _checkpoint(self, state: State) -> None:
-        if self.save_checkpoint is not None:
+        """Write a checkpoint of finite weights only: a NaN not yet detected must not become what --resume loads."""
+        if self.save_checkpoint is None:
+            return
+        finite = torch.stack([torch.isfinite(t).all() for t in [*self.params, *state]]).all()
+        if not bool(finite):  # one host sync per checkpoint
+            raise RunFailed(
+                f"the weights or the carried state hold a NaN or infinity at step {self.position.step}: the loss "
+                "diverged; no checkpoint was written and the last good model file was kept; "
+                "try --clip 1.0 or a lower --lr"
+            )
+        with self.timing.measure("checkpoint"):
+            self.position.seconds = self.timing.run_seconds()  # the figures of a resumed run cover the whole run
             self.save_checkpoint(self.checkpoint(state))
+        self.checkpointed_step = self.position.step
 
     def _restore(self, saved: dict, batch: int) -> State:
         try:
@@ -452,6 +610,8 @@ class Trainer:
                 setattr(self.schedule, name, value)
             state = tuple(distributed.my_streams(s).to(self.device) for s in saved["carried_state"])
             torch.set_rng_state(saved["torch_rng"])
+            if "window_rng" in saved:  # older checkpoints lack it (their epoch-end resumes re-drew the windows)
+                self.rng.bit_generator.state = saved["window_rng"]
             if saved["cuda_rng"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(saved["cuda_rng"])
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
@@ -461,12 +621,12 @@ class Trainer:
             raise BpttError("the checkpoint was made with another --batch-size; resume with the same options")
         return state
 
-    def _log(self, interval: _Interval, started: float) -> dict:
+    def _log(self, interval: _Interval) -> dict:
         at = self.position
         record = interval.read()
         interval.reset()
         record.update(step=at.step, epoch=at.epoch, lr=self.optimizer.param_groups[0]["lr"],
-                      elapsed_seconds=at.seconds + time.perf_counter() - started)
+                      elapsed_seconds=self.timing.run_seconds())
         if not (math.isfinite(record["train_loss"]) and math.isfinite(record["grad_norm_max"])):
             raise RunFailed(
                 f"the loss diverged (NaN or infinite) by step {at.step} (pre-clip gradient norm "
@@ -481,40 +641,83 @@ class Trainer:
 
         ``observe`` feeds the result to the schedule; validations at an
         interruption do not, so a resumed run trains exactly as an uninterrupted one.
+        Timed with the model file it writes: a hard --max-time reserves that long for the last one.
         """
         at = self.position
-        if self.validate_fn is None:  # no validation data: the latest model is the best we know
-            self.save_best({"step": at.step, "epoch": at.epoch, "val_loss": None})
-            return math.inf
-        figures = self.validate_fn(self.model)
-        loss = figures["loss"]
-        if not math.isfinite(loss):
-            raise RunFailed(
-                f"the validation loss is {loss} at step {at.step}; the last good model file was kept; "
-                "try --clip 1.0 or a lower --lr"
-            )
-        if observe:
-            self.schedule.observe(loss)
-        record = {"step": at.step, "epoch": at.epoch, **{f"val_{k}": v for k, v in figures.items()},
-                  "best": loss < at.best}
-        if loss < at.best:
-            self.save_best(record)
+        with self.timing.measure("validation"):
+            if self.validate_fn is None:  # no validation data: the latest model is the best we know
+                self.save_best({"step": at.step, "epoch": at.epoch, "val_loss": None})
+                return math.inf
+            figures = self.validate_fn(self.model)
+            loss = figures["loss"]
+            if not math.isfinite(loss):
+                raise RunFailed(
+                    f"the validation loss is {loss} at step {at.step}; the last good model file was kept; "
+                    "try --clip 1.0 or a lower --lr"
+                )
+            if observe:
+                self.schedule.observe(loss)
+            record = {"step": at.step, "epoch": at.epoch, **{f"val_{k}": v for k, v in figures.items()},
+                      "best": loss < at.best}
+            if loss < at.best:
+                self.save_best(record)
         self.reporter.validation(record)
         return loss
 
     @contextlib.contextmanager
     def stop_on_signals(self):
-        """SIGINT and SIGTERM finish the current step, then stop with a checkpoint (exit code 3)."""
+        """The first SIGINT or SIGTERM: say at once that the run stops after this update, then stop there
+        with a checkpoint (exit code 3). A second one stops at once: --resume continues from the last checkpoint.
+
+        Python runs its signal handlers only between bytecodes, which a long
+        backward pass does not reach for minutes; the wake-up fd is written by the
+        C-level handler at once, and a watcher thread answers from it.
+        """
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-
-        def request(signum, frame):
-            self.stop_requested = "signal"
-
-        previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+        previous = {sig: signal.signal(sig, lambda signum, frame: None) for sig in SIGNALS}  # the watcher answers
+        previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        watcher = threading.Thread(target=self._watch_signals, args=(read_end,), name="bptt-signals", daemon=True)
+        watcher.start()
         try:
             yield
         finally:
+            signal.set_wakeup_fd(previous_fd)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            os.close(write_end)  # the watcher reads the end of the pipe and returns
+            watcher.join()
+            os.close(read_end)
+
+    def _watch_signals(self, read_end: int) -> None:
+        while data := os.read(read_end, 64):  # one byte per signal: its number
+            for signum in data:
+                if signum in SIGNALS:
+                    self._on_signal(signal.Signals(signum))
+
+    def _on_signal(self, signum: signal.Signals) -> None:
+        self.signals += 1
+        if self.signals == 1:
+            self.stop_requested = "signal"
+            self.reporter.note(f"{signum.name}: {self._stopping_line()}; a second signal stops at once")
+            return
+        kept = self.checkpointed_step
+        self.reporter.note(f"{signum.name} again: stopping now; " + (
+            f"--resume continues from the checkpoint at update {kept:,}" if kept is not None
+            else "no checkpoint was written yet"))
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(3 if kept is not None else 128 + signum)  # the files on disk are whole: every write is atomic
+
+    def _stopping_line(self) -> str:
+        """What a first signal does, with how far the running update is."""
+        timing, running = self.timing, self.timing.update_started
+        line = f"bptt stops after update {self.position.step + 1:,} of {self.total_updates:,}"
+        if running is not None:
+            line += f", which has run {time.perf_counter() - running:,.1f} s"
+            if timing.longest_update:
+                line += f" (the longest so far took {timing.longest_update:,.1f} s)"
+        return line + ", then validates and saves a checkpoint"

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from bptt_cli.kinds import DataKind, RunSetup, resume_keys
+from bptt_cli.choices import REPLACE_RULES
 from bptt_cli.errors import BpttError
 from bptt_cli.modelfile import ModelFile, load_model_file
 from bptt_cli.models import RecurrentModel
@@ -28,9 +29,6 @@ RESUME_KEYS = (
     "tie_weights", "window", "stride", "window_jitter", "stateless", "batch_size", "clip", "optimizer", "lr",
     "weight_decay", "schedule", "warmup", "precision", "seed", "on_nan",
 )
-
-
-REPLACE_RULES = ("better", "always", "never")  # when a run may replace the model file already at -o
 
 
 def train(kind: DataKind, data: str | Path, output: str | Path, options, setup: RunSetup, resume: bool = False,

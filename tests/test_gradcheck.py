@@ -184,8 +184,9 @@ def test_cosine_rises_with_the_window_on_a_long_range_task():
 
 def test_activation_estimate_scales_with_batch():
     config = ModelConfig(cell="lstm", input_size=10, output_size=10, embed=4, hidden=8, layers=2)
-    # embed 4 + 2 layers * (4 gates + h + c) * 8 + 8 between layers + 10 logits, float32
-    assert lib.activation_bytes_per_step(config) == (4 + 2 * 6 * 8 + 8 + 10) * 4
+    # memory.py's estimate, shared with training: embed 4 + 2 layers * 17 (LSTM's memory factor, counted
+    # from autograd's saved tensors) * 8 + 10 log-probabilities + 2 for the int64 target, float32
+    assert lib.activation_bytes_per_step(config) == (4 + 2 * 17 * 8 + 10 + 2) * 4
     assert lib.activation_bytes_per_step(config, batch=3) == 3 * lib.activation_bytes_per_step(config)
 
 

@@ -16,7 +16,6 @@ import torch
 
 from bptt_cli import kinds
 from bptt_cli.modelfile import load_model_file
-from conftest import TINY
 from test_series import seasonal_csv
 
 ROOT = Path(__file__).resolve().parents[1]

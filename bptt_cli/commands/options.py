@@ -8,6 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from bptt_cli import choices
+from bptt_cli.cells import CELL_SPECS
+
 Device = Annotated[
     str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
 ]
@@ -65,58 +68,18 @@ Config = Annotated[
 ]
 
 
-class Cell(str, Enum):
-    lstm = "lstm"
-    gru = "gru"
-    rnn = "rnn"
+def _choices(name: str, names) -> type[Enum]:
+    """A str Enum of the library's own names, so the CLI offers exactly what the library accepts."""
+    return Enum(name, {n: n for n in names}, type=str)
 
 
-class TokenizerKind(str, Enum):
-    char = "char"
-    byte = "byte"
-    word = "word"
-
-
-class OptimizerKind(str, Enum):
-    adamw = "adamw"
-    adam = "adam"
-    sgd = "sgd"
-
-
-class ScheduleKind(str, Enum):
-    constant = "constant"
-    cosine = "cosine"
-    plateau = "plateau"
-
-
-class OnNan(str, Enum):
-    stop = "stop"
-    skip = "skip"
-
-
-class SeriesTask(str, Enum):
-    forecast = "forecast"
-    tag = "tag"
-
-
-class Missing(str, Enum):
-    error = "error"
-    ffill = "ffill"
-    interpolate = "interpolate"
-    drop = "drop"
-
-
-class SeriesLoss(str, Enum):
-    mse = "mse"
-    huber = "huber"
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    bf16 = "bf16"
-
-
-class ReplaceRule(str, Enum):
-    better = "better"
-    always = "always"
-    never = "never"
+Cell = _choices("Cell", CELL_SPECS)
+TokenizerKind = _choices("TokenizerKind", choices.TOKENIZERS)
+OptimizerKind = _choices("OptimizerKind", choices.OPTIMIZERS)
+ScheduleKind = _choices("ScheduleKind", choices.SCHEDULES)
+OnNan = _choices("OnNan", choices.ON_NAN)
+SeriesTask = _choices("SeriesTask", choices.SERIES_TASKS)
+Missing = _choices("Missing", choices.MISSING)
+SeriesLoss = _choices("SeriesLoss", choices.LOSSES)
+Precision = _choices("Precision", choices.PRECISIONS)
+ReplaceRule = _choices("ReplaceRule", choices.REPLACE_RULES)

@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bptt_cli.choices import SERIES_TASKS as TASKS
 from bptt_cli.errors import BpttError
 from bptt_cli.kinds.base import kind_option
 from bptt_cli.kinds.sequences import SequenceKind, Sequences
-from bptt_cli.losses import REGRESSION_LOSSES
-from bptt_cli.series import MISSING, SeriesSpec, load_series
+from bptt_cli.series import SeriesSpec, load_series
 
-TASKS = ("forecast", "tag")
 
 
 @dataclass
@@ -23,8 +22,8 @@ class SeriesOptions:
     task: str | None = kind_option(None, shape=True)  # forecast | tag; None: forecast
     time_column: str | None = None
     group_column: str | None = None
-    missing: str = "error"  # one of MISSING
-    loss: str = "mse"  # one of REGRESSION_LOSSES
+    missing: str = "error"  # one of choices.MISSING
+    loss: str = "mse"  # one of choices.LOSSES
     season: int | None = None  # steps per season; None: from the time step when it has a natural one
 
 
@@ -70,5 +69,3 @@ def _reorder(found, stored: dict):
         found.targets = [found.columns[i] for i in stored["targets"]]
     return found
 
-
-__all__ = ["SeriesKind", "SeriesOptions", "TASKS", "REGRESSION_LOSSES", "MISSING"]

@@ -1,0 +1,18 @@
+"""The names of every choice bptt offers, in one torch-free place.
+
+The library modules that own each concept import their tuple from here, and the
+CLI builds its ``Enum`` choices from the same tuples, so a name is written once
+and ``bptt train --help`` lists the choices without importing torch.
+"""
+
+from __future__ import annotations
+
+TOKENIZERS = ("char", "byte", "word")  # owned by text.py
+OPTIMIZERS = ("adamw", "adam", "sgd")  # owned by trainer.py
+SCHEDULES = ("constant", "cosine", "plateau")  # owned by schedule.py
+ON_NAN = ("stop", "skip")  # owned by trainer.py
+SERIES_TASKS = ("forecast", "tag")  # owned by series.py
+MISSING = ("error", "ffill", "interpolate", "drop")  # owned by series.py
+LOSSES = ("mse", "huber")  # losses on numeric targets
+PRECISIONS = ("fp32", "bf16")  # owned by device.py
+REPLACE_RULES = ("better", "always", "never")  # when a run may replace the model at -o (training_run.py)
