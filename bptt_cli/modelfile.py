@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import math
 import pickle
+import zipfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -79,11 +80,23 @@ def save_model_file(path: str | Path, file: ModelFile) -> None:
     )
 
 
+def corrupt_member(path: str | Path) -> str | None:
+    """The first part of a torch zip file whose CRC-32 fails (torch itself reads flipped bytes silently)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return None  # not a whole zip file: torch.load says so
+
+
 def read_payload(path: str | Path) -> dict[str, Any]:
     """Load a file as plain data only, with one clear error for anything else."""
     path = Path(path)
     if not path.is_file():
         raise BpttError(f"{path}: no such model file; check the path or train one with 'bptt train'")
+    corrupt = corrupt_member(path)
+    if corrupt:
+        raise damaged(path, f"the bytes of {corrupt} do not match their checksum: flipped or overwritten")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:

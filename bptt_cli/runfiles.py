@@ -30,6 +30,7 @@ from bptt_cli.modelfile import (
     DamagedField,
     ModelFile,
     atomic_save,
+    corrupt_member,
     damaged,
     finite_tensors,
     is_whole,
@@ -153,6 +154,10 @@ class RunFiles:
         path = self.checkpoint_path
         if not path.is_file():
             raise BpttError(f"{path}: no checkpoint to resume from; start the run without --resume")
+        corrupt = corrupt_member(path)
+        if corrupt:
+            raise damaged(path, f"the bytes of {corrupt} do not match their checksum", "bptt checkpoint",
+                          "start the run without --resume")
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:
