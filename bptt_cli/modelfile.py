@@ -22,6 +22,7 @@ import torch
 from bptt_cli import __version__
 from bptt_cli.atomic import atomic_write
 from bptt_cli.errors import BpttError
+from bptt_cli.input_paths import check_input
 from bptt_cli.models import CELLS, ModelConfig, RecurrentModel
 from bptt_cli.text import TOKENIZERS, Tokenizer
 
@@ -92,8 +93,9 @@ def corrupt_member(path: str | Path) -> str | None:
 def read_payload(path: str | Path) -> dict[str, Any]:
     """Load a file as plain data only, with one clear error for anything else."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise BpttError(f"{path}: no such model file; check the path or train one with 'bptt train'")
+    check_input(path)
     corrupt = corrupt_member(path)
     if corrupt:
         raise damaged(path, f"the bytes of {corrupt} do not match their checksum: flipped or overwritten")
