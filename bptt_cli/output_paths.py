@@ -101,6 +101,12 @@ def file_kind(path: str | Path) -> str:
     return _text_kind(head)
 
 
+def suffix_kind(path: str | Path, default: str = "csv") -> str:
+    """The kind a forecast or picture path asks for by its extension (``.npy``, ``.png``, ``.svg``), else ``default``."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    return suffix if suffix in ("npy", "png", "svg") else default
+
+
 def _same_file(path: Path, inputs: Iterable[str | Path | None]) -> Path | None:
     for given in inputs:
         if given is None:

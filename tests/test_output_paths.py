@@ -15,7 +15,7 @@ from bptt_cli.atomic import remove_stale_temporaries, stale_temporaries
 from bptt_cli.errors import BpttError
 from bptt_cli.metrics_file import MetricsFile
 from bptt_cli.modelfile import atomic_save
-from bptt_cli.output_paths import check_output, file_kind
+from bptt_cli.output_paths import check_output, file_kind, suffix_kind
 from bptt_cli.runfiles import RunFiles
 from conftest import TINY
 
@@ -120,6 +120,12 @@ def test_a_new_file_and_an_earlier_file_of_the_same_kind_pass(tmp_path, tiny_mod
     assert check_output(tiny_model, "model") == tiny_model
 
 
+def test_the_kind_follows_the_extension_for_forecasts_and_pictures(tmp_path, tiny_model):
+    assert [suffix_kind(n) for n in ("f.csv", "f.NPY", "p.png", "p.svg", "f.txt")] == ["csv", "npy", "png", "svg", "csv"]
+    with pytest.raises(BpttError, match="is a bptt model file, not a PNG picture"):
+        check_output(tiny_model, suffix_kind("x.png"), "--plot")
+
+
 # -- the files of a run -------------------------------------------------------------------------------------------
 
 
@@ -161,6 +167,34 @@ def test_the_next_run_removes_the_stale_temporaries_of_its_own_files_only(tmp_pa
     code, _, stderr = run("train", tiny_text, "-o", tmp_path / "m.pt", "--max-steps", "2", *TINY)
     assert code == 0, stderr
     assert not any(p.exists() for p in ours) and all(p.read_bytes() == b"torn" for p in others)
+
+
+def test_a_kill_9_during_a_checkpoint_write_leaves_a_temporary_that_the_next_run_removes(tmp_path, tiny_text, run):
+    import subprocess
+    import sys
+
+    out = tmp_path / "m.pt"
+    child = ("import sys, time, torch\n"
+             "real = torch.save\n"
+             "def stuck(obj, f, *args, **kwargs):\n"
+             "    if isinstance(obj, dict) and obj.get('format') == 'bptt-checkpoint':\n"
+             "        f.write(b'half a checkpoint'); f.flush(); print('writing', flush=True); time.sleep(3600)\n"
+             "    return real(obj, f, *args, **kwargs)\n"
+             "torch.save = stuck\n"
+             "from bptt_cli.cli import main\n"
+             f"sys.argv = ['bptt', 'train', {str(tiny_text)!r}, '-o', {str(out)!r}, *{TINY!r}, '--max-steps', '3']\n"
+             "main()\n")
+    process = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "writing", process.stderr.read()  # an event, not a clock
+    finally:
+        process.kill()
+        process.wait()
+    left = stale_temporaries(out.with_name("m.pt.ckpt"))
+    assert len(left) == 1 and left[0].read_bytes() == b"half a checkpoint"
+    code, _, stderr = run("train", tiny_text, "-o", out, "--max-steps", "3", *TINY)
+    assert code == 0, stderr
+    assert not left[0].exists() and not list(tmp_path.glob(".m.pt*.tmp"))
 
 
 def test_stale_temporaries_are_only_removed_by_the_lock_holder(tmp_path):
