@@ -175,6 +175,14 @@ def hostile_files(folder: Path, tiny_model: Path) -> dict[str, Path]:
         np.save(paths["oneclass"] / f"s{i}.npy", np.arange(12.0).reshape(6, 2) * (i + 1))
     (paths["oneclass"] / "labels.csv").write_text("file,label\ns0.npy,a\ns1.npy,a\ns2.npy,a\n")
     paths["oneclass_labels"] = paths["oneclass"] / "labels.csv"
+    paths["png"] = folder / "curves.png"  # never created: every plot case fails first
+    paths["textpng"] = folder / "notes.png"
+    paths["textpng"].write_text("my notes, not a picture")
+    paths["metrics_jsonl"] = folder / "m.jsonl"
+    paths["metrics_jsonl"].write_text("".join(f'{{"kind": "train", "step": {s}, "train_loss": {4 - s / 10}}}\n'
+                                              for s in range(1, 6)))
+    paths["badrecord_jsonl"] = folder / "bad.jsonl"
+    paths["badrecord_jsonl"].write_text('{"kind": "train", "step": 1, "train_loss": 2}\n{"kind": "train", "step": \n')
     paths["oneclass_ts"] = folder / "oneclass.ts"
     paths["oneclass_ts"].write_text("@problemName x\n@classLabel true a b\n@data\n1,2,3,4:a\n2,3,4,1:a\n3,1,2,4:a\n")
     weights = lambda change: lambda p: p["weights"].update(change(p["weights"]))  # noqa: E731
@@ -343,6 +351,17 @@ CASES = [
     ("generate {badcell_pt}", 2, "cell 'transformer'"),
     ("generate {listweights_pt}", 2, "weights are not a mapping"),
     ("evaluate {flipped_pt} {text}", 2, "do not match their checksum"),
+    # plot
+    ("plot {missing} -o {png}", 2, "no such metrics file"),
+    ("plot {binary} -o {png}", 2, "not a text file"),
+    ("plot {empty} -o {png}", 2, "is empty"),
+    ("plot {text} -o {png}", 2, "neither JSON lines nor CSV"),
+    ("plot {metrics_jsonl} -o {metrics_jsonl}", 2, "end the name in .png or .svg"),
+    ("plot {nothing} -o {png}", 2, "is a directory"),
+    ("plot {badrecord_jsonl} -o {png}", 2, "bad.jsonl"),
+    ("plot {metrics_jsonl} -o {nothing}", 2, "-o"),
+    ("plot {metrics_jsonl} -o {model}", 2, "end the name in .png or .svg"),
+    ("plot {metrics_jsonl} -o {png} --size 5x5", 2, "picture size"),
     # crafted checkpoints: refused before the run resumes
     ("train {text} -o {negstep_run} --resume", 2, "position step is -1"),
     ("train {text} -o {farwindow_run} --resume", 2, "window_index 1000000000 is beyond"),
@@ -359,6 +378,8 @@ NEEDS_WIRING = [
     ("train {text} --seed 1180591620717411303424", 2, "--seed", WIRING + "the same --seed range check for train"),
     ("train {text} --labels {labels_csv}", 2, "--labels", WIRING + "train_text (or commands/train.py) to refuse --labels for text"),
     ("gradcheck --plot {model}", 2, "bptt model file", WIRING + "plotting.check_plot to call output_paths.check_output"),
+    ("plot {metrics_jsonl} -o {textpng}", 2, "not a PNG picture",
+     WIRING + "plotting.check_output to call output_paths.check_output(path, suffix_kind(path), option)"),
 ]
 CASES += [pytest.param(*case[:3], marks=pytest.mark.xfail(strict=True, reason=case[3]), id=case[0])
           for case in NEEDS_WIRING]
