@@ -138,6 +138,14 @@ def test_a_users_file_at_the_checkpoint_path_is_never_overwritten(tmp_path, tiny
     assert mine.read_text() == "my own notes" and not out.exists()
 
 
+def test_force_lets_o_replace_a_foreign_file_but_never_the_checkpoint_path(tmp_path):
+    (tmp_path / "m.pt").write_text("an old file the user means to replace")
+    assert RunFiles(tmp_path / "m.pt", force=True).output == tmp_path / "m.pt"
+    (tmp_path / "m.pt.ckpt").write_text("the user's own file")
+    with pytest.raises(BpttError, match="not a bptt checkpoint"):
+        RunFiles(tmp_path / "m.pt", force=True)
+
+
 def test_runfiles_refuse_to_write_over_their_input(tmp_path, tiny_model):
     with pytest.raises(BpttError, match="is the input"):
         RunFiles(tiny_model, inputs=(tiny_model,))
