@@ -58,6 +58,7 @@ class RunFiles:
         self.checkpoint_path = check_output(self.output.with_name(self.output.name + ".ckpt"), "checkpoint",
                                             "the checkpoint of -o", inputs)
         self.lock_path = self.output.with_name(self.output.name + ".lock")
+        self.force = force
         self._lock = None
         self.best_on_disk: float | None = None  # the validation loss of the model already at -o
         self.kept_existing = False
@@ -72,10 +73,11 @@ class RunFiles:
             try:
                 payload = read_payload(self.output)
             except BpttError:
-                self._release()
-                raise BpttError(
-                    f"{self.output}: exists and is not a bptt model file; it is not overwritten: choose another -o"
-                ) from None
+                if not self.force:
+                    self._release()
+                    raise BpttError(f"{self.output}: exists and is not a readable bptt model file; it is not "
+                                    "overwritten: choose another -o") from None
+                payload = {}  # forced: whatever is there is replaced by the first model
             loss = (payload.get("summary") or {}).get("best_val_loss")
             self.best_on_disk = float(loss) if isinstance(loss, (int, float)) else None
         return self

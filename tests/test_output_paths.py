@@ -140,7 +140,8 @@ def test_a_users_file_at_the_checkpoint_path_is_never_overwritten(tmp_path, tiny
 
 def test_force_lets_o_replace_a_foreign_file_but_never_the_checkpoint_path(tmp_path):
     (tmp_path / "m.pt").write_text("an old file the user means to replace")
-    assert RunFiles(tmp_path / "m.pt", force=True).output == tmp_path / "m.pt"
+    with RunFiles(tmp_path / "m.pt", force=True) as files:
+        assert files.best_on_disk is None  # so the first model replaces it
     (tmp_path / "m.pt.ckpt").write_text("the user's own file")
     with pytest.raises(BpttError, match="not a bptt checkpoint"):
         RunFiles(tmp_path / "m.pt", force=True)
