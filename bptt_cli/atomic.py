@@ -1,13 +1,22 @@
-"""Writing files so that a crash never leaves half of one: a temporary file beside it, fsync, rename."""
+"""Writing files so that a crash never leaves half of one: a temporary file beside it, fsync, rename.
+
+The temporary is ``.NAME.XXXXXXXX.tmp`` beside ``NAME``; a process killed while
+writing leaves it behind, and the next owner of ``NAME`` removes it
+(``remove_stale_temporaries``), matching that exact pattern and nothing else.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from bptt_cli.errors import BpttError
+
+_RANDOM = "[a-z0-9_]{8}"  # what tempfile.mkstemp puts between prefix and suffix
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
@@ -44,3 +53,27 @@ def _umask() -> int:
 
 def write_bytes(path: str | Path, payload: bytes) -> None:
     atomic_write(path, lambda out: out.write(payload))
+
+
+def stale_temporaries(path: str | Path) -> list[Path]:
+    """The temporaries ``atomic_write(path)`` leaves when its process is killed mid-write."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.{_RANDOM}\.tmp")
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return []
+    return sorted(path.parent / n for n in names if pattern.fullmatch(n))
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove them; only the holder of ``path``'s lock may call this (another writer's file is live)."""
+    removed = []
+    for leftover in stale_temporaries(path):
+        try:
+            if leftover.is_file() and not leftover.is_symlink():
+                leftover.unlink()
+                removed.append(leftover)
+        except OSError:
+            continue
+    return removed

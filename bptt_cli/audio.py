@@ -10,6 +10,7 @@ per case) or from an .npz ``labels`` array (one per frame).
 from __future__ import annotations
 
 import glob
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import numpy as np
 import pandas as pd
 
 from bptt_cli.errors import BpttError
+from bptt_cli.input_paths import check_input
+from bptt_cli.series import check_scale
 
 SUFFIXES = (".npy", ".npz", ".wav")  # what a directory or a glob yields; a .ts file is named on its own
 FEATURES = ("logmel", "mfcc")
@@ -77,9 +80,9 @@ def list_files(text: str | Path) -> list[Path]:
         if not files:
             raise BpttError(f"{text}: the pattern matches no .npy, .npz, .wav or .ts file; check it")
         return files
-    if not path.is_file():
+    if not path.exists():
         raise BpttError(f"{path}: no such file or directory; check the path")
-    return [path]
+    return [check_input(path)]
 
 
 def _need_librosa():
@@ -93,10 +96,17 @@ def _need_librosa():
 def read_wav(path: Path, settings: FeatureSettings) -> np.ndarray:
     """Log-mel or MFCC frames (L, F) of a WAV file, at the settings' sample rate."""
     librosa = _need_librosa()
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+        raise BpttError(f"{path}: not a WAV file (no RIFF/WAVE header); give PCM .wav recordings or .npy frames")
     try:
-        signal, rate = librosa.load(path, sr=settings.sample_rate, mono=True)
+        with warnings.catch_warnings():  # soundfile's fallback to audioread warns on stderr: one error line only
+            warnings.simplefilter("ignore")
+            signal, rate = librosa.load(path, sr=settings.sample_rate, mono=True)
     except Exception as err:  # soundfile and audioread raise many types for a bad file
-        raise BpttError(f"{path}: not a readable WAV file ({str(err).splitlines()[0][:120]})") from None
+        reason = str(err).splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        raise BpttError(f"{path}: not a readable WAV file ({reason}); it may be truncated") from None
     if settings.sample_rate is None:
         settings.sample_rate = int(rate)
     n_fft = max(16, int(round(settings.win_ms * rate / 1000)))
@@ -104,31 +114,41 @@ def read_wav(path: Path, settings: FeatureSettings) -> np.ndarray:
     if len(signal) < n_fft:
         raise BpttError(f"{path}: {len(signal)} samples is shorter than one {settings.win_ms} ms window; "
                         "give a longer recording or a smaller --win-ms")
-    if settings.kind == "mfcc":
-        frames = librosa.feature.mfcc(y=signal, sr=rate, n_mfcc=settings.n_mfcc, n_fft=n_fft, hop_length=hop,
-                                      n_mels=settings.n_mels, center=False)
-    else:
-        power = librosa.feature.melspectrogram(y=signal, sr=rate, n_fft=n_fft, hop_length=hop, n_mels=settings.n_mels,
-                                               center=False)
-        frames = np.log(power + 1e-10)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. empty mel bands for a low sample rate: the frames still come
+            if settings.kind == "mfcc":
+                frames = librosa.feature.mfcc(y=signal, sr=rate, n_mfcc=settings.n_mfcc, n_fft=n_fft, hop_length=hop,
+                                              n_mels=settings.n_mels, center=False)
+            else:
+                power = librosa.feature.melspectrogram(y=signal, sr=rate, n_fft=n_fft, hop_length=hop,
+                                                       n_mels=settings.n_mels, center=False)
+                frames = np.log(power + 1e-10)
+    except (IndexError, ValueError) as err:  # what the decoder's odd output makes the feature code raise
+        raise BpttError(f"{path}: no {settings.kind} features from this recording ({str(err)[:100]}); "
+                        "check the file and --n-mels / --hop-ms") from None
     return frames.T.astype(np.float64)  # (L, F)
 
 
 def read_array(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """Frames (L, F) of a .npy file, or of an .npz file's ``features`` with its optional per-frame ``labels``."""
+    unreadable = BpttError(f"{path}: not a readable numpy file; save the frames with numpy.save "
+                           "(an array of frames x features, no Python objects)")
     try:
         loaded = np.load(path, allow_pickle=False)
     except Exception:
-        raise BpttError(f"{path}: not a readable numpy file; save the frames with numpy.save "
-                        "(an array of frames x features, no Python objects)") from None
+        raise unreadable from None
     labels = None
     if isinstance(loaded, np.lib.npyio.NpzFile):
         with loaded:
             if "features" not in loaded.files:
                 raise BpttError(f"{path}: the .npz file has no 'features' array (it has: {', '.join(loaded.files)}); "
                                 "save the frames as features=")
-            frames = loaded["features"]
-            labels = loaded["labels"] if "labels" in loaded.files else None
+            try:  # members are only read here: an object array (pickled Python) is refused now
+                frames = loaded["features"]
+                labels = loaded["labels"] if "labels" in loaded.files else None
+            except Exception:
+                raise unreadable from None
     else:
         frames = loaded
     if frames.ndim == 1:
@@ -136,6 +156,8 @@ def read_array(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     if frames.ndim != 2 or frames.dtype.kind not in "iuf":
         raise BpttError(f"{path}: features must be a numeric array of frames x features, got shape {frames.shape} "
                         f"of {frames.dtype}")
+    if frames.shape[1] == 0:
+        raise BpttError(f"{path}: the frames have no features (shape {frames.shape}); save frames x features")
     if labels is not None and (labels.ndim != 1 or len(labels) != len(frames)):
         raise BpttError(f"{path}: 'labels' must hold one label per frame ({len(frames)}), got shape {labels.shape}")
     return frames.astype(np.float64), labels
@@ -183,8 +205,9 @@ def read_ts(path: Path) -> tuple[list[np.ndarray], list[str] | None]:
 def read_labels(path: str | Path) -> dict[str, str]:
     """``file,label`` rows; ``file`` is relative to the CSV's folder or absolute. Keys are resolved paths."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise BpttError(f"--labels {path}: no such file; give a CSV with columns file,label")
+    check_input(path, "--labels")
     try:
         table = pd.read_csv(path, dtype=str, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
@@ -206,6 +229,9 @@ def _class_ids(values: list[str] | np.ndarray, classes: list[str] | None, where:
     text = np.asarray(values).astype(str)
     unique = np.unique(text).tolist()
     if classes is None:
+        if len(unique) < 2:
+            raise BpttError(f"{where}: every label is {unique[0]!r}; a classifier cannot learn from one class: "
+                            "give sequences of 2 or more classes")
         classes = sorted(unique, key=lambda v: (0, float(v), v) if _is_number(v) else (1, 0.0, v))
     lookup = {c: i for i, c in enumerate(classes)}
     unknown = [u for u in unique if u not in lookup]
@@ -223,6 +249,35 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _labelled(files: list[Path], label_of: dict[str, str], labels, data, notes: list[str]) -> list[Path]:
+    """The files that ``--labels`` lists (a note says how many are left out)."""
+    listed = [f for f in files if str(f.resolve()) in label_of]
+    if not listed:
+        raise BpttError(f"--labels {labels}: none of the {len(files)} file(s) of {data} is listed; "
+                        "the file column is relative to the labels CSV's folder")
+    if len(files) > len(listed):
+        notes.append(f"{len(files) - len(listed)} file(s) of {data} have no label in {labels} and are left out")
+    return listed
+
+
+def _check_frames(names: list[str], frames: list[np.ndarray]) -> None:
+    """One width for all, at least 2 frames each, every value finite and of a scale that can be normalised."""
+    widths = {f.shape[1] for f in frames}
+    if len(widths) > 1:
+        first = frames[0].shape[1]
+        odd = next(i for i, f in enumerate(frames) if f.shape[1] != first)
+        raise BpttError(f"{names[odd]}: {frames[odd].shape[1]} features per frame, but {names[0]} has {first}; "
+                        "every file needs the same features")
+    for name, array in zip(names, frames):
+        if len(array) < 2:
+            raise BpttError(f"{name}: {len(array)} frame(s); a sequence needs at least 2")
+        bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
+        if len(bad):
+            raise BpttError(f"{name}: frame {int(bad[0])} holds NaN or infinite values ({len(bad)} frame(s) in all); "
+                            "fix the features")
+        check_scale(array, [f"feature {i}" for i in range(array.shape[1])], name)
+
+
 def load_audio(data: str | Path, labels: str | Path | None = None, settings: FeatureSettings | None = None,
                classes: list[str] | None = None) -> AudioData:
     """Read every sequence DATA names, check it, and attach its labels."""
@@ -231,14 +286,7 @@ def load_audio(data: str | Path, labels: str | Path | None = None, settings: Fea
     notes: list[str] = []
     label_of = read_labels(labels) if labels is not None else None
     if label_of is not None:
-        listed = [f for f in files if str(f.resolve()) in label_of]
-        skipped = len(files) - len(listed)
-        if not listed:
-            raise BpttError(f"--labels {labels}: none of the {len(files)} file(s) of {data} is listed; "
-                            "the file column is relative to the labels CSV's folder")
-        if skipped:
-            notes.append(f"{skipped} file(s) of {data} have no label in {labels} and are left out")
-        files = listed
+        files = _labelled(files, label_of, labels, data, notes)
     names, frames, frame_labels, sequence_labels = [], [], [], []
     for path in files:  # one iteration per file
         suffix = path.suffix.lower()
@@ -262,19 +310,7 @@ def load_audio(data: str | Path, labels: str | Path | None = None, settings: Fea
         names.append(path.name)
         if label_of is not None:
             sequence_labels.append(label_of[str(path.resolve())])
-    widths = {f.shape[1] for f in frames}
-    if len(widths) > 1:
-        first = frames[0].shape[1]
-        odd = next(i for i, f in enumerate(frames) if f.shape[1] != first)
-        raise BpttError(f"{names[odd]}: {frames[odd].shape[1]} features per frame, but {names[0]} has {first}; "
-                        "every file needs the same features")
-    for name, array in zip(names, frames):
-        if len(array) < 2:
-            raise BpttError(f"{name}: {len(array)} frame(s); a sequence needs at least 2")
-        bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
-        if len(bad):
-            raise BpttError(f"{name}: frame {int(bad[0])} holds NaN or infinite values ({len(bad)} frame(s) in all); "
-                            "fix the features")
+    _check_frames(names, frames)
     if sequence_labels and len(sequence_labels) != len(frames):
         raise BpttError(f"{data}: some sequences have labels and some do not; label all of them or none")
     if frame_labels and (sequence_labels or len(frame_labels) != len(frames)):

@@ -6,6 +6,8 @@ costs one step of the recurrence whatever the length so far.
 
 from __future__ import annotations
 
+import math
+
 from typing import Iterator
 
 import torch
@@ -34,8 +36,8 @@ def next_token(logits: torch.Tensor, temperature: float, top_k: int, top_p: floa
 def check_sampling(length: int, temperature: float, top_k: int, top_p: float) -> None:
     if length < 0:
         raise BpttError(f"--length must be 0 or more, got {length}")
-    if temperature < 0:
-        raise BpttError(f"--temperature must be 0 (greedy) or more, got {temperature}")
+    if not (temperature == 0 or 1e-6 <= temperature < math.inf):
+        raise BpttError(f"--temperature must be 0 (greedy) or a number from 1e-6 up, got {temperature}")
     if top_k < 0:
         raise BpttError(f"--top-k must be 0 (off) or more, got {top_k}")
     if not 0 < top_p <= 1:

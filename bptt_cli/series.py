@@ -26,8 +26,11 @@ import torch
 
 from bptt_cli.choices import MISSING
 from bptt_cli.errors import BpttError
+from bptt_cli.input_paths import check_input
 from bptt_cli.losses import IGNORE_LABEL
 
+HEADER_BYTES = 1 << 20  # a header line longer than this is not a CSV worth reading
+THOUSANDS = r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?"  # 1,234 or -12,345.5: digits grouped by thousands
 # Seasons that follow from a regular time step: one day of sub-daily data, a week of days, a year of months.
 SEASONS = {pd.Timedelta("15min"): 96, pd.Timedelta("30min"): 48, pd.Timedelta("1h"): 24, pd.Timedelta("1D"): 7,
            pd.Timedelta("7D"): 52}
@@ -75,20 +78,27 @@ def _rows(index: pd.Index | np.ndarray, limit: int = 5) -> str:
 
 def read_frame(path: str | Path) -> pd.DataFrame:
     """Read a CSV with pandas, refusing files that cannot be a time series."""
-    path = Path(path)
-    if not path.is_file():
-        raise _fail(path, "no such file; check the path")
+    path = check_input(path)
     if path.stat().st_size == 0:
         raise _fail(path, "the file is empty; give a CSV with a header line and data rows")
-    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
-        header = next(csv.reader(handle), [])
+    with path.open("rb") as handle:
+        head = handle.read(HEADER_BYTES)
+    if b"\x00" in head:
+        raise _fail(path, "holds NUL bytes: a binary file, not a CSV; give a text CSV")
+    line = head.split(b"\n", 1)[0]
+    if len(line) == len(head) == HEADER_BYTES:
+        raise _fail(path, f"the header line is longer than {HEADER_BYTES >> 20} MiB; is this a CSV?")
+    try:
+        header = next(csv.reader([line.decode("utf-8", errors="replace")]), [])
+    except csv.Error as err:
+        raise _fail(path, f"not a readable CSV header ({err}); check the file") from None
     names = [h.strip() for h in header]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise _fail(path, f"column {twice[0]!r} is named {names.count(twice[0])} times; give every column its own name")
     try:
         frame = pd.read_csv(path, skipinitialspace=True)
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OverflowError, csv.Error) as err:
         reason = str(err).strip().splitlines()[0][:160]
         raise _fail(path, f"not a readable CSV ({reason}); check the file") from None
     frame.columns = [str(c).strip() for c in frame.columns]
@@ -104,7 +114,7 @@ def _parse_time(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
     if pd.api.types.is_numeric_dtype(raw):  # numbers are read as seconds since the epoch only when asked
         parsed = pd.to_datetime(raw, unit="s", errors="coerce")
     else:
-        parsed = pd.to_datetime(raw, errors="coerce", format="mixed")
+        parsed = _dates(raw, column, path)
     bad = np.flatnonzero(parsed.isna().to_numpy())
     if len(bad):
         raise _fail(path, f"time column {column!r}: {len(bad)} value(s) are not dates (rows {_rows(bad)}); "
@@ -112,18 +122,70 @@ def _parse_time(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
     return parsed
 
 
-def detect_time_column(frame: pd.DataFrame) -> str | None:
-    """The one text column whose every value parses as a date, if there is exactly one."""
+def _dates(values: pd.Series, column: str, path: Path | None) -> pd.Series:
+    """Dates of text values (NaT where one is not a date); times in several zones are an error, not a guess."""
+    try:
+        return pd.to_datetime(values, errors="coerce", format="mixed")
+    except ValueError as err:
+        if "zone" not in str(err).lower():
+            raise
+        zones = sorted(set(values.dropna().astype(str).str.extract(r"([+-]\d\d:?\d\d|Z|UTC)$")[0].dropna()))[:3]
+        raise BpttError(f"{path}: time column {column!r} mixes time zones ({', '.join(zones) or 'several'}); "
+                        "write every time in one zone, or in UTC") from None
+
+
+def detect_time_column(frame: pd.DataFrame, path: Path | None = None) -> str | None:
+    """The one text column whose every value parses as a date, if there is exactly one.
+
+    A column of dates with a few that do not parse is an error naming them,
+    not silently a column of text.
+    """
     found = []
     for name in frame.columns:
         column = frame[name]
         if pd.api.types.is_numeric_dtype(column) or column.isna().all():
             continue
-        sample = column.dropna().astype(str).head(200)
-        parsed = pd.to_datetime(sample, errors="coerce", format="mixed")
-        if parsed.notna().all() and sample.str.contains(r"\d").all():
+        values = column.dropna().astype(str).head(200)  # a sample: _parse_time then names any bad row further on
+        if not values.str.contains(r"\d").all():
+            continue
+        parsed = _dates(values, name, path)
+        bad = values.index[parsed.isna().to_numpy()]
+        if len(bad) == 0:
             found.append(name)
+        elif len(bad) <= max(1, len(values) // 10):  # dates but for a few: those are mistakes
+            raise _fail(path, f"column {name!r} holds dates, but {len(bad)} value(s) are not (e.g. "
+                              f"{values[bad[0]]!r} in row {_rows(bad, 1)}); fix them, or name --time-column")
     return found[0] if len(found) == 1 else None
+
+
+def _numbers_in_text(frame: pd.DataFrame, exclude: set[str], path: Path, notes: list[str]) -> None:
+    """Columns pandas left as text that hold numbers: thousands separators are read, a stray value is named."""
+    for name in frame.columns:
+        column = frame[name]
+        if name in exclude or pd.api.types.is_numeric_dtype(column) or column.isna().all():
+            continue
+        values = column.dropna().astype(str).str.strip()
+        if values.str.fullmatch(THOUSANDS).any() and values.str.fullmatch(rf"{THOUSANDS}|[+-]?\d+(\.\d*)?").all():
+            frame[name] = pd.to_numeric(column.astype("string").str.replace(",", "", regex=False).str.strip())
+            notes.append(f"{path.name}: column {name!r} writes thousands with ',' (e.g. {values.iloc[0]!r}); "
+                         "read as numbers")
+            continue
+        numeric = pd.to_numeric(values, errors="coerce").notna()
+        if numeric.mean() >= 0.9:
+            bad = values.index[~numeric.to_numpy()]
+            raise _fail(path, f"column {name!r} holds numbers but also {values[bad[0]]!r} (row {_rows(bad, 1)}); "
+                              "fix that value, or leave the column out with --features")
+
+
+def check_scale(values: np.ndarray, columns: list[str], path: str | Path) -> None:
+    """Values whose mean or spread overflows float64 (e.g. +-1.7e308) cannot be normalised: say which column."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        spread = np.nanstd(values, axis=0) if len(values) else np.zeros(len(columns))
+        centre = np.nanmean(values, axis=0) if len(values) else np.zeros(len(columns))
+    bad = np.flatnonzero(~(np.isfinite(spread) & np.isfinite(centre)))
+    if len(bad):
+        raise BpttError(f"{path}: column {columns[int(bad[0])]!r} holds values too large to normalise (the mean or "
+                        "standard deviation overflows); rescale the data")
 
 
 def _check_column(frame: pd.DataFrame, name: str, option: str, path: Path) -> None:
@@ -189,30 +251,9 @@ def season_of(freq: str | None) -> int | None:
         return None
 
 
-def load_series(path: str | Path, spec: SeriesSpec, classes: list[str] | None = None,
-                need: list[str] | None = None) -> SeriesData:
-    """Read, check, sort and clean a CSV into series; ``classes`` fixes the label order (from a model file).
-
-    ``need`` lists the numeric columns a trained model reads; they must all be there.
-    """
-    path = Path(path)
-    frame = read_frame(path)
-    notes: list[str] = []
-    for option, name in (("--time-column", spec.time_column), ("--group-column", spec.group_column)):
-        if name:
-            _check_column(frame, name, option, path)
-    time_column = spec.time_column or detect_time_column(frame.drop(columns=[spec.group_column] if spec.group_column else []))
-    keys = [spec.group_column] if spec.group_column else []
-    if time_column:
-        frame[time_column] = _parse_time(frame, time_column, path)
-        frame = frame.sort_values(keys + [time_column], kind="stable")
-    label_column = None
-    if spec.task == "tag":
-        if len(spec.targets) != 1:
-            raise BpttError("--task tag takes exactly one --target: the column holding the labels")
-        label_column = spec.targets[0]
-        _check_column(frame, label_column, "--target", path)
-    exclude = {c for c in (time_column, spec.group_column, label_column) if c}
+def _choose_columns(frame: pd.DataFrame, spec: SeriesSpec, exclude: set[str], need: list[str] | None,
+                    path: Path) -> tuple[list[str], list[str], list[str]]:
+    """Features, targets and the numeric columns they use, checked against the file's columns."""
     numeric = _numeric_columns(frame, exclude)
     for option, names in (("--target", spec.targets if spec.task == "forecast" else []), ("--features", spec.features)):
         for name in names:
@@ -233,6 +274,11 @@ def load_series(path: str | Path, spec: SeriesSpec, classes: list[str] | None = 
         text = [c for c in frame.columns if c not in exclude]
         raise _fail(path, "no numeric column to learn from" + (f" ({', '.join(text[:6])} hold text)" if text else "")
                     + "; give numeric columns, or --time-column / --group-column for the others")
+    return features, targets, columns
+
+
+def _check_values(frame: pd.DataFrame, columns: list[str], label_column: str | None, path: Path) -> None:
+    """Every used column has values, none infinite or too large to normalise, and every row a label."""
     for name in columns:
         if frame[name].isna().all():
             raise _fail(path, f"column {name!r} is empty (every value is missing); drop it or name --features")
@@ -241,17 +287,80 @@ def load_series(path: str | Path, spec: SeriesSpec, classes: list[str] | None = 
     if len(infinite):
         column = columns[int(np.isinf(values[infinite[0]]).argmax())]
         raise _fail(path, f"column {column!r} holds infinite values (rows {_rows(frame.index[infinite])}); fix the data")
-    if spec.task == "tag" and frame[label_column].isna().any():
+    check_scale(values, columns, path)
+    if label_column and frame[label_column].isna().any():
         rows = frame.index[frame[label_column].isna().to_numpy()]
         raise _fail(path, f"label column {label_column!r} has {len(rows)} missing value(s) (rows {_rows(rows)}); "
                           "label every row")
+
+
+def _check_constant(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
+    """Constant columns carry nothing and cannot be normalised (only checked when training)."""
+    spread = frame[columns].max() - frame[columns].min()
+    constant = [c for c in columns if not spread[c] > 0]
+    if constant:
+        raise _fail(path, f"column {constant[0]!r} is constant ({frame[constant[0]].iloc[0]}); "
+                          "drop it with --features or use a column that varies")
+
+
+def _label_ids(text: np.ndarray, classes: list[str] | None, label_column: str, path: Path) -> tuple[np.ndarray, list[str]]:
+    """Class ids of the labels (in ``classes``' order when a model fixes it, else sorted)."""
+    if classes is None:
+        classes = sorted(set(text.tolist()))
+    lookup = {c: i for i, c in enumerate(classes)}
+    ids = pd.Series(text).map(lookup)
+    if ids.isna().any():
+        unknown = sorted(set(text[ids.isna().to_numpy()].tolist()))
+        raise _fail(path, f"label(s) {', '.join(unknown[:5])} were not seen in training; the model knows {', '.join(classes[:10])}")
+    if len(classes) < 2:
+        raise _fail(path, f"label column {label_column!r} holds one class only ({classes[0]}); a classifier needs 2 or more")
+    return ids.to_numpy(dtype=np.int64), classes
+
+
+def _time_notes(stamps: np.ndarray, starts: np.ndarray, time_column: str, path: Path,
+                notes: list[str]) -> str | None:
+    """The regular time step as an offset string; repeated times and irregular gaps become notes."""
+    step, duplicates, gaps = _regularity(pd.Series(stamps), starts)
+    if duplicates:
+        notes.append(f"{path.name}: {duplicates} row(s) repeat a time already seen in their series "
+                     f"(time column {time_column!r}); they are kept in file order")
+    if gaps:
+        notes.append(f"{path.name}: {gaps} irregular gap(s) in {time_column!r} (the usual step is {step}); "
+                     "the model sees the rows as consecutive")
+    return offset_string(step) if step is not None and step > pd.Timedelta(0) else None
+
+
+def load_series(path: str | Path, spec: SeriesSpec, classes: list[str] | None = None,
+                need: list[str] | None = None) -> SeriesData:
+    """Read, check, sort and clean a CSV into series; ``classes`` fixes the label order (from a model file).
+
+    ``need`` lists the numeric columns a trained model reads; they must all be there.
+    """
+    path = Path(path)
+    frame = read_frame(path)
+    notes: list[str] = []
+    for option, name in (("--time-column", spec.time_column), ("--group-column", spec.group_column)):
+        if name:
+            _check_column(frame, name, option, path)
+    time_column = spec.time_column or detect_time_column(
+        frame.drop(columns=[spec.group_column] if spec.group_column else []), path)
+    keys = [spec.group_column] if spec.group_column else []
+    if time_column:
+        frame[time_column] = _parse_time(frame, time_column, path)
+        frame = frame.sort_values(keys + [time_column], kind="stable")
+    label_column = None
+    if spec.task == "tag":
+        if len(spec.targets) != 1:
+            raise BpttError("--task tag takes exactly one --target: the column holding the labels")
+        label_column = spec.targets[0]
+        _check_column(frame, label_column, "--target", path)
+    exclude = {c for c in (time_column, spec.group_column, label_column) if c}
+    _numbers_in_text(frame, exclude, path, notes)
+    features, targets, columns = _choose_columns(frame, spec, exclude, need, path)
+    _check_values(frame, columns, label_column, path)
     frame = _apply_missing(frame, columns, spec.missing, keys, path)
-    if need is None:  # constant columns carry nothing and cannot be normalised; only checked when training
-        spread = frame[columns].max() - frame[columns].min()
-        constant = [c for c in columns if not spread[c] > 0]
-        if constant:
-            raise _fail(path, f"column {constant[0]!r} is constant ({frame[constant[0]].iloc[0]}); "
-                              "drop it with --features or use a column that varies")
+    if need is None:
+        _check_constant(frame, columns, path)
     if len(frame) < 2:
         raise _fail(path, "fewer than 2 rows are left after --missing drop; fill the gaps instead")
 
@@ -261,33 +370,16 @@ def load_series(path: str | Path, spec: SeriesSpec, classes: list[str] | None = 
     codes = codes[order]
     bounds = np.flatnonzero(np.diff(codes)) + 1
     starts = np.concatenate(([0], bounds))
-    data = frame[columns].to_numpy(dtype=np.float64)[order]
-    values = np.split(data, bounds)
+    values = np.split(frame[columns].to_numpy(dtype=np.float64)[order], bounds)
     labels = None
-    if spec.task == "tag":
-        text = frame[label_column].astype(str).to_numpy()[order]
-        if classes is None:
-            classes = sorted(set(text.tolist()))
-        lookup = {c: i for i, c in enumerate(classes)}
-        ids = pd.Series(text).map(lookup)
-        if ids.isna().any():
-            unknown = sorted(set(text[ids.isna().to_numpy()].tolist()))
-            raise _fail(path, f"label(s) {', '.join(unknown[:5])} were not seen in training; the model knows {', '.join(classes[:10])}")
-        if len(classes) < 2:
-            raise _fail(path, f"label column {label_column!r} holds one class only ({classes[0]}); a classifier needs 2 or more")
-        labels = np.split(ids.to_numpy(dtype=np.int64), bounds)
+    if label_column:
+        ids, classes = _label_ids(frame[label_column].astype(str).to_numpy()[order], classes, label_column, path)
+        labels = np.split(ids, bounds)
     times, freq = None, None
     if time_column:
         stamps = frame[time_column].to_numpy()[order]
-        step, duplicates, gaps = _regularity(pd.Series(stamps), starts)
         times = np.split(stamps, bounds)
-        if duplicates:
-            notes.append(f"{path.name}: {duplicates} row(s) repeat a time already seen in their series "
-                         f"(time column {time_column!r}); they are kept in file order")
-        if gaps:
-            notes.append(f"{path.name}: {gaps} irregular gap(s) in {time_column!r} (the usual step is {step}); "
-                         "the model sees the rows as consecutive")
-        freq = offset_string(step) if step is not None and step > pd.Timedelta(0) else None
+        freq = _time_notes(stamps, starts, time_column, path, notes)
     return SeriesData(columns, features, targets if spec.task == "forecast" else [label_column], values, labels,
                       classes, times, [str(u) for u in uniques], time_column, spec.group_column, freq, notes)
 

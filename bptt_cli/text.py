@@ -18,6 +18,7 @@ import pandas as pd
 
 from bptt_cli.choices import TOKENIZERS
 from bptt_cli.errors import BpttError
+from bptt_cli.input_paths import check_input
 
 _WORD = re.compile(r"\S+|\n")
 
@@ -27,11 +28,7 @@ def read_text(path: str | Path, tokenizer: str = "char") -> str | bytes:
 
     The ``byte`` tokenizer takes any bytes; ``char`` and ``word`` need UTF-8 text.
     """
-    path = Path(path)
-    if not path.exists():
-        raise BpttError(f"{path}: no such file; check the path")
-    if path.is_dir():
-        raise BpttError(f"{path}: is a directory; give a text file")
+    path = check_input(path)
     raw = path.read_bytes()
     if not raw:
         raise BpttError(f"{path}: the file is empty; give a file with text in it")

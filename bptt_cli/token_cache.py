@@ -3,15 +3,18 @@
 Tokenising a large text builds Python objects (strings, words) only chunk by
 chunk, and training then reads the ids from the page cache a window at a time,
 so the memory a run needs beyond the cache stays flat however large the text.
-A cache is keyed by the file's SHA-256 and the tokenizer, and keeps the
-vocabulary with the ids::
+A cache is keyed by the file's resolved path, its SHA-256 and the tokenizer,
+and keeps the vocabulary with the ids::
 
-    <cache dir>/<file name>.<tokenizer>-<sha256[:16]>.ids    the ids, raw, smallest unsigned type
-    <cache dir>/<file name>.<tokenizer>-<sha256[:16]>.json   format, sha256, dtype, count, vocabulary
+    <cache dir>/<file name>.<tokenizer>-<path hash[:8]>-<sha256[:16]>.ids    the ids, raw, smallest unsigned type
+    <cache dir>/<file name>.<tokenizer>-<path hash[:8]>-<sha256[:16]>.json   format, sha256, dtype, count, vocabulary
 
-The cache directory defaults to ``.bptt-cache`` beside the data (or
-``~/.cache/bptt`` where that is not writable). The ``byte`` tokenizer needs no
-cache: its ids are the file's bytes, mapped as they are.
+The cache directory is the user's (``$XDG_CACHE_HOME/bptt``, else
+``~/.cache/bptt``; ``$BPTT_CACHE_DIR`` or ``--cache-dir`` override it), never
+the data's folder, which may be under version control, read-only or shared.
+When a file changes, its older cache is removed; another file of the same name
+elsewhere keeps its own. The ``byte`` tokenizer needs no cache: its ids are the
+file's bytes, mapped as they are.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Iterator
 import numpy as np
 
 from bptt_cli.errors import BpttError
+from bptt_cli.input_paths import check_input
 from bptt_cli.text import TOKENIZERS, Tokenizer
 
 FORMAT = "bptt-token-cache"
@@ -94,12 +98,20 @@ class TokenCache:
             self.path.parent.rmdir()
 
 
-def default_cache_dir(data: Path) -> Path:
-    """``.bptt-cache`` beside the data, or the user's cache directory where that is read-only."""
-    beside = data.resolve().parent / ".bptt-cache"
-    if os.access(beside if beside.exists() else beside.parent, os.W_OK):
-        return beside
+def default_cache_dir() -> Path:
+    """``$BPTT_CACHE_DIR``, else ``$XDG_CACHE_HOME/bptt``, else ``~/.cache/bptt``."""
+    if os.environ.get("BPTT_CACHE_DIR"):
+        return Path(os.environ["BPTT_CACHE_DIR"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bptt"
+
+
+def cache_folder(cache_dir: str | Path | None) -> Path:
+    """The folder the cache goes to (``cache_dir`` if given), refusing one that is a file."""
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if folder.exists() and not folder.is_dir():
+        option = "--cache-dir" if cache_dir is not None else "BPTT_CACHE_DIR"
+        raise BpttError(f"{option} {folder}: is a file, not a directory; name a directory (it is created if needed)")
+    return folder
 
 
 def load_tokens(data: str | Path, kind: str, cache_dir: str | Path | None = None, keep: bool = True) -> TokenCache:
@@ -111,18 +123,26 @@ def load_tokens(data: str | Path, kind: str, cache_dir: str | Path | None = None
     data = Path(data)
     if kind not in TOKENIZERS:
         raise BpttError(f"unknown tokenizer {kind!r}; use one of {', '.join(TOKENIZERS)}")
-    if not data.is_file():
-        raise BpttError(f"{data}: {'is a directory; give a text file' if data.is_dir() else 'no such file; check the path'}")
+    check_input(data)
     if data.stat().st_size == 0:
         raise BpttError(f"{data}: the file is empty; give a file with text in it")
     digest = sha256(data)
     if kind == "byte":
-        return TokenCache(Tokenizer("byte", []), np.memmap(data, dtype=np.uint8, mode="r"), digest, None, False)
+        ids = np.memmap(data, dtype=np.uint8, mode="r")
+        if ids.min() == ids.max():
+            raise one_token(data, "byte", repr(bytes([int(ids[0])])))
+        return TokenCache(Tokenizer("byte", []), ids, digest, None, False)
     if not keep:
         with tempfile.TemporaryDirectory(prefix="bptt-tokens-") as scratch:
             return _build(data, kind, digest, Path(scratch))
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir(data)
+    folder = cache_folder(cache_dir)
     return _open(data, kind, digest, folder) or _build(data, kind, digest, folder)
+
+
+def one_token(data: Path, kind: str, token: str) -> BpttError:
+    """Training text that is one token repeated: the next token is always known, so nothing can be learnt."""
+    return BpttError(f"{data}: the text is one {'char' if kind == 'char' else kind} ({token}) repeated; a model "
+                     "cannot learn anything from it (its loss is 0 from the start): give varied text")
 
 
 @contextlib.contextmanager
@@ -138,8 +158,14 @@ def cached_tokens(data: str | Path, kind: str, cache_dir: str | Path | None = No
         raise
 
 
+def _family(data: Path, kind: str) -> str:
+    """What every cache of this file (this path) under this tokenizer starts with, whatever its content."""
+    where = hashlib.sha256(str(data.resolve()).encode()).hexdigest()[:8]
+    return f"{data.name}.{kind}-{where}-"
+
+
 def _stem(data: Path, kind: str, digest: str) -> str:
-    return f"{data.name}.{kind}-{digest[:16]}"
+    return f"{_family(data, kind)}{digest[:16]}"
 
 
 def _open(data: Path, kind: str, digest: str, folder: Path) -> TokenCache | None:
@@ -168,6 +194,8 @@ def _build(data: Path, kind: str, digest: str, folder: Path) -> TokenCache:
     vocab: set[str] = set()
     for chunk in text_chunks(data):
         vocab.update(Tokenizer.fit(kind, chunk).vocab)
+    if len(vocab) < 2:
+        raise one_token(data, kind, repr(next(iter(vocab), "")))
     tokenizer = Tokenizer(kind, sorted(vocab))  # the order Tokenizer.fit gives the whole text
     stem = _stem(data, kind, digest)
     ids_path, meta_path = folder / f"{stem}.ids", folder / f"{stem}.json"
@@ -190,7 +218,7 @@ def _build(data: Path, kind: str, digest: str, folder: Path) -> TokenCache:
     finally:
         for leftover in (scratch, scratch.with_suffix(".json")):
             leftover.unlink(missing_ok=True)
-    for old in folder.glob(f"{glob.escape(data.name)}.{kind}-*.*"):  # caches of earlier versions of this file
+    for old in folder.glob(f"{glob.escape(_family(data, kind))}*.*"):  # caches of earlier versions of this file
         if not old.name.startswith(stem):
             old.unlink(missing_ok=True)
     ids = np.memmap(ids_path, dtype=tokenizer.dtype, mode="r", shape=(count,)) if count else np.zeros(0, tokenizer.dtype)

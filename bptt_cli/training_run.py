@@ -46,7 +46,7 @@ def train(kind: DataKind, data: str | Path, output: str | Path, options, setup: 
     with kind.prepare(Path(data), options, setup) as prepared:
         run = {**setup.run_config, "data_sha256": prepared.data_sha256,
                "val_sha256": sha256(setup.val) if setup.val is not None and Path(setup.val).is_file() else None}
-        with RunFiles(output) as files:
+        with RunFiles(output, inputs=(data, setup.val), force=setup.force) as files:
             existing = _bar_for_existing(files, prepared, replace)
             result = run_training(files, prepared.model, prepared.make_file, setup.train_config, setup.device,
                                   setup.reporter, prepared.validate, prepared.inputs, prepared.targets, run,
@@ -54,7 +54,7 @@ def train(kind: DataKind, data: str | Path, output: str | Path, options, setup: 
                                   must_match=RESUME_KEYS + tuple(resume_keys(options)))
     for note in prepared.closing_notes:
         setup.reporter.note(note)
-    if existing is not None:
+    if existing is not None and not result["already_complete"]:
         existing["replaced"] = result["model_written"]
         setup.reporter.note(_replacement_line(files.output, existing, result.get("best_val_loss")))
     return {**result, **prepared.result, **({"existing_model": existing} if existing else {})}
@@ -123,5 +123,8 @@ def run_training(
     with trainer.stop_on_signals():
         result = trainer.fit(inputs, targets, resets, saved)
     result.update(model_file=str(files.output), checkpoint=str(files.checkpoint_path),
-                  model_written=files.output.exists() and not files.kept_existing)
+                  model_written=files.output.exists() and not files.kept_existing and not result["already_complete"])
+    if result["already_complete"]:
+        reporter.note(f"the run in {files.checkpoint_path} is already complete (update {result['steps']:,}); "
+                      "nothing was trained or written")
     return result

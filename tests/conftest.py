@@ -23,6 +23,12 @@ def seeded():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def isolated_token_cache(tmp_path_factory, monkeypatch):
+    """Token caches go to a folder of this test's own, never to the user's cache or beside the data."""
+    monkeypatch.setenv("BPTT_CACHE_DIR", str(tmp_path_factory.mktemp("bptt-cache", numbered=True)))
+
+
 @pytest.fixture
 def tiny_text(tmp_path: Path) -> Path:
     """A few kilobytes of real text, enough to fill small streams."""

@@ -113,7 +113,7 @@ def test_bad_corpora_get_one_line_and_exit_2(tmp_path, run, case):
         needle = "image.bin: looks like a binary file"
     elif case == "one distinct character":
         write_corpus(folder, {"a.txt": "a" * 500, "b.txt": "a" * 300})
-        needle = "nothing to learn"
+        needle = "cannot learn anything"
     else:
         needle = "holds no .npy, .npz, .wav or text file"
     out = tmp_path / "m.pt"

@@ -63,8 +63,42 @@ def test_no_cache_leaves_nothing_behind(text_file, tmp_path):
     assert not (text_file.parent / ".bptt-cache").exists()
 
 
-def test_default_cache_sits_beside_the_data(text_file):
-    assert load_tokens(text_file, "char").path.parent == text_file.parent / ".bptt-cache"
+def test_the_default_cache_is_the_users_never_beside_the_data(text_file, tmp_path, monkeypatch):
+    monkeypatch.delenv("BPTT_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert load_tokens(text_file, "char").path.parent == tmp_path / "xdg" / "bptt"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert load_tokens(text_file, "char").path.parent == tmp_path / "home" / ".cache" / "bptt"
+    monkeypatch.setenv("BPTT_CACHE_DIR", str(tmp_path / "mine"))
+    assert load_tokens(text_file, "char").path.parent == tmp_path / "mine"
+    assert load_tokens(text_file, "char", tmp_path / "given").path.parent == tmp_path / "given"
+    assert not (text_file.parent / ".bptt-cache").exists()
+
+
+def test_two_files_of_one_name_keep_their_own_caches(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "train.txt").write_text("one text, one cache " * 20)
+    (tmp_path / "b" / "train.txt").write_text("another text entirely " * 20)
+    first = load_tokens(tmp_path / "a" / "train.txt", "char", tmp_path / "cache")
+    second = load_tokens(tmp_path / "b" / "train.txt", "char", tmp_path / "cache")
+    assert first.path != second.path and first.path.exists() and second.path.exists()
+    assert not load_tokens(tmp_path / "a" / "train.txt", "char", tmp_path / "cache").built
+
+
+def test_a_cache_dir_that_is_a_file_is_a_clear_error(text_file, tmp_path, run):
+    (tmp_path / "c").write_text("not a folder")
+    with pytest.raises(BpttError, match="--cache-dir .*: is a file, not a directory"):
+        load_tokens(text_file, "char", tmp_path / "c")
+    code, _, stderr = run("train", text_file, "-o", tmp_path / "m.pt", "--cache-dir", tmp_path / "c", "--max-steps", "1")
+    assert code == 2 and "is a file, not a directory" in stderr and not (tmp_path / "m.pt").exists()
+
+
+def test_the_tests_never_write_to_the_users_cache():
+    import os
+
+    assert Path(os.environ["BPTT_CACHE_DIR"]).name.startswith("bptt-cache") and "pytest" in os.environ["BPTT_CACHE_DIR"]
 
 
 def test_binary_and_non_utf8_files_are_refused(tmp_path):

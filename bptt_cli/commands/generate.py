@@ -42,6 +42,10 @@ def generate(
     request = kinds.Request(prime=prime, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
                             seed=seed, context=context, horizon=horizon, output=output, plot=plot)
     kind.check_request(file, request, "generate")
+    if output is not None:
+        from bptt_cli.output_paths import check_output, suffix_kind
+
+        check_output(output, suffix_kind(output), "-o", inputs=(model_file, context))
     if plot is not None:
         from bptt_cli.render.plotting import check_plot
 

@@ -17,7 +17,7 @@ Device = Annotated[
 Threads = Annotated[
     Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: torch's choice).")
 ]
-Seed = Annotated[int, typer.Option("--seed", help="Random seed; runs on CPU are reproducible.")]
+Seed = Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1, help="Random seed; runs on CPU are reproducible.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
 
 
@@ -50,9 +50,9 @@ def config_keys(ctx: typer.Context) -> dict[str, str]:
 def _load_config(ctx: typer.Context, value: Optional[Path]) -> Optional[Path]:
     """Make the file's values the defaults of this command, so flags still override them."""
     if value is not None:
-        from bptt_cli.run_config import read_config
+        from bptt_cli.run_config import param_kinds, read_config
 
-        values = read_config(value, config_keys(ctx))
+        values = read_config(value, config_keys(ctx), param_kinds(ctx.command.params))
         ctx.default_map = {**(ctx.default_map or {}), **values}
     return value
 

@@ -44,7 +44,7 @@ def train(
     val: Annotated[Optional[Path], typer.Option("--val", help="Validation text (default: the tail of DATA).", rich_help_panel=DATA)] = None,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of DATA's tail kept for validation, never shuffled.", rich_help_panel=DATA)] = 0.1,
     tokenizer: Annotated[TokenizerKind, typer.Option("--tokenizer", help="How text becomes tokens.", rich_help_panel=DATA)] = TokenizerKind.char,
-    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where the token cache goes (default: .bptt-cache beside DATA); the text is encoded once, later runs reuse it.", rich_help_panel=DATA)] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where the token cache goes (default: $BPTT_CACHE_DIR, else $XDG_CACHE_HOME/bptt or ~/.cache/bptt); the text is encoded once, later runs reuse it.", rich_help_panel=DATA)] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Encode into a temporary file deleted after the run; keep no cache.", rich_help_panel=DATA)] = False,
     target_columns: Annotated[Optional[list[str]], typer.Option("--target", help="CSV column to predict (repeatable; default: every numeric column).", rich_help_panel=SERIES)] = None,
     features: Annotated[Optional[list[str]], typer.Option("--features", help="CSV input column (repeatable; default: every numeric column); for WAV files: logmel or mfcc.", rich_help_panel=SERIES)] = None,
@@ -90,6 +90,7 @@ def train(
     checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", help="Updates between checkpoints (MODEL.ckpt; also at every epoch end).", rich_help_panel=SCRIPTS)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue exactly where the checkpoint beside -o stopped.", rich_help_panel=SCRIPTS)] = False,
     init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start from this model's weights, keeping its vocabulary or normalisation and its shape (may be the -o file).", rich_help_panel=SCRIPTS, show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Try a model the memory estimate says will not fit, and write -o or --metrics over a file of another kind.", rich_help_panel=SCRIPTS)] = False,
     replace: Annotated[ReplaceRule, typer.Option("--replace", help="When to replace a model already at -o: better (scored on this run's validation data), always, never.", rich_help_panel=SCRIPTS)] = ReplaceRule.better,
     metrics: Annotated[Optional[Path], typer.Option("--metrics", help="Append one record per log interval and validation: JSON lines, or CSV for *.csv.", rich_help_panel=SCRIPTS)] = None,
     json: Annotated[bool, typer.Option("--json", help="Print the run summary as one JSON object on stdout.", rich_help_panel=SCRIPTS)] = False,
@@ -136,7 +137,7 @@ def train(
     target = distributed.start(resolve_device(device))
     check_precision(target, precision.value)
     model_config = ModelConfig(cell=model.value, embed=embed, hidden=hidden, layers=layers,
-                               dropout=dropout, tie_weights=tie_weights)
+                               dropout=dropout, tie_weights=tie_weights, force=force)
     train_config = TrainConfig(
         window=window, stride=stride, window_jitter=window_jitter, stateless=stateless, batch_size=batch_size,
         epochs=epochs, max_steps=max_steps, max_time=parse_duration(max_time) if max_time else None,
@@ -147,8 +148,8 @@ def train(
     model_config.validate()
     main = distributed.is_main()  # under torchrun only rank 0 prints and writes
     screen = TrainReporter(unit=kind.unit_for(data_options), quiet=quiet or not main)
-    reporter = Fanout(screen, MetricsFile(metrics) if metrics and main else None)
-    setup = kinds.RunSetup(model_config, train_config, target, reporter, val, val_fraction, run_config, start)
+    reporter = Fanout(screen, MetricsFile(metrics, inputs=(data, val), force=force) if metrics and main else None)
+    setup = kinds.RunSetup(model_config, train_config, target, reporter, val, val_fraction, run_config, start, force)
     try:
         result = train_on(kind, data, output, data_options, setup, resume, replace.value)
         distributed.finish()  # not on failure: the other ranks may never arrive

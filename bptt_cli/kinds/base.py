@@ -76,6 +76,7 @@ class RunSetup:
     val_fraction: float = 0.1
     run_config: dict = field(default_factory=dict)  # the resolved options, stored in the model file
     init_from: Any = None  # a ModelFile to start from: its weights, vocabulary or normalisation and shape
+    force: bool = False  # write where a file of another kind is, and try a model the memory estimate refuses
 
 
 class DataKind:
@@ -90,6 +91,7 @@ class DataKind:
     holds: ClassVar[str]  # what DATA "holds", in an error message
     Options: ClassVar[type]  # a dataclass of this kind's ``bptt train`` options, named as the CLI names them
     unit: ClassVar[str] = "step"  # what the training reporter counts
+    tokens: ClassVar[bool] = False  # its models read token ids (embedded), not feature vectors
     reads_frames: ClassVar[bool] = False  # ``bptt predict`` reads frames from a file rather than records from stdin
 
     def __init_subclass__(cls, name: str = "", what: str = "", holds: str = "", options: type | None = None, **rest):

@@ -93,7 +93,6 @@ class CorpusKind(TextKind, name="corpus", what="text corpora", holds="a text cor
             tokenizer = init.tokenizer if init is not None else union_tokenizer(kind, [c.tokenizer for c in caches])
             encoded = [known_ids(c.ids, c.tokenizer, tokenizer) for c in caches]
             documents = [ids for ids, _ in encoded]
-            _refuse_degenerate(data, tokenizer)
             train_docs, val_streams, notes = self._split(documents, tokenizer, options, run)
             unknown = sum(n for _, n in encoded)
             if unknown:
@@ -189,9 +188,3 @@ class CorpusKind(TextKind, name="corpus", what="text corpora", holds="a text cor
         longest = max(documents, key=len)
         return gradcheck.token_problem(longest, f"{data} (its longest document)")
 
-
-def _refuse_degenerate(data: Path, tokenizer: Tokenizer) -> None:
-    """A corpus of one distinct token has nothing to predict: a model would learn nothing."""
-    if tokenizer.kind != "byte" and tokenizer.size < 2:
-        raise BpttError(f"{data}: every document holds only the token {tokenizer.vocab[0]!r}; "
-                        "there is nothing to learn, give text with at least 2 distinct tokens")

@@ -74,6 +74,7 @@ def token_model(run, tokenizer) -> RecurrentModel:
 
 
 class TextKind(DataKind, name="text", what="text", holds="text", options=TextOptions):
+    tokens = True
 
     def claims(self, data: Path) -> bool:
         return True  # anything no other kind claims is read as text

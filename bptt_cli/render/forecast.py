@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 
 from bptt_cli.atomic import write_bytes
-from bptt_cli.errors import BpttError
 from bptt_cli.render.console import info, print_json, print_table
 
 METRICS = ("mae", "rmse", "smape", "mase")
@@ -74,7 +73,7 @@ def render_forecast(result: dict, output) -> None:
         sys.stdout.write(payload.decode())
         sys.stdout.flush()
         return
-    write_atomic(output, payload)
+    write_bytes(output, payload)  # -o was checked before the work began (output_paths.check_output)
     info(f"wrote {result['horizon']} forecast step(s) for {len(result['names'])} sequence(s) to {output}")
 
 
@@ -90,14 +89,6 @@ def forecast_frame(result: dict) -> pd.DataFrame:
     if result["group_column"]:
         frame.insert(0, result["group_column"], np.repeat(result["names"], horizon))
     return frame
-
-
-def write_atomic(path: str | Path, payload: bytes) -> None:
-    """Write the forecast file atomically, after checking that ``path`` names a file in a real folder."""
-    path = Path(path)
-    if path.is_dir() or not path.parent.is_dir():
-        raise BpttError(f"-o {path}: not a writable file path; give a file in an existing directory")
-    write_bytes(path, payload)
 
 
 def forecast_bytes(result: dict, path: str | Path | None) -> bytes:

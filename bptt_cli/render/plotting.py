@@ -172,12 +172,11 @@ def loss_unit(runs: Sequence[Metrics]) -> str | None:
 
 def check_output(path: str | Path, option: str = "-o") -> Path:
     """Fail before any work when the picture cannot be written where asked (``option`` names it)."""
-    path = Path(path)
+    from bptt_cli.output_paths import check_output as check_path, suffix_kind
+
+    path = check_path(path, suffix_kind(path), option)  # never over a model, the data or another kind of file
     if path.suffix.lower() not in FORMATS:
         raise BpttError(f"{option} {path}: the format follows the extension; end the name in .png or .svg")
-    if path.is_dir() or not path.parent.is_dir():
-        raise BpttError(f"{option} {path}: not a file in an existing directory; create the directory or choose "
-                        f"another {option}")
     return path
 
 
