@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from bptt_cli.commands.options import Config, Device, Seed
+from bptt_cli.commands.options import Config, Device, Seed, Threads
 from bptt_cli.errors import BpttError
 
 
@@ -25,6 +25,7 @@ def generate(
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Also draw the context and the forecast here (.png or .svg; needs bptt\\[plot]).", rich_help_panel="Series and audio", show_default=False)] = None,
     seed: Seed = 0,
     device: Device = "cpu",
+    threads: Threads = None,
     config: Config = None,
 ) -> None:
     """Write text that continues --prime; each new token costs one recurrent step.
@@ -34,10 +35,11 @@ def generate(
     Example: bptt generate shakespeare.pt --prime "ROMEO:" --length 400 --temperature 0.8;
     bptt generate demand.pt --context recent.csv --horizon 96 -o forecast.csv --plot forecast.png
     """
-    from bptt_cli.device import resolve_device
+    from bptt_cli.device import resolve_device, set_threads
     from bptt_cli.generation import generate as sample
     from bptt_cli.modelfile import load_model_file
 
+    set_threads(threads)
     file = load_model_file(model_file)
     if file.data.get("kind") in ("series", "audio"):
         if prime:
