@@ -1,18 +1,20 @@
 """The ``bptt`` command line: parse options, call the library, render the result.
 
 Torch is imported inside the commands, never here, so ``bptt --help`` and
-``bptt --version`` answer at once. Every library error reaches ``BpttGroup.main``,
-which prints it as one line on stderr and exits with its code.
+``bptt --version`` answer at once, and the root callback can still set the
+environment OpenMP reads when torch loads it. Every library error reaches
+``BpttGroup.main``, which prints it as one line on stderr and exits with its code.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import Annotated, Optional
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from bptt_cli import __version__
 from bptt_cli.allocator import keep_freed_memory
@@ -25,7 +27,51 @@ EXIT_CODES = (
 )
 
 
-class BpttGroup(TyperGroup):
+class ReadableHelp:
+    """Help that reads like Click's: flags without a type, ``DATA`` in the usage line, one type per value.
+
+    Typer 0.29 (which vendors Click) shows a ``<bool>`` placeholder beside every flag,
+    ``<list[str]>`` beside a repeatable option or argument, ``<int range>`` beside a
+    bounded one, and required arguments as ``{data}`` in the usage line. Each
+    parameter's placeholder is fixed here once, for every command: an option's
+    through its ``metavar``, an argument's type column (which ignores the metavar)
+    on the parameter itself.
+    """
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if param.param_type_name == "argument":
+                param.metavar = param.metavar or param.name.upper()
+                param.display_type_rich = functools.partial(_value_type, param)
+            elif param.metavar is None:
+                param.metavar = "" if param.is_flag or param.count else _value_type(param, ctx)
+        return params
+
+
+def _value_type(param, ctx) -> str:
+    """``<int>``, ``<path>``, ``<char|byte|word>``: one value's type; repeats show in the help or as ``...``."""
+    shown = type(param).display_type_rich(param, ctx) if param.param_type_name == "argument" else param.display_type(ctx)
+    shown = shown.strip("<>")  # int, int range, path, char|byte|word, list[str]
+    if shown.startswith("list[") and shown.endswith("]"):
+        shown = shown[len("list["):-1]
+    return f"<{shown.removesuffix(' range').lower()}>"  # bounds follow as [x>=1]
+
+
+class BpttCommand(ReadableHelp, TyperCommand):
+    """Every ``bptt`` command: ``Usage: bptt evaluate [OPTIONS] MODEL DATA``, ``bptt gradcheck [OPTIONS] [MODEL] [DATA]``."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name != "argument":
+                continue
+            name = param.metavar + ("..." if param.nargs != 1 and not param.metavar.endswith("...") else "")
+            pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+
+class BpttGroup(ReadableHelp, TyperGroup):
     """Turns every error into one line on stderr and a meaningful exit code, never a traceback."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
@@ -61,7 +107,6 @@ app = typer.Typer(
     cls=BpttGroup,
     name="bptt",
     help="Train GRU/LSTM/RNN sequence models with truncated backpropagation through time.\n\n" + EXIT_CODES,
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -74,17 +119,38 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def root(
+    ctx: typer.Context,
     version: Annotated[
         Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = None,
 ) -> None:
     """Train GRU/LSTM/RNN sequence models with truncated backpropagation through time."""
+    if ctx.invoked_subcommand is None:  # a bare ``bptt`` asks what there is: the help, and success
+        text = ctx.get_help()  # the rich formatter prints it and returns ""
+        if text:
+            typer.echo(text)
+        raise typer.Exit()
     keep_freed_memory()  # every command runs the model; reusing freed buffers saves page faults per update
+    quiet_openmp_wait()
 
 
-_COMMANDS = {"context_settings": {"help_option_names": ["-h", "--help"]}}
+def quiet_openmp_wait() -> None:
+    """Let OpenMP's idle threads sleep instead of spin, unless the user chose OMP_WAIT_POLICY.
+
+    libgomp reads the policy once, when torch loads it, so this runs before any
+    command imports torch. By default each idle thread spins for about 3 ms at
+    every wait; on cores that other processes need, the spinning threads and the
+    other work slow each other down many times over. With 2 threads on a shared
+    2-core machine sleeping waits trained 2.6-3.3x faster, and 17.6x with a busy
+    loop on every core (``benchmarks/threads.py``; no idle machine was at hand
+    to price the wake-ups on free cores).
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+_COMMANDS = {"cls": BpttCommand, "context_settings": {"help_option_names": ["-h", "--help"]}}
 app.command("train", **_COMMANDS)(train.train)
 app.command("evaluate", **_COMMANDS)(evaluate.evaluate)
 app.command("generate", **_COMMANDS)(generate.generate)
@@ -94,4 +160,4 @@ app.command("predict", **_COMMANDS)(predict.predict)
 
 
 def main() -> None:
-    app()
+    app(prog_name="bptt")  # ``python -m bptt_cli`` is the same program: its usage lines say ``bptt`` too

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
+import os
 import re
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from bptt_cli.choices import PRECISIONS
 from bptt_cli.errors import BpttError
 
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" in microseconds, or "max ..."
 
 
 def resolve_device(name: str) -> torch.device:
@@ -46,13 +49,46 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cuda", index)
 
 
-def set_threads(threads: int | None) -> None:
-    """Use ``threads`` CPU threads for torch's kernels (None keeps torch's default)."""
-    if threads is None:
-        return
-    if threads < 1:
+def usable_cores() -> int:
+    """The CPUs this process may run on: its affinity mask (taskset, cpusets), capped by a cgroup CPU quota.
+
+    ``os.cpu_count()`` counts the whole machine, which a container or ``taskset``
+    may not give us; more threads than usable cores only queue behind each other.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    return max(1, min(cores, quota) if quota else cores)
+
+
+def _cgroup_quota() -> int | None:
+    """Cores allowed by a cgroup v2 ``cpu.max`` quota (rounded up), None when there is no quota."""
+    try:
+        limit, period = CGROUP_CPU_MAX.read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if limit == "max":
+        return None
+    return max(1, math.ceil(int(limit) / int(period)))
+
+
+def default_threads() -> int | None:
+    """Threads when ``--threads`` is not given: one per usable core; None leaves a user's OMP_NUM_THREADS to torch."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    return usable_cores()
+
+
+def set_threads(threads: int | None) -> int:
+    """Use ``threads`` CPU threads for torch's kernels (None: ``default_threads``); returns the count in use."""
+    if threads is not None and threads < 1:
         raise BpttError(f"--threads must be at least 1, got {threads}")
-    torch.set_num_threads(threads)
+    chosen = default_threads() if threads is None else threads
+    if chosen is not None:
+        torch.set_num_threads(chosen)
+    return torch.get_num_threads()
 
 
 @functools.cache

@@ -30,7 +30,7 @@ from torch.func import functional_call, jvp, vmap
 
 from bptt_cli.errors import BpttError
 from bptt_cli.memory import activation_bytes
-from bptt_cli.models import CELL_SPECS, CellSpec, ModelConfig, RecurrentModel, State
+from bptt_cli.models import CELL_SPECS, ModelConfig, RecurrentModel, State
 
 DEFAULT_WINDOWS = (1, 5, 10, 25, 50, 100, 200)
 FD_STEP = 1e-5  # central differences in float64: truncation error ~h^2, rounding ~1e-16/h, both ~1e-11
@@ -424,10 +424,10 @@ def check_flow(model: RecurrentModel, problem: Problem, settings: Settings) -> d
     spectral = [
         torch.linalg.matrix_norm(_step_jacobian(model, inputs[t : t + 1], states[t - 1]), ord=2).item() for t in at
     ]
-    verdict = "vanishing" if rate < STABLE_RATES[0] else "exploding" if rate > STABLE_RATES[1] else "stable"
+    verdict = flow_verdict(rate, horizon, estimated)
     return {
         "verdict": verdict,
-        "advice": _flow_advice(verdict, model.config.spec, horizon, steps),
+        "advice": flow_advice(verdict, model.config.cell, norms, rate, horizon, max(spectral)),
         "window": steps,
         "norms": norms,
         "rate_per_step": rate,
@@ -444,16 +444,66 @@ def check_flow(model: RecurrentModel, problem: Problem, settings: Settings) -> d
     }
 
 
-def _flow_advice(verdict: str, cell: CellSpec, horizon: int | None, window: int) -> str:
+def flow_verdict(rate: float, horizon: int | None, estimated: bool) -> str:
+    """vanishing, exploding or stable, from the measured decay of |dL/dh_t| (never from the Jacobian's bound).
+
+    A gradient that falls below HORIZON_FRACTION inside the window has vanished,
+    whatever the fitted rate; otherwise the fitted per-step rate decides.
+    """
+    if (horizon is not None and not estimated) or rate < STABLE_RATES[0]:
+        return "vanishing"
+    return "exploding" if rate > STABLE_RATES[1] else "stable"
+
+
+def flow_advice(verdict: str, cell: str, norms: list[float], rate: float, horizon: int | None,
+                jacobian_max: float) -> str:
+    """What to do about the flow, in figures the flow table prints: the norms, the rate, the horizon, the Jacobian.
+
+    ``norms`` run from t=T back to t=1. The spectral norm of a step Jacobian bounds
+    how much that step can stretch a gradient; the measured norms say what it did.
+    """
+    window = len(norms)
     if verdict == "exploding":
-        return "clip the gradient norm (--clip 1.0) or train with a shorter --window"
-    if verdict == "stable":
-        return f"the gradient carries across all {window} steps; a longer --window can learn longer dependences"
-    reach = f"the gradient fades within about {horizon} steps" if horizon else "the gradient fades fast"
-    if cell.gates == 1:
+        advice = (f"the gradient grows by {rate:.4g} per step back; clip the gradient norm (--clip 1.0) or "
+                  "train with a shorter --window")
+    elif verdict == "stable":
+        kept = norms[-1] / norms[0] if norms[0] > 0 else math.nan
+        advice = (f"the gradient carries across all {window} steps (at t=1 it is {kept:.4g} of its value at "
+                  f"t={window}); a longer --window can learn longer dependences")
+    else:
+        reach = f"the gradient fades within about {horizon} steps" if horizon else "the gradient fades fast"
         gated = " or ".join(name for name, spec in CELL_SPECS.items() if spec.gates > 1)
-        return f"{reach}; a gated cell (--model {gated}) carries it further"
-    return f"{reach}; a --window much longer than that adds little (training can lengthen it: recheck trained models)"
+        advice = (f"{reach}; a gated cell (--model {gated}) carries it further" if CELL_SPECS[cell].gates == 1 else
+                  f"{reach}; a --window much longer than that adds little (training can lengthen it: "
+                  "recheck trained models)")
+    return f"{advice}; {_jacobian_remark(verdict, rate, jacobian_max)}"
+
+
+def _jacobian_remark(verdict: str, rate: float, jacobian_max: float) -> str:
+    """The spectral norm beside the verdict, worded so that the two never seem to disagree."""
+    if jacobian_max <= 1:
+        return (f"every step Jacobian has spectral norm at most {jacobian_max:.4g}, so no gradient through the "
+                "state can grow from one step to the one before")
+    if verdict == "exploding":
+        return f"step Jacobians with spectral norm up to {jacobian_max:.4g} let it grow"
+    change = "shrinks" if rate < 1 else "grows"
+    return (f"the Jacobian's spectral norm (max {jacobian_max:.4g}) only bounds how much one step could stretch "
+            f"a gradient; this one {change} by a factor {rate:.4g} per step back")
+
+
+def truncation_time(rows: list[dict], best: dict | None, segment: int, full_seconds: float) -> dict:
+    """How long an update of the recommended window takes against a full-BPTT update, from measured times.
+
+    The full-BPTT reference is the table's own row for the whole segment when it
+    has one, else the full gradient timed before the table.
+    """
+    whole = [r for r in rows if r["window"] == segment]
+    reference = whole[0]["seconds_per_update"] if whole else full_seconds
+    return {
+        "full_update_seconds": reference,
+        "full_update_from_table": bool(whole),
+        "time_per_update_fraction": best["seconds_per_update"] / reference if best and reference > 0 else None,
+    }
 
 
 # ---------------------------------------------------------------- check 4
@@ -526,7 +576,7 @@ def check_truncation(model: RecurrentModel, problem: Problem, settings: Settings
         "windows": rows,
         "recommended_window": best["window"] if best else None,
         "memory_saved_bytes": full_bytes - best["activation_bytes"] if best else None,
-        "time_per_update_fraction": best["window"] / segment if best else None,
+        **truncation_time(rows, best, segment, full_seconds),
     }
 
 

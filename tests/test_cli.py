@@ -1,11 +1,15 @@
 """The command line end to end: train, generate, evaluate, and every kind of bad input."""
 
 import json
+import re
 import subprocess
 import sys
 
 import pytest
+import typer
+import yaml
 
+from bptt_cli.cli import app
 from conftest import TINY
 
 
@@ -130,3 +134,78 @@ def test_python_dash_m_runs_the_same_app():
 def test_every_command_has_help_with_an_example(run, command):
     code, stdout, _ = run(command, "--help")
     assert code == 0 and "Example" in stdout
+
+
+# --- help that reads like a well-kept Click tool's (issue 17) ----------------------------------------
+
+COMMANDS = ["train", "evaluate", "generate", "gradcheck", "plot"]
+USAGE = {"train": "[DATA]", "evaluate": "MODEL DATA", "generate": "MODEL", "gradcheck": "[MODEL] [DATA]",
+         "plot": "FILE..."}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_names_values_not_python_types(run, command):
+    code, stdout, _ = run(command, "--help")
+    assert code == 0
+    assert f"Usage: bptt {command} [OPTIONS] {USAGE[command]}" in stdout
+    for placeholder in ("<bool>", "<list", " range>", "{data}", "{MODEL}", "{"):
+        assert placeholder not in stdout, placeholder
+    assert re.search(r"--help\s+-h\s+Show this message", stdout)  # a flag takes no value
+
+
+def test_root_help_shows_no_placeholders_either(run):
+    code, stdout, _ = run("--help")
+    assert code == 0 and "Usage: bptt [OPTIONS] COMMAND [ARGS]..." in stdout
+    assert "<bool>" not in stdout and re.search(r"--version\s+Print the version", stdout)
+
+
+def test_repeatable_and_bounded_options_show_one_value(run):
+    _, stdout, _ = run("train", "--help")
+    assert re.search(r"--target\s+<str>\s+CSV column to predict", stdout)
+    assert re.search(r"--threads\s+<int> \[x>=1\]", stdout)
+    assert re.search(r"--resume\s+Continue exactly", stdout)
+
+
+def test_every_parameter_of_every_command_has_help():
+    from typer.main import get_command
+
+    group = get_command(app)
+    assert sorted(group.commands) == sorted(COMMANDS)
+    for name, command in [("bptt", group), *group.commands.items()]:
+        params = command.get_params(typer.Context(command, info_name=name))
+        missing = [param.name for param in params if not (param.help or "").strip()]
+        assert not missing, f"{name}: {missing} have no help"
+
+
+def test_bare_bptt_prints_the_help_and_succeeds(run):
+    code, stdout, stderr = run()
+    assert code == 0 and stderr == ""
+    assert "Usage: bptt [OPTIONS] COMMAND [ARGS]..." in stdout and "gradcheck" in stdout
+
+
+def test_bare_python_dash_m_exits_0_without_an_error_line():
+    result = subprocess.run([sys.executable, "-m", "bptt_cli"], capture_output=True, text=True)
+    assert result.returncode == 0 and "Usage: bptt" in result.stdout and "error" not in result.stderr
+
+
+def test_train_without_data_names_the_missing_argument(run):
+    code, stdout, stderr = run("train")
+    assert code == 2 and stdout == ""
+    assert stderr == ("error: missing argument DATA: give the training data file, or a --config that names it "
+                      "(see 'bptt train --help')\n")
+
+
+def test_print_config_needs_no_data(tmp_path, run):
+    config = tmp_path / "run.yaml"
+    config.write_text("window: 7\nhidden: 12\n")  # no data: key
+    code, stdout, stderr = run("train", "--config", config, "--print-config")
+    assert code == 0, stderr
+    resolved = yaml.safe_load(stdout)
+    assert resolved["window"] == 7 and resolved["hidden"] == 12 and resolved["data"] is None
+    code, _, stderr = run("train", "--config", config)  # training still needs it
+    assert code == 2 and "missing argument DATA" in stderr
+
+
+def test_print_config_without_any_config_prints_the_defaults(run):
+    code, stdout, _ = run("train", "--print-config")
+    assert code == 0 and yaml.safe_load(stdout)["window"] == 50

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 
 from bptt_cli.render import plotting
 from bptt_cli.cli import app
+from bptt_cli.render.sparkline import BLOCKS
 from bptt_cli.render.training import TrainReporter
 from conftest import TINY
 from test_plot import png_size
@@ -42,27 +44,40 @@ def last_line(text: str) -> str:
     return text.rstrip("\n").splitlines()[-1]
 
 
-def test_epoch_line_in_plain_mode_is_exact_ascii(capsys, monkeypatch):
+def test_epoch_line_on_a_plain_terminal_is_exact_ascii(capsys, monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setattr("bptt_cli.render.sparkline.on_terminal", lambda: True)  # someone watches: sparklines
     reporter = TrainReporter(unit="char")
     feed(reporter)
     reporter.validation(validation(val_perplexity=math.exp(1.5), val_bits_per_token=1.5 / math.log(2)))
     err = capsys.readouterr().err
     assert last_line(err) == (
         "validation after epoch 1 (step 40): loss 1.5, perplexity 4.482, bits/char 2.164 (best, saved); "
-        "train loss @*-_ 1, grad norm (pre-clip, log) _-*@ 100 over 4 intervals to update 40"
+        "train loss @*-_ 1; grad norm (pre-clip) _-*@ 100 over 4 intervals to update 40"
     )
     assert err.isascii()
+
+
+def test_epoch_line_without_a_terminal_gives_first_min_and_last(capsys):
+    reporter = TrainReporter(unit="char")  # stderr is captured: no terminal
+    feed(reporter, losses=(4.0, 3.0, 0.5, 1.0))
+    reporter.validation(validation(val_perplexity=math.exp(1.5), val_bits_per_token=1.5 / math.log(2)))
+    assert last_line(capsys.readouterr().err) == (
+        "validation after epoch 1 (step 40): loss 1.5, perplexity 4.482, bits/char 2.164 (best, saved); "
+        "train loss first 4, min 0.5, last 1; grad norm (pre-clip) first 0.1, min 0.1, last 100 "
+        "over 4 intervals to update 40"
+    )
 
 
 def test_series_epoch_line_speaks_of_accuracy_not_perplexity(capsys, monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
     reporter = TrainReporter(unit="step")
-    feed(reporter, losses=(1.0, 1.0), norms=(0.5, 0.5))  # flat: mid-height bars
+    feed(reporter, losses=(1.0, 1.0), norms=(0.5, 0.5))
     reporter.validation(validation(val_accuracy=0.75, best=False))
     assert last_line(capsys.readouterr().err) == (
         "validation after epoch 1 (step 40): loss 1.5, accuracy 0.75; "
-        "train loss == 1, grad norm (pre-clip, log) == 0.5 over 2 intervals to update 40"
+        "train loss first 1, min 1, last 1; grad norm (pre-clip) first 0.5, min 0.5, last 0.5 "
+        "over 2 intervals to update 40"
     )
 
 
@@ -87,8 +102,25 @@ def test_training_prints_the_trend_on_stderr_only(tmp_path: Path, tiny_text: Pat
     assert code == 0, stderr
     assert set(json.loads(stdout)) >= {"steps", "best_val_loss"}  # stdout: the JSON object and nothing else
     epochs = [line for line in stderr.splitlines() if line.startswith("validation after epoch")]
-    assert len(epochs) == 2 and all("train loss " in line and "grad norm (pre-clip, log) " in line for line in epochs)
+    assert len(epochs) == 2 and all("train loss " in line and "grad norm (pre-clip) " in line for line in epochs)
     assert stderr.isascii()
+
+
+def test_without_a_terminal_the_trend_is_the_logged_numbers(tmp_path: Path, tiny_text: Path, run):
+    """No sparkline in a pipe: the epoch line's first, min and last are the step lines' own figures."""
+    code, _, stderr = run("train", tiny_text, "-o", tmp_path / "m.pt", "--epochs", "2", "--log-every", "2", *TINY)
+    assert code == 0, stderr
+    losses = [float(v) for v in re.findall(r"^step=.* train_loss=(\S+) ", stderr, re.M)]
+    norms = [float(v) for v in re.findall(r"^step=.* grad_norm_mean=(\S+) ", stderr, re.M)]
+    last_epoch = [line for line in stderr.splitlines() if line.startswith("validation after epoch 2")][0]
+    shown = re.search(r"train loss first (\S+), min (\S+), last (\S+); grad norm \(pre-clip\) "
+                      r"first (\S+), min (\S+), last (\S+) over", last_epoch)
+    assert shown, last_epoch
+    figures = [float(v) for v in shown.groups()]
+    expected = [losses[0], min(losses), losses[-1], norms[0], min(norms), norms[-1]]
+    assert figures == pytest.approx(expected, rel=1e-3)
+    assert not set(stderr) & set(BLOCKS)
+    assert not re.search(r"[_.:\-=+*#%@!]{4,}", last_epoch)  # no run of ASCII sparkline levels either
 
 
 # --- gradcheck --plot ----------------------------------------------------------------------------------

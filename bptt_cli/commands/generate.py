@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from bptt_cli.commands.options import Config, Device, Seed
+from bptt_cli.commands.options import Config, Device, Seed, Threads
 
 
 def generate(
@@ -23,6 +23,7 @@ def generate(
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Also draw the context and the forecast here (.png or .svg; needs bptt\\[plot]).", rich_help_panel="Series and audio", show_default=False)] = None,
     seed: Seed = 0,
     device: Device = "cpu",
+    threads: Threads = None,
     config: Config = None,
 ) -> None:
     """Write text that continues --prime; each new token costs one recurrent step.
@@ -33,10 +34,11 @@ def generate(
     bptt generate demand.pt --context recent.csv --horizon 96 -o forecast.csv --plot forecast.png
     """
     from bptt_cli import kinds
-    from bptt_cli.device import resolve_device
+    from bptt_cli.device import resolve_device, set_threads
     from bptt_cli.modelfile import load_model_file
     from bptt_cli.render.generation import render_generated
 
+    set_threads(threads)
     file = load_model_file(model_file)
     kind = kinds.of_model(file)
     request = kinds.Request(prime=prime, length=length, temperature=temperature, top_k=top_k, top_p=top_p,

@@ -15,7 +15,7 @@ Device = Annotated[
     str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")
 ]
 Threads = Annotated[
-    Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: torch's choice).")
+    Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: one per core this process may use; OMP_NUM_THREADS if set).")
 ]
 Seed = Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1, help="Random seed; runs on CPU are reproducible.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]

@@ -37,7 +37,7 @@ def plot(
     """
     from bptt_cli.render import plotting
     from bptt_cli.render.console import fmt, info
-    from bptt_cli.render.sparkline import sparkline
+    from bptt_cli.render.sparkline import trend
 
     width, height = _size(size)
     plotting.check_size(width, height)
@@ -50,6 +50,5 @@ def plot(
         losses = run.train["train_loss"] if "train_loss" in run.train else []
         norms = run.train["grad_norm_mean"] if "grad_norm_mean" in run.train else []
         best = run.validation["val_loss"].min() if "val_loss" in run.validation else None
-        info(f"{label}: train loss {sparkline(losses, width=40)} "
-             f"{fmt(losses.iloc[-1]) if len(losses) else '-'}, grad norm {sparkline(norms, log=True, width=40)}, "
+        info(f"{label}: train loss {trend(losses, width=40)}; grad norm {trend(norms, log=True, width=40)}; "
              f"best validation {fmt(best)}")

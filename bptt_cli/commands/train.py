@@ -39,7 +39,7 @@ SERIES = "Series and audio"
 
 def train(
     ctx: typer.Context,
-    data: Annotated[Path, typer.Argument(help="Training data: a UTF-8 text file, a CSV time series, or feature files (.npy, .npz, .wav, .ts; a directory or a glob).", show_default=False)],
+    data: Annotated[Optional[Path], typer.Argument(help="Training data: a UTF-8 text file, a CSV time series, or feature files (.npy, .npz, .wav, .ts; a directory or a glob). Required, unless --config gives it or --print-config only prints.", show_default=False)] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Model file; always holds the best model on validation.", rich_help_panel=DATA)] = Path("model.pt"),
     val: Annotated[Optional[Path], typer.Option("--val", help="Validation text (default: the tail of DATA).", rich_help_panel=DATA)] = None,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of DATA's tail kept for validation, never shuffled.", rich_help_panel=DATA)] = 0.1,
@@ -71,9 +71,9 @@ def train(
     stateless: Annotated[bool, typer.Option("--stateless", help="Start every window from zeros instead of the carried, detached state.", rich_help_panel=BPTT)] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="B parallel streams the data is cut into.", rich_help_panel=BPTT)] = 32,
     clip: Annotated[float, typer.Option("--clip", help="Global gradient-norm clipping; 0 turns it off.", rich_help_panel=OPTIM)] = 1.0,
-    optimizer: Annotated[OptimizerKind, typer.Option("--optimizer", rich_help_panel=OPTIM)] = OptimizerKind.adamw,
+    optimizer: Annotated[OptimizerKind, typer.Option("--optimizer", help="AdamW (decoupled weight decay), Adam or plain SGD.", rich_help_panel=OPTIM)] = OptimizerKind.adamw,
     lr: Annotated[float, typer.Option("--lr", help="Learning rate.", rich_help_panel=OPTIM)] = 2e-3,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", rich_help_panel=OPTIM)] = 0.0,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="Weight decay: decoupled with adamw, an L2 term in the gradient with adam and sgd; 0 turns it off.", rich_help_panel=OPTIM)] = 0.0,
     schedule: Annotated[ScheduleKind, typer.Option("--schedule", help="Learning-rate schedule after warm-up.", rich_help_panel=OPTIM)] = ScheduleKind.constant,
     warmup: Annotated[int, typer.Option("--warmup", help="Steps of linear learning-rate warm-up.", rich_help_panel=OPTIM)] = 0,
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the data.", rich_help_panel=RUN)] = 10,
@@ -110,6 +110,11 @@ def train(
     if print_config:
         typer.echo(to_yaml(run_config, "train", option_names(ctx)), nl=False)
         return
+    if data is None:  # optional only so that --print-config needs none
+        from bptt_cli.errors import BpttError
+
+        raise BpttError("missing argument DATA: give the training data file, or a --config that names it "
+                        "(see 'bptt train --help')")
 
     from bptt_cli import distributed, kinds
     from bptt_cli.device import check_precision, resolve_device, set_threads

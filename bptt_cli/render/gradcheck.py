@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from bptt_cli.render.sparkline import sparkline
 from bptt_cli.render.console import fmt, info, print_json, print_table
+from bptt_cli.render.sparkline import first_min_last, on_terminal, sparkline
 
 FLOW_ROWS_ALL_UP_TO = 30  # longer windows show a sample of steps (the sparkline shows them all)
 FLOW_SAMPLE = 16
@@ -83,7 +83,8 @@ def _flow(check: dict) -> None:
         [[j, steps - j, norms[j]] for j in _flow_rows(norms)],
         caption="\n".join(
             [
-                f"t={steps}..1  {sparkline(norms, log=True)}  (log scale)",
+                (f"t={steps}..1  {sparkline(norms, log=True)}  (log scale)" if on_terminal()
+                 else f"t={steps}..1: {first_min_last(norms)}"),
                 f"per-step rate {fmt(check['rate_per_step'])} (fit of log |dL/dh_t| against steps back); "
                 f"the signal {reach}",
                 f"step Jacobian dh_t/dh_(t-1) ({jac['state']}, {jac['size']} values): spectral norm mean "
@@ -100,12 +101,14 @@ def _truncation(check: dict) -> None:
     if best is None:
         advice = f"no window reaches cosine {fmt(check['min_cosine'])}; use full BPTT over the segment or longer windows"
     else:
+        row = next(w for w in check["windows"] if w["window"] == best)
         advice = (
             f"recommended --window {best} (the shortest with cosine >= {fmt(check['min_cosine'])}): it saves "
             f"{check['memory_saved_bytes']} bytes of activations against full BPTT "
             f"({check['full_activation_bytes']} bytes, {check['batch_size']} stream(s), float32), and an update "
-            f"takes about {fmt(check['time_per_update_fraction'])} of the time of a full-BPTT update "
-            f"({fmt(check['full_seconds'])} s)"
+            f"takes {fmt(row['seconds_per_update'])} s, {fmt(check['time_per_update_fraction'])} of the "
+            f"{fmt(check['full_update_seconds'])} s of a full-BPTT update "
+            f"({'the window ' + str(segment) + ' row' if check['full_update_from_table'] else 'timed before the table'})"
         )
     print_table(
         f"4. cost of truncation (segment of {segment} steps, loss summed over every step)",

@@ -1,8 +1,10 @@
 """A series as one line of characters: the shape of a loss curve or a gradient decay in a table cell.
 
-Block characters on a terminal; plain ASCII in pipes, cron mail and ``NO_COLOR``
-logs, where block characters turn into mojibake. Either way the result is
-printable text with no escapes, so it can sit inside a JSON string unchanged.
+Block characters on a terminal; plain ASCII on a ``NO_COLOR`` terminal or one
+that cannot show the blocks. Either way the result is printable text with no
+escapes, so it can sit inside a JSON string unchanged. Where nobody watches a
+terminal (pipes, cron mail, log files) ``trend`` gives numbers instead: a row
+of ``*:@=_.`` reads as noise in a log.
 """
 
 from __future__ import annotations
@@ -31,6 +33,33 @@ def use_ascii() -> bool:
     from bptt_cli.render.console import plain
 
     return plain() or not _blocks_encodable()
+
+
+def on_terminal() -> bool:
+    """Whether stderr, where progress goes, is a terminal someone may be watching."""
+    return sys.stderr.isatty()
+
+
+def first_min_last(values: Iterable[float]) -> str:
+    """``first 4.2, min 1.3, last 1.4``: a series in a log line."""
+    from bptt_cli.render.console import fmt
+
+    numbers = [float(v) for v in values]
+    if not numbers:
+        return "-"
+    finite = [v for v in numbers if math.isfinite(v)]
+    lowest = min(finite) if finite else math.nan
+    return f"first {fmt(numbers[0])}, min {fmt(lowest)}, last {fmt(numbers[-1])}"
+
+
+def trend(values: Iterable[float], log: bool = False, width: int | None = None) -> str:
+    """A series in a line of progress: its sparkline and last value on a terminal, else ``first_min_last``."""
+    from bptt_cli.render.console import fmt
+
+    numbers = list(values)
+    if not on_terminal():
+        return first_min_last(numbers)
+    return f"{sparkline(numbers, log=log, width=width)} {fmt(numbers[-1]) if numbers else '-'}"
 
 
 def _resample(values: list[float], width: int) -> list[float]:

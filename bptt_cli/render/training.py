@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from bptt_cli.render.console import fmt, info, plain, print_json, print_table, stderr_console
-from bptt_cli.render.sparkline import sparkline
+from bptt_cli.render.sparkline import sparkline, trend
 
 STOPS = {
     "completed": "all epochs done",
@@ -116,11 +116,10 @@ class TrainReporter:
         losses, norms = self.losses, self.norms
         span = f"{len(losses)} interval{'s' if len(losses) != 1 else ''} to update {record['step']}"
         if self.plain:
-            trend = (f"; train loss {sparkline(losses, width=TREND_WIDTH)} {fmt(losses[-1])}, grad norm (pre-clip, "
-                     f"log) {sparkline(norms, log=True, width=TREND_WIDTH)} {fmt(norms[-1])} over {span}"
-                     if losses else "")
+            shown = (f"; train loss {trend(losses, width=TREND_WIDTH)}; grad norm (pre-clip) "
+                     f"{trend(norms, log=True, width=TREND_WIDTH)} over {span}" if losses else "")
             self._print(f"validation after epoch {record['epoch']} (step {record['step']}): "
-                        f"{', '.join(f'{name} {fmt(value)}' for name, value in figures)}{mark}{trend}")
+                        f"{', '.join(f'{name} {fmt(value)}' for name, value in figures)}{mark}{shown}")
             return
         rows = [["train loss", sparkline(losses, width=TREND_WIDTH), losses[-1] if losses else None],
                 ["grad norm, pre-clip (log)", sparkline(norms, log=True, width=TREND_WIDTH), norms[-1] if norms else None]]
