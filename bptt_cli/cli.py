@@ -16,7 +16,7 @@ from typer.core import TyperGroup
 
 from bptt_cli import __version__
 from bptt_cli.allocator import keep_freed_memory
-from bptt_cli.commands import evaluate, generate, gradcheck, plot, train
+from bptt_cli.commands import evaluate, export, generate, gradcheck, plot, train
 from bptt_cli.errors import BpttError
 
 EXIT_CODES = (
@@ -90,6 +90,7 @@ app.command("evaluate", **_COMMANDS)(evaluate.evaluate)
 app.command("generate", **_COMMANDS)(generate.generate)
 app.command("gradcheck", **_COMMANDS)(gradcheck.gradcheck)
 app.command("plot", **_COMMANDS)(plot.plot)
+app.command("export", **_COMMANDS)(export.export)
 
 
 def main() -> None:
