@@ -97,7 +97,6 @@ class StatefulStep(nn.Module):
     def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         from torch._higher_order_ops.scan import scan
 
-
         model = self.model
         inputs = model.embedding(x) if model.embedding is not None else x  # (T, B, width)
         ends = []
