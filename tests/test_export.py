@@ -11,13 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import SAMPLE_TEXT
 from typer.testing import CliRunner
 
 from bptt_cli import __version__
 from bptt_cli.cli import app
 from bptt_cli.modelfile import load_model_file
-
-from conftest import SAMPLE_TEXT
 
 CELLS = ("lstm", "gru", "rnn")
 KINDS = ("text", "series")
@@ -86,6 +85,8 @@ def _windows_against_bptt(model_path: Path, run, names: list[str], windows=(9, 1
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("cell", CELLS)
 def test_onnx_equals_bptt_over_two_windows_with_the_state_carried(models, onnx_extra, tmp_path, kind, cell):
+    import onnx
+
     out = tmp_path / "model.onnx"
     code, stdout, err = invoke("export", models[kind, cell], "-o", out, "--json")
     assert code == 0, err
@@ -99,6 +100,8 @@ def test_onnx_equals_bptt_over_two_windows_with_the_state_carried(models, onnx_e
     assert [i.name for i in session.get_inputs()] == names
     assert [o.name for o in session.get_outputs()] == [o["name"] for o in sidecar["outputs"]]
     assert session.get_inputs()[0].shape[:2] == ["time", "batch"]  # dynamic axes, named
+    assert [i.shape for i in session.get_inputs()[1:]] == [[2, "batch", 12]] * (2 if cell == "lstm" else 1)
+    assert max(o.version for o in onnx.load(str(out)).opset_import if o.domain in ("", "ai.onnx")) >= 17
     assert _windows_against_bptt(models[kind, cell], lambda feed: session.run(None, feed), names) <= 1e-5
 
 
@@ -117,19 +120,6 @@ def test_pt2_equals_bptt_over_two_windows_with_the_state_carried(models, tmp_pat
 
     names = [i["name"] for i in json.loads((tmp_path / "model.pt2.json").read_text())["inputs"]]
     assert _windows_against_bptt(models[kind, cell], run, names) <= 1e-5
-
-
-def test_the_onnx_file_has_the_opset_and_the_state_as_inputs_and_outputs(models, onnx_extra, tmp_path):
-    import onnx
-
-    out = tmp_path / "m.onnx"
-    assert invoke("export", models["text", "lstm"], "-o", out)[0] == 0
-    proto = onnx.load(str(out))
-    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
-    assert [i.name for i in proto.graph.input] == ["x", "h", "c"]
-    assert [o.name for o in proto.graph.output] == ["y", "h_next", "c_next"]
-    h = [d.dim_value or d.dim_param for d in proto.graph.input[1].type.tensor_type.shape.dim]
-    assert h == [2, "batch", 12]
 
 
 def test_the_sidecar_of_a_text_model_holds_its_tokenizer_names_shapes_and_state_layout(models, tmp_path):
@@ -191,8 +181,8 @@ def test_a_missing_extra_names_the_install_line(models, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
     code, _, err = invoke("export", models["text", "lstm"], "-o", tmp_path / "m.onnx")
     assert code == 2
-    assert err.strip().splitlines() == ["error: ONNX export needs the export extra (onnxruntime is missing): "
-                                        "pip install 'bptt[export]'"]
+    assert err.strip().splitlines() == [
+        "error: ONNX export needs the export extra (onnxruntime is missing): pip install 'bptt[export]'"]
     assert list(tmp_path.iterdir()) == []
 
 
