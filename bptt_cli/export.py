@@ -305,7 +305,7 @@ class Export:
 
 
 def export_model(model_path: str | Path, output: str | Path) -> Export:
-    """Write MODEL as ONNX or .pt2 with its sidecar, then prove it equals bptt's model (else remove both)."""
+    """Write MODEL as ONNX or .pt2 with its sidecar, then prove it equals bptt's model (else nothing is written)."""
     model_path, output = Path(model_path), Path(output)
     fmt = check_output(output, model_path)
     require_extra(fmt)
