@@ -18,7 +18,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from bptt_cli import __version__
 from bptt_cli.allocator import keep_freed_memory
-from bptt_cli.commands import evaluate, generate, gradcheck, plot, predict, train
+from bptt_cli.commands import evaluate, export, generate, gradcheck, plot, predict, train
 from bptt_cli.errors import BpttError
 
 EXIT_CODES = (
@@ -157,6 +157,7 @@ app.command("generate", **_COMMANDS)(generate.generate)
 app.command("gradcheck", **_COMMANDS)(gradcheck.gradcheck)
 app.command("plot", **_COMMANDS)(plot.plot)
 app.command("predict", **_COMMANDS)(predict.predict)
+app.command("export", **_COMMANDS)(export.export)
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, jvp, vmap
 
 from bptt_cli.errors import BpttError
+from bptt_cli.losses import class_total, regression_total
 from bptt_cli.memory import activation_bytes
 from bptt_cli.models import CELL_SPECS, ModelConfig, RecurrentModel, State
 
@@ -115,10 +116,7 @@ def token_problem(ids: torch.Tensor | np.ndarray, source: str = "synthetic") -> 
     if ids.shape[0] < 3:
         raise BpttError(f"{source}: {ids.shape[0]} tokens are too few; gradcheck needs at least 3")
 
-    def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
-
-    return Problem(ids[:-1], ids[1:], cross_entropy, source)
+    return Problem(ids[:-1], ids[1:], class_total, source)
 
 
 def synthetic_problem(model: RecurrentModel, steps: int, seed: int = 0) -> Problem:
@@ -140,7 +138,7 @@ def text_problem(model: RecurrentModel, tokenizer, text: str | bytes, source: st
 
 
 def feature_problem(inputs: np.ndarray, targets: np.ndarray, task: str, loss: str = "mse",
-                    ignore: int = -100, source: str = "synthetic") -> Problem:
+                    source: str = "synthetic") -> Problem:
     """One stream of feature frames (N, F) with targets: next-frame values (N, O) or class ids (N,).
 
     The loss is the training loss summed in float64 (training's own casts to
@@ -151,22 +149,9 @@ def feature_problem(inputs: np.ndarray, targets: np.ndarray, task: str, loss: st
         raise BpttError(f"{source}: {x.shape[0]} frames are too few; gradcheck needs at least 3")
     if task == "forecast":
         y = torch.as_tensor(np.asarray(targets, dtype=np.float64)).unsqueeze(1)  # (N, 1, O)
-
-        def regression(predicted: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
-            scored = ~torch.isnan(wanted)
-            error = torch.where(scored, predicted - torch.nan_to_num(wanted), 0.0)
-            if loss == "huber":
-                return F.huber_loss(error, torch.zeros_like(error), reduction="sum")
-            return error.square().sum()
-
-        return Problem(x, y, regression, source)
-    y = torch.as_tensor(np.asarray(targets, dtype=np.int64)).reshape(-1, 1)  # (N, 1)
-
-    def cross_entropy(logits: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), wanted.reshape(-1), ignore_index=ignore,
-                               reduction="sum")
-
-    return Problem(x, y, cross_entropy, source)
+        return Problem(x, y, regression_total(loss), source)
+    y = torch.as_tensor(np.asarray(targets, dtype=np.int64)).reshape(-1, 1)  # (N, 1); IGNORE_LABEL carries no loss
+    return Problem(x, y, class_total, source)
 
 
 def synthetic_features(model: RecurrentModel, steps: int, seed: int = 0) -> Problem:

@@ -45,6 +45,22 @@ def regression_sum(name: str, predicted: torch.Tensor, targets: torch.Tensor) ->
     return per.sum(), scored.sum()
 
 
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of logits (S, B, V) against the next token ids (S, B): text training's loss."""
+    return F.cross_entropy(at_least_float32(logits).flatten(0, 1), targets.flatten())
+
+
+def class_total(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The summed cross-entropy alone: gradcheck's loss, in the dtype it computes in (float64)."""
+    return class_sum(logits, targets)[0]
+
+
+def regression_total(name: str):
+    """The summed regression error alone, for gradcheck (float64 stays float64)."""
+    check_regression_loss(name)
+    return lambda predicted, targets: regression_sum(name, predicted, targets)[0]
+
+
 def class_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy over the labelled steps only (windows without one give 0, not NaN)."""
     total, count = class_sum(logits, targets)

@@ -23,13 +23,13 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 
 from bptt_cli import distributed
 from bptt_cli.choices import ON_NAN, OPTIMIZERS
 from bptt_cli.device import autocast
 from bptt_cli.errors import BpttError, RunFailed
+from bptt_cli.losses import next_token_loss
 from bptt_cli.memory import require_fits, training_estimate, update_flops
 from bptt_cli.models import RecurrentModel, State
 from bptt_cli.schedule import LearningRateSchedule
@@ -160,11 +160,6 @@ def matmul_rate(device: torch.device) -> float:
         c = a @ b
     float(c[0, 0])  # waits for the device (one sync, before the run)
     return 2 * size**3 * repeats / max(time.perf_counter() - began, 1e-9)
-
-
-def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of logits (S, B, V) against the next token ids (S, B)."""
-    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
 
 
 class WindowStep(nn.Module):

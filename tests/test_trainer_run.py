@@ -77,7 +77,9 @@ def test_max_time_stops_so_that_a_slow_final_validation_fits_in_the_budget():
     result = trainer.fit(inputs, targets)
     wall = time.perf_counter() - began
     assert result["stop_reason"] == "max_time" and result["resumable"]
-    assert wall <= budget + trainer.timing.longest_update, (wall, trainer.timing.longest_update)
+    # a busy machine oversleeps and stretches updates; half a validation of slack still catches a run that
+    # runs its final validation after the budget (that overruns by a whole one, 0.4 s)
+    assert wall <= budget + trainer.timing.longest_update + 0.2, (wall, trainer.timing.longest_update)
     # the measuring validation and the final one, and the parts add up to this process's time
     assert result["validation_seconds"] >= 0.8 and result["training_seconds"] > 0
     parts = result["training_seconds"] + result["validation_seconds"] + result["checkpoint_seconds"]

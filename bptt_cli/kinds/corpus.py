@@ -20,7 +20,7 @@ from bptt_cli.errors import BpttError
 from bptt_cli.evaluation import summarise
 from bptt_cli.kinds.audio import FEATURE_SUFFIXES, is_pattern, pattern_files
 from bptt_cli.kinds.base import Prepared, Request
-from bptt_cli.kinds.text import TextKind, TextOptions, known_ids, token_model
+from bptt_cli.kinds.text import TextKind, TextOptions, known_ids, token_model, token_run_files
 from bptt_cli.losses import IGNORE_LABEL, class_loss
 from bptt_cli.modelfile import ModelFile
 from bptt_cli.scoring import ranked_sums, scored_sums, stream_pass
@@ -110,22 +110,14 @@ class CorpusKind(TextKind, name="corpus", what="text corpora", holds="a text cor
                 total, count, _ = sums.tolist()
                 return summarise(total, int(count))
 
-            def make_file(record: dict) -> ModelFile:
-                best = {"best_step": record["step"], "best_epoch": record["epoch"], "best_val_loss": record["val_loss"]}
-                return ModelFile(model, tokenizer, run.run_config, {**summary, **best}, {"kind": self.name})
-
-            def score_other(file: ModelFile) -> tuple[float | None, str]:
-                if val_streams is None:
-                    return None, "this run has no validation data"
-                if file.data.get("kind") != self.name or file.tokenizer.to_dict() != tokenizer.to_dict():
-                    return None, "it is not a corpus model with this run's vocabulary"
-                return validate(file.model.to(run.device))["loss"], ""
+            validate = validate if val_streams is not None else None
+            make_file, score_other = token_run_files(run, model, tokenizer, summary, self.name, validate)
 
             built = sum(c.built for c in caches)
             if built and not options.no_cache:
                 notes.append(f"{built} of {len(files)} document(s) encoded into the token cache; later runs reuse them")
             inputs, targets, resets = (distributed.shard_streams(s) for s in (streams.inputs, streams.targets, streams.resets))
-            yield Prepared(model, inputs, targets, resets, class_loss, validate if val_streams else None, make_file,
+            yield Prepared(model, inputs, targets, resets, class_loss, validate, make_file,
                            digest, score_other, result={"documents": len(files), "train_tokens": summary["train_tokens"],
                                            "val_tokens": summary["val_tokens"]}, closing_notes=notes)
 

@@ -323,7 +323,7 @@ class SequenceKind(DataKind):
         inputs, targets = seq.pairs(norm, longest)
         loss = (file.config or {}).get("loss", "mse")
         return gradcheck.feature_problem(inputs, targets, seq.task, loss if loss in ("mse", "huber") else "mse",
-                                         ignore=IGNORE_LABEL, source=f"{data} (sequence {seq.names[longest]})")
+                                         source=f"{data} (sequence {seq.names[longest]})")
 
 
 def _scored_starts(file: ModelFile, seq: Sequences, data: Path) -> tuple[list[int], list[str]]:

@@ -73,6 +73,24 @@ def token_model(run, tokenizer) -> RecurrentModel:
     return RecurrentModel(run.model_config)
 
 
+def token_run_files(run, model: RecurrentModel, tokenizer: Tokenizer, summary: dict, kind: str, validate):
+    """What text and corpora runs share: the model file for a validation record, and the loss of another
+    model file on the run's validation tokens (only a model with this run's vocabulary reads them alike)."""
+
+    def make_file(record: dict) -> ModelFile:
+        best = {"best_step": record["step"], "best_epoch": record["epoch"], "best_val_loss": record["val_loss"]}
+        return ModelFile(model, tokenizer, run.run_config, {**summary, **best}, {"kind": kind})
+
+    def score_other(file: ModelFile) -> tuple[float | None, str]:
+        if validate is None:
+            return None, "this run has no validation data"
+        if file.tokenizer is None or file.tokenizer.to_dict() != tokenizer.to_dict():
+            return None, "its vocabulary is not this run's"
+        return validate(file.model.to(run.device))["loss"], ""
+
+    return make_file, score_other
+
+
 class TextKind(DataKind, name="text", what="text", holds="text", options=TextOptions):
     tokens = True
 
@@ -118,22 +136,13 @@ class TextKind(DataKind, name="text", what="text", holds="text", options=TextOpt
                 total, count = distributed.all_sum(torch.tensor([total, count], dtype=torch.float64)).tolist()
                 return summarise(total, int(count))
 
-            def make_file(record: dict) -> ModelFile:
-                best = {"best_step": record["step"], "best_epoch": record["epoch"], "best_val_loss": record["val_loss"]}
-                return ModelFile(model, tokenizer, run.run_config, {**summary, **best}, {"kind": self.name})
-
-            def score_other(file: ModelFile) -> tuple[float | None, str]:
-                if val_ids is None:
-                    return None, "this run has no validation data"
-                if file.tokenizer is None or file.tokenizer.to_dict() != tokenizer.to_dict():
-                    return None, "its vocabulary is not this run's"
-                return validate(file.model.to(run.device))["loss"], ""
-
+            validate = validate if val_ids is not None else None
+            make_file, score_other = token_run_files(run, model, tokenizer, summary, self.name, validate)
             notes = []
             if cache.built and not options.no_cache:
                 notes.append(f"the text's {len(ids):,} tokens are cached in {cache.path}; later runs reuse them")
             yield Prepared(model, distributed.shard_streams(inputs), distributed.shard_streams(targets), None, None,
-                           validate if val_ids is not None else None, make_file, cache.sha256, score_other,
+                           validate, make_file, cache.sha256, score_other,
                            result={"train_tokens": summary["train_tokens"], "val_tokens": summary["val_tokens"]},
                            closing_notes=notes)
 
