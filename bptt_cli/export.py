@@ -31,7 +31,8 @@ from torch import nn
 from bptt_cli import __version__, kinds
 from bptt_cli.atomic import atomic_write, write_bytes
 from bptt_cli.errors import BpttError, RunFailed
-from bptt_cli.modelfile import ModelFile, check_writable, load_model_file
+from bptt_cli.modelfile import ModelFile, load_model_file
+from bptt_cli.output_paths import check_output as check_path
 from bptt_cli.models import RecurrentModel
 
 FORMATS = {".onnx": "onnx", ".pt2": "pt2"}
@@ -180,7 +181,8 @@ def check_output(output: Path, model_path: Path) -> str:
         if path.exists() and not _is_export(sidecar):
             raise BpttError(f"{path}: exists and is not a bptt export (no {sidecar.name} from 'bptt export'); "
                             "remove it or choose another -o")
-    check_writable(output)
+    # a directory, a missing folder, a link or a device (what is already there was checked just above)
+    check_path(output, "model", "-o", force=True)
     return fmt
 
 

@@ -47,7 +47,7 @@ def regression_sum(name: str, predicted: torch.Tensor, targets: torch.Tensor) ->
 
 def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of logits (S, B, V) against the next token ids (S, B): text training's loss."""
-    return F.cross_entropy(at_least_float32(logits).flatten(0, 1), targets.flatten())
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
 
 
 def class_total(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

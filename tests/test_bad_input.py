@@ -335,7 +335,7 @@ CASES = [
     ("train {text} -o {text}", 2, "is the input"),
     ("train {text} -o {fifo}", 2, "not a regular file"),
     ("train {text} -o {nothing}", 2, "is a directory"),
-    ("train {text} --metrics {text}", 2, "not JSON-lines metrics"),
+    ("train {text} --metrics {text}", 2, "is the input"),
     ("train {text} --metrics {model}", 2, "is a bptt model file"),
     ("train {text} --metrics {nothing}", 2, "is a directory"),
     ("train {text} --metrics {ok_csv}", 2, "not CSV metrics"),

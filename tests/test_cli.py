@@ -138,9 +138,9 @@ def test_every_command_has_help_with_an_example(run, command):
 
 # --- help that reads like a well-kept Click tool's (issue 17) ----------------------------------------
 
-COMMANDS = ["train", "evaluate", "generate", "gradcheck", "plot"]
+COMMANDS = ["train", "evaluate", "generate", "gradcheck", "plot", "predict", "export"]
 USAGE = {"train": "[DATA]", "evaluate": "MODEL DATA", "generate": "MODEL", "gradcheck": "[MODEL] [DATA]",
-         "plot": "FILE..."}
+         "plot": "FILE...", "predict": "MODEL [FRAMES]", "export": "MODEL"}
 
 
 @pytest.mark.parametrize("command", COMMANDS)

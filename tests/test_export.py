@@ -188,7 +188,7 @@ def test_a_missing_extra_names_the_install_line(models, tmp_path, monkeypatch):
 
 BAD = {
     "not a model file": (lambda d, m: (d / "notes.txt", d / "out.onnx"), "not a bptt model file"),
-    "a directory as MODEL": (lambda d, m: (d, d / "out.onnx"), "no such model file"),
+    "a directory as MODEL": (lambda d, m: (d, d / "out.onnx"), "is a directory"),
     "a suffix that is neither": (lambda d, m: (m, d / "out.pt"), "-o must end in .onnx (ONNX) or .pt2"),
     "no suffix": (lambda d, m: (m, d / "out"), "-o must end in .onnx (ONNX) or .pt2"),
     "-o is MODEL itself": (lambda d, m: (d / "model.pt2", d / "model.pt2"), "is MODEL itself"),

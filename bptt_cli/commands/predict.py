@@ -26,7 +26,7 @@ class OutputFormat(str, Enum):
 
 def predict(
     model_file: Annotated[Path, typer.Argument(metavar="MODEL", help="A model file written by 'bptt train'.", show_default=False)],
-    frames: Annotated[Optional[Path], typer.Argument(metavar="[FRAMES]", help="For a feature model: the .npy file of frames to read (others read stdin).", show_default=False)] = None,
+    frames: Annotated[Optional[Path], typer.Argument(metavar="FRAMES", help="For a feature model: the .npy file of frames to read (others read stdin).", show_default=False)] = None,
     horizon: Annotated[int, typer.Option("--horizon", min=1, help="Steps to forecast after each row (series models).")] = 1,
     state: Annotated[Optional[Path], typer.Option("--state", help="Carry the stream's state across invocations: loaded at start if it exists, saved (atomically) at the end.", show_default=False)] = None,
     save_every: Annotated[int, typer.Option("--save-every", min=0, help="With --state: also save it every N rows (0: only at the end).")] = 0,

@@ -174,14 +174,17 @@ def check_output(path: str | Path, option: str = "-o") -> Path:
     """Fail before any work when the picture cannot be written where asked (``option`` names it)."""
     from bptt_cli.output_paths import check_output as check_path, suffix_kind
 
-    path = check_path(path, suffix_kind(path), option)  # never over a model, the data or another kind of file
+    path = Path(path)
     if path.suffix.lower() not in FORMATS:
         raise BpttError(f"{option} {path}: the format follows the extension; end the name in .png or .svg")
-    return path
+    return check_path(path, suffix_kind(path), option)  # never over a model, the data or another kind of file
 
 
 def check_plot(path: str | Path, option: str = "--plot") -> Path:
     """For commands that draw after long work: fail at once on a bad path or a missing matplotlib."""
+    from bptt_cli.output_paths import check_output as check_path, suffix_kind
+
+    check_path(path, suffix_kind(path), option)  # first: a model given where the picture goes is named as such
     path = check_output(path, option)
     _matplotlib()
     return path
