@@ -15,4 +15,6 @@ SERIES_TASKS = ("forecast", "tag")  # owned by series.py
 MISSING = ("error", "ffill", "interpolate", "drop")  # owned by series.py
 LOSSES = ("mse", "huber")  # losses on numeric targets
 PRECISIONS = ("fp32", "bf16")  # owned by device.py
+BAD_ROW_RULES = ("skip", "stop")  # what bptt predict does with a row it cannot read
+PREDICT_FORMATS = ("auto", "csv", "json")  # bptt predict's output; auto: json for JSON-lines input
 REPLACE_RULES = ("better", "always", "never")  # when a run may replace the model at -o (training_run.py)

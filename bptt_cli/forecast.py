@@ -105,8 +105,12 @@ def origins_for(length: int, horizon: int, season: int | None, start: int = 0) -
     return np.arange(first, length - horizon, horizon, dtype=np.int64)
 
 
-def errors(truth: np.ndarray, forecast: np.ndarray, scale: np.ndarray) -> dict:
-    """MAE, RMSE, sMAPE (percent) and MASE over points (..., O), averaged over targets, and per target."""
+def errors(truth: np.ndarray, forecast: np.ndarray, scale: np.ndarray, seasonal_scale: np.ndarray | None = None) -> dict:
+    """MAE, RMSE, sMAPE (percent) and MASE over points (..., O), averaged over targets, and per target.
+
+    MASE divides by the in-sample one-step naive MAE (Hyndman's); with ``seasonal_scale``,
+    ``mase_seasonal`` divides by the in-sample seasonal-naive MAE instead (the M4 competition's).
+    """
     error = forecast - truth
     flat = error.reshape(-1, error.shape[-1])
     denominator = np.abs(truth) + np.abs(forecast)
@@ -117,14 +121,17 @@ def errors(truth: np.ndarray, forecast: np.ndarray, scale: np.ndarray) -> dict:
         "smape": 100 * ratio.reshape(-1, error.shape[-1]).mean(axis=0),
     }
     per["mase"] = per["mae"] / np.where(scale > 0, scale, np.nan)
+    if seasonal_scale is not None:
+        per["mase_seasonal"] = per["mae"] / np.where(seasonal_scale > 0, seasonal_scale, np.nan)
     return {name: float(np.nanmean(values)) for name, values in per.items()} | {
         "per_target": [{name: float(values[i]) for name, values in per.items()} for i in range(error.shape[-1])]
     }
 
 
-def naive_scale(series: list[np.ndarray]) -> np.ndarray:
-    """The in-sample MAE of the one-step naive forecast, per column: the MASE denominator."""
-    diffs = np.concatenate([np.abs(np.diff(s, axis=0)) for s in series if len(s) > 1])
+def naive_scale(series: list[np.ndarray], lag: int = 1) -> np.ndarray:
+    """The in-sample MAE of the naive forecast ``lag`` steps back (1: the last value; a season: the same
+    step one season ago), per column: the MASE denominator."""
+    diffs = np.concatenate([np.abs(s[lag:] - s[:-lag]) for s in series if len(s) > lag])
     return diffs.mean(axis=0)
 
 
@@ -152,15 +159,18 @@ def evaluate_forecasts(model: RecurrentModel, seq, norm: Normaliser, starts: lis
                        season: int | None, stored: dict, data: Path, device) -> dict:
     """Errors of the model and the baselines at one step and at ``horizon`` steps, on the same points."""
     scale = np.asarray(stored["mase_scale"])
+    # the seasonal scale was measured at the model's season: another --season has none
+    seasonal = stored.get("mase_seasonal_scale") if season == stored.get("season") else None
+    seasonal = None if seasonal is None else np.asarray(seasonal)
     out: dict = {}
     for h in sorted({1, horizon}):
         truth, predicted, base, last = _forecasts(model, seq, norm, starts, h, season, device)
         if len(truth) == 0:
             raise BpttError(f"{data}: too short to score a {h}-step forecast"
                             + (f" after a season of {season}" if season else "") + "; give more rows or a smaller --horizon")
-        out[str(h)] = {"model": errors(truth, predicted, scale)}
+        out[str(h)] = {"model": errors(truth, predicted, scale, seasonal)}
         for name, values in base.items():
-            out[str(h)][name] = errors(truth, values, scale)
+            out[str(h)][name] = errors(truth, values, scale, seasonal)
         out[str(h)]["points"] = int(truth.shape[0] * truth.shape[1])
     i, origin = last  # the last window scored at the longest horizon: what --plot draws
     times = seq.times[i] if seq.times else None

@@ -19,11 +19,11 @@ from typing import Iterable, Iterator
 import numpy as np
 import pandas as pd
 import torch
-from torch.nn import functional as F
 
 from bptt_cli import forecast
 from bptt_cli.atomic import atomic_write
 from bptt_cli.errors import BpttError
+from bptt_cli.losses import class_sum
 from bptt_cli.series import Normaliser
 from bptt_cli.token_cache import sha256
 
@@ -194,7 +194,7 @@ class TextPredictor(Predictor):
         wanted = x[1:, 0]
         if self.stream.logits is not None:  # the line's first token, predicted from the lines before it
             scored, wanted = torch.cat([self.stream.logits, scored]), torch.cat([x[:1, 0], wanted])
-        nats = float(F.cross_entropy(scored.float(), wanted, reduction="sum")) if len(wanted) else 0.0
+        nats = float(class_sum(scored.unsqueeze(1), wanted.unsqueeze(1))[0]) if len(wanted) else 0.0  # (T, 1, V)
         self.stream.state, self.stream.logits = state, logits[-1:, 0]
         bits = nats / math.log(2)
         per = bits / len(wanted) if len(wanted) else math.nan

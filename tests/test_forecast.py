@@ -111,3 +111,28 @@ def test_generate_continues_the_time_column_in_original_units(tmp_path, run):
 def test_text_options_and_sequence_options_do_not_mix(tmp_path, run, tiny_model):
     code, _, err = run("generate", tiny_model, "--horizon", "5")
     assert code == 2 and "--prime" in err
+
+
+def test_mase_has_the_one_step_and_the_seasonal_scale():
+    """Hyndman's MASE (scaled by the lag-1 naive error) and the M4 one (by the seasonal-naive error)."""
+    history = [np.array([[0.0], [2.0], [4.0], [6.0]])]
+    assert forecast.naive_scale(history).tolist() == [2.0]  # |2| + |2| + |2|, over 3
+    assert forecast.naive_scale(history, lag=2).tolist() == [4.0]  # |4 - 0| + |6 - 2|, over 2
+    truth, predicted = np.array([[[1.0]], [[2.0]]]), np.array([[[2.0]], [[4.0]]])  # MAE 1.5
+    figures = forecast.errors(truth, predicted, np.array([2.0]), np.array([4.0]))
+    assert figures["mase"] == 0.75 and figures["mase_seasonal"] == 0.375
+    assert "mase_seasonal" not in forecast.errors(truth, predicted, np.array([2.0]))
+
+
+def test_evaluate_reports_mase_seasonal_at_the_models_season(tmp_path, run):
+    data = seasonal_csv(tmp_path / "s.csv", rows=200)
+    out = tmp_path / "m.pt"
+    code, _, err = run("train", data, "-o", out, "--max-steps", "2", "--hidden", "8", "--layers", "1",
+                       "--window", "12", "--season", "12")
+    assert code == 0, err
+    code, stdout, err = run("evaluate", out, data, "--horizon", "12", "--json")
+    figures = json.loads(stdout)["horizons"]["12"]
+    assert code == 0 and figures["model"]["mase_seasonal"] > 0
+    for model, naive in zip(figures["model"]["per_target"], figures["seasonal_naive"]["per_target"]):
+        # one pair of scales per target, whatever the forecast
+        assert model["mase"] / model["mase_seasonal"] == pytest.approx(naive["mase"] / naive["mase_seasonal"])

@@ -149,3 +149,19 @@ def test_predict_really_streams(series_model):
         child.stdin.close()
         child.wait(timeout=300)
     assert child.returncode == 0
+
+
+def test_a_feature_model_predicts_the_next_frame_of_each_frame_in_a_file(tmp_path, run):
+    from test_audio import write_npys
+
+    folder = write_npys(tmp_path / "clips", count=3, frames=20)
+    out = tmp_path / "f.pt"
+    code, _, err = run("train", folder, "-o", out, "--max-steps", "2", "--hidden", "8", "--layers", "1", "--window", "5")
+    assert code == 0, err
+    frames = sorted(folder.glob("*.npy"))[0]
+    code, stdout, err = run("predict", out, frames, "--format", "json")
+    assert code == 0, err
+    rows = [json.loads(line) for line in stdout.splitlines()]
+    assert len(rows) == len(np.load(frames)) and set(rows[0]) == {"f0", "f1", "f2"}
+    code, _, err = run("predict", out)
+    assert code == 2 and "reads its frames from a file" in err

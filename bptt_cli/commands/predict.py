@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from bptt_cli.commands.options import Device, Threads
+from bptt_cli.commands.options import Device, OnBadRow, OutputFormat, Threads
 from bptt_cli.errors import BpttError
-
-
-class OnBadRow(str, Enum):
-    skip = "skip"
-    stop = "stop"
-
-
-class OutputFormat(str, Enum):
-    auto = "auto"
-    csv = "csv"
-    json = "json"
 
 
 def predict(

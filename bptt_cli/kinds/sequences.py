@@ -209,8 +209,10 @@ class SequenceKind(DataKind):
         season = getattr(options, "season", None) or season_of(seq.freq)
         described = seq.describe(norm, season)
         if seq.task == "forecast":
-            described["mase_scale"] = forecast.naive_scale(
-                [seq.values[i][: split_data.ends[i], seq.targets] for i in split_data.train_ids]).tolist()
+            history = [seq.values[i][: split_data.ends[i], seq.targets] for i in split_data.train_ids]
+            described["mase_scale"] = forecast.naive_scale(history).tolist()
+            if season and any(len(h) > season for h in history):
+                described["mase_seasonal_scale"] = forecast.naive_scale(history, season).tolist()
         described["val_fraction"] = run.val_fraction if run.val is None else 0.0
         summary = {"data_file": Path(data).name, "data_sha256": data_hash(data), "sequences": len(seq.values),
                    "train_steps": int(sum(len(x) for x, _ in pairs))}

@@ -13,7 +13,7 @@ import pandas as pd
 from bptt_cli.atomic import write_bytes
 from bptt_cli.render.console import info, print_json, print_table
 
-METRICS = ("mae", "rmse", "smape", "mase")
+METRICS = {"mae": "MAE", "rmse": "RMSE", "smape": "sMAPE %", "mase": "MASE", "mase_seasonal": "MASE (seasonal)"}
 NAMES = {"model": "model", "persistence": "persistence (last value)", "seasonal_naive": "seasonal naive"}
 
 
@@ -32,13 +32,14 @@ def render_sequence_scores(figures: dict, as_json: bool) -> None:
 
 def _forecast_tables(figures: dict) -> None:
     for horizon, result in figures["horizons"].items():
-        rows = [[NAMES[name], *(result[name][m] for m in METRICS)] for name in NAMES if name in result]
+        shown = [m for m in METRICS if m in result["model"]]  # MASE (seasonal) where the model knows its season
+        rows = [[NAMES[name], *(result[name][m] for m in shown)] for name in NAMES if name in result]
         caption = None
         if "seasonal_naive" not in result:
             caption = "give --season S to compare with the seasonal-naive forecast as well"
         title = "one-step forecast" if horizon == "1" else f"forecasts 1..{horizon} steps ahead"
         print_table(f"{title}: {result['points']:,} points, targets {', '.join(figures['targets'])}",
-                    ["forecast", "MAE", "RMSE", "sMAPE %", "MASE"], rows, caption=caption)
+                    ["forecast", *(METRICS[m] for m in shown)], rows, caption=caption)
 
 
 def _classification_tables(figures: dict) -> None:
