@@ -3,8 +3,8 @@
 The loop never formats output and never waits on the device between log
 intervals: losses and gradient norms accumulate in device tensors and are read
 once per interval. It reports plain dicts to a ``Reporter`` and hands the best
-model to a ``save_best`` callback; the caller decides how they look and where
-they go.
+model to a ``save_best`` callback, which says whether it wrote it; the caller
+decides how they look and where they go.
 """
 
 from __future__ import annotations
@@ -310,10 +310,11 @@ class Trainer:
         device: torch.device,
         reporter: Reporter,
         validate: Callable[[RecurrentModel], dict] | None,
-        save_best: Callable[[dict], None],
+        save_best: Callable[[dict], bool | None],
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-        save_checkpoint: Callable[[dict], None] | None = None,
+        save_checkpoint: Callable[[dict], bool | None] | None = None,
     ):
+        """``save_best`` and ``save_checkpoint`` return False when they refused to write (None counts as written)."""
         if validate is None and (config.patience or config.schedule == "plateau"):
             option = "--patience" if config.patience else "--schedule plateau"
             raise BpttError(f"{option} reacts to validation loss, and this run has no validation data; "
@@ -332,6 +333,7 @@ class Trainer:
         self.stop_requested: str | None = None
         self.signals = 0  # SIGINT/SIGTERM received during fit
         self.checkpointed_step: int | None = None  # the update of the last checkpoint written
+        self.checkpoint_refused = False  # the last checkpoint was not written (the file belongs to another run)
         self.timing = _Timing()
         self.total_updates = 0  # of this run, once planned
         self.position = Position()
@@ -538,7 +540,7 @@ class Trainer:
         return {
             "stop_reason": run.stop,
             "already_complete": run.already_complete,
-            "resumable": run.stop in RESUMABLE,
+            "resumable": run.stop in RESUMABLE and not self.checkpoint_refused,
             "steps": at.step,
             "skipped_updates": at.skipped,
             "epochs": min(at.epoch, self.config.epochs),
@@ -593,8 +595,10 @@ class Trainer:
             )
         with self.timing.measure("checkpoint"):
             self.position.seconds = self.timing.run_seconds()  # the figures of a resumed run cover the whole run
-            self.save_checkpoint(self.checkpoint(state))
-        self.checkpointed_step = self.position.step
+            written = self.save_checkpoint(self.checkpoint(state)) is not False
+        self.checkpoint_refused = not written
+        if written:
+            self.checkpointed_step = self.position.step
 
     def _restore(self, saved: dict, batch: int) -> State:
         try:
@@ -653,9 +657,9 @@ class Trainer:
             if observe:
                 self.schedule.observe(loss)
             record = {"step": at.step, "epoch": at.epoch, **{f"val_{k}": v for k, v in figures.items()},
-                      "best": loss < at.best}
-            if loss < at.best:
-                self.save_best(record)
+                      "best": loss < at.best, "saved": False}
+            if loss < at.best:  # the callback may add to the record what it kept instead
+                record["saved"] = self.save_best(record) is not False
         self.reporter.validation(record)
         return loss
 

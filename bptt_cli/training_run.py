@@ -20,7 +20,7 @@ from bptt_cli.errors import BpttError
 from bptt_cli.modelfile import ModelFile, load_model_file
 from bptt_cli.models import RecurrentModel
 from bptt_cli.runfiles import RunFiles
-from bptt_cli.trainer import Reporter, TrainConfig, Trainer
+from bptt_cli.trainer import RESUMABLE, Reporter, TrainConfig, Trainer
 
 # Options that change what a run computes, whatever the data: a checkpoint only resumes a run made with the
 # same ones (and with the same options of the data's kind, ``kinds.resume_keys``).
@@ -51,12 +51,14 @@ def train(kind: DataKind, data: str | Path, output: str | Path, options, setup: 
             result = run_training(files, prepared.model, prepared.make_file, setup.train_config, setup.device,
                                   setup.reporter, prepared.validate, prepared.inputs, prepared.targets, run,
                                   resets=prepared.resets, loss_fn=prepared.loss_fn, resume=resume,
-                                  must_match=RESUME_KEYS + tuple(resume_keys(options)))
+                                  must_match=RESUME_KEYS + tuple(resume_keys(options)), existing=existing)
     for note in prepared.closing_notes:
         setup.reporter.note(note)
     if existing is not None and not result["already_complete"]:
         existing["replaced"] = result["model_written"]
         setup.reporter.note(_replacement_line(files.output, existing, result.get("best_val_loss")))
+    if files.refused_checkpoint:
+        setup.reporter.note(_kept_checkpoint_line(files, result["stop_reason"]))
     return {**result, **prepared.result, **({"existing_model": existing} if existing else {})}
 
 
@@ -90,6 +92,22 @@ def _replacement_line(output: Path, existing: dict, new_loss: float | None) -> s
             "(--replace always replaces it)")
 
 
+def _kept_checkpoint_line(files: RunFiles, stop_reason: str) -> str:
+    """Why this run wrote no checkpoint: the one beside -o is the resume point of the kept model's run."""
+    line = (f"kept {files.checkpoint_path} too: it is the checkpoint of the run that made {files.output}, "
+            "and this run wrote none")
+    if stop_reason in RESUMABLE:
+        line += "; this run cannot be resumed: train into another -o to stop and resume it"
+    return line
+
+
+def kept_model(files: RunFiles, existing: dict | None) -> dict:
+    """What a validation record says of the model file kept instead of this run's best: which, and its score."""
+    score = existing["val_loss"] if existing else files.best_on_disk
+    return {"kept_model": str(files.output), "kept_val_loss": score if score is not None and math.isfinite(score)
+            else None, "kept_why": existing["why"] if existing else ""}
+
+
 def run_training(
     files: RunFiles,
     model: RecurrentModel,
@@ -105,15 +123,20 @@ def run_training(
     loss_fn: Callable | None = None,
     resume: bool = False,
     must_match: tuple[str, ...] = RESUME_KEYS,
+    existing: dict | None = None,
 ) -> dict:
     """Train, keep the best model in ``files.output`` and a checkpoint beside it; returns the summary.
 
     ``make_file(record)`` builds the model file for a validation record (its
-    summary says which step and loss it holds).
+    summary says which step and loss it holds). ``existing`` is what ``_bar_for_existing``
+    found at -o: a record whose best is not saved names that model and its score.
     """
 
-    def save_best(record: dict) -> None:
-        files.save_model(make_file(record), record.get("val_loss"))
+    def save_best(record: dict) -> bool:
+        written = files.save_model(make_file(record), record.get("val_loss"))
+        if not written:
+            record.update(kept_model(files, existing))
+        return written
 
     trainer = Trainer(
         model, train_config, device, reporter, validate, save_best, loss_fn,

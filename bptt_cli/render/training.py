@@ -34,6 +34,19 @@ def _norm_rows(record: dict) -> list[list]:
     return rows + [[f"{name} (mean)", v] for name, v in record["layer_grad_norms"].items()]
 
 
+def best_mark(record: dict) -> str:
+    """What became of this run's best model, in the words of the closing line about the file at -o."""
+    if not record.get("best"):
+        return ""
+    if record.get("saved", True):
+        return "best of this run, saved"
+    kept, score = record.get("kept_model", "-o"), record.get("kept_val_loss")
+    if score is None:
+        why = record.get("kept_why")
+        return f"best of this run; kept the existing {kept}" + (f" ({why})" if why else "")
+    return f"best of this run; kept the existing {kept}, which scores {fmt(score)} here"
+
+
 class TrainReporter:
     """Receives the trainer's plain records and shows them to a person."""
 
@@ -112,7 +125,8 @@ class TrainReporter:
         if self.quiet:
             return
         figures = self.validation_figures(record)
-        mark = " (best, saved)" if record["best"] else ""
+        saved = best_mark(record)
+        mark = f" ({saved})" if saved else ""
         losses, norms = self.losses, self.norms
         span = f"{len(losses)} interval{'s' if len(losses) != 1 else ''} to update {record['step']}"
         if self.plain:
@@ -125,7 +139,7 @@ class TrainReporter:
                 ["grad norm, pre-clip (log)", sparkline(norms, log=True, width=TREND_WIDTH), norms[-1] if norms else None]]
         rows += [[f"validation {name}", "", value] for name, value in figures]
         print_table(f"epoch {record['epoch']} (step {record['step']})", ["", f"trend, {span}", "last"], rows,
-                    caption="best so far: saved" if record["best"] else None,
+                    caption=saved or None,
                     console=self.progress.console if self.progress is not None else None)
 
     def validation_figures(self, record: dict) -> list[tuple[str, float]]:
