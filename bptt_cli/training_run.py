@@ -7,6 +7,7 @@ model, checkpoints and exact resume, and stopping cleanly on SIGINT/SIGTERM.
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Callable
@@ -14,6 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from bptt_cli import distributed
 from bptt_cli.kinds import DataKind, RunSetup, resume_keys
 from bptt_cli.choices import REPLACE_RULES
 from bptt_cli.errors import BpttError
@@ -43,6 +45,8 @@ def train(kind: DataKind, data: str | Path, output: str | Path, options, setup: 
     if replace not in REPLACE_RULES:
         raise BpttError(f"--replace is one of {', '.join(REPLACE_RULES)}, got {replace!r}")
     setup.train_config.validate()
+    if setup.train_config.sample_every and not kind.tokens:
+        raise BpttError(f"--sample-every is for text and corpus models; {data} holds {kind.holds}")
     with kind.prepare(Path(data), options, setup) as prepared:
         run = {**setup.run_config, "data_sha256": prepared.data_sha256,
                "val_sha256": sha256(setup.val) if setup.val is not None and Path(setup.val).is_file() else None}
@@ -51,7 +55,8 @@ def train(kind: DataKind, data: str | Path, output: str | Path, options, setup: 
             result = run_training(files, prepared.model, prepared.make_file, setup.train_config, setup.device,
                                   setup.reporter, prepared.validate, prepared.inputs, prepared.targets, run,
                                   resets=prepared.resets, loss_fn=prepared.loss_fn, resume=resume,
-                                  must_match=RESUME_KEYS + tuple(resume_keys(options)), existing=existing)
+                                  must_match=RESUME_KEYS + tuple(resume_keys(options)), existing=existing,
+                                  sample=_sampler(prepared, setup.train_config))
     for note in prepared.closing_notes:
         setup.reporter.note(note)
     if existing is not None and not result["already_complete"]:
@@ -60,6 +65,13 @@ def train(kind: DataKind, data: str | Path, output: str | Path, options, setup: 
     if files.refused_checkpoint:
         setup.reporter.note(_kept_checkpoint_line(files, result["stop_reason"]))
     return {**result, **prepared.result, **({"existing_model": existing} if existing else {})}
+
+
+def _sampler(prepared, config: TrainConfig) -> Callable[[RecurrentModel, int], str] | None:
+    """The kind's sampler at --sample-length and --sample-temperature; only the process that prints samples."""
+    if prepared.sample is None or not distributed.is_main():
+        return None
+    return functools.partial(prepared.sample, length=config.sample_length, temperature=config.sample_temperature)
 
 
 def _bar_for_existing(files: RunFiles, prepared, replace: str) -> dict | None:
@@ -124,6 +136,7 @@ def run_training(
     resume: bool = False,
     must_match: tuple[str, ...] = RESUME_KEYS,
     existing: dict | None = None,
+    sample: Callable[[RecurrentModel, int], str] | None = None,
 ) -> dict:
     """Train, keep the best model in ``files.output`` and a checkpoint beside it; returns the summary.
 
@@ -140,7 +153,7 @@ def run_training(
 
     trainer = Trainer(
         model, train_config, device, reporter, validate, save_best, loss_fn,
-        save_checkpoint=lambda training: files.save_checkpoint(training, run_config),
+        save_checkpoint=lambda training: files.save_checkpoint(training, run_config), sample=sample,
     )
     saved = files.load_checkpoint(run_config, must_match) if resume else None
     with trainer.stop_on_signals():

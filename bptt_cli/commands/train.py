@@ -81,6 +81,9 @@ def train(
     max_time: Annotated[Optional[str], typer.Option("--max-time", help="Wall-clock budget (90, 90s, 10m, 2h); stops cleanly and keeps the best model.", rich_help_panel=RUN)] = None,
     patience: Annotated[Optional[int], typer.Option("--patience", help="Stop after this many validations without improvement.", rich_help_panel=RUN)] = None,
     log_every: Annotated[int, typer.Option("--log-every", help="Updates between gradient-norm reports.", rich_help_panel=RUN)] = 100,
+    sample_every: Annotated[Optional[int], typer.Option("--sample-every", min=1, help="Every N updates, print a sample of the model's text to stderr (text and corpus models; seeded, training's random numbers untouched).", rich_help_panel=RUN, show_default=False)] = None,
+    sample_length: Annotated[int, typer.Option("--sample-length", min=1, help="Tokens per --sample-every sample.", rich_help_panel=RUN)] = 200,
+    sample_temperature: Annotated[float, typer.Option("--sample-temperature", help="Sampling temperature of --sample-every samples.", rich_help_panel=RUN)] = 0.8,
     device: Device = "auto",
     threads: Threads = None,
     precision: Annotated[Precision, typer.Option("--precision", help="fp32, or bf16 autocast (only where the hardware has bf16).", rich_help_panel=RUN)] = Precision.fp32,
@@ -148,7 +151,8 @@ def train(
         epochs=epochs, max_steps=max_steps, max_time=parse_duration(max_time) if max_time else None,
         patience=patience, optimizer=optimizer.value, lr=lr, weight_decay=weight_decay, schedule=schedule.value,
         warmup=warmup, clip=clip, log_every=log_every, precision=precision.value, seed=seed,
-        checkpoint_every=checkpoint_every, on_nan=on_nan.value, max_skips=max_skips,
+        checkpoint_every=checkpoint_every, on_nan=on_nan.value, max_skips=max_skips, sample_every=sample_every,
+        sample_length=sample_length, sample_temperature=sample_temperature,
     )
     model_config.validate()
     main = distributed.is_main()  # under torchrun only rank 0 prints and writes

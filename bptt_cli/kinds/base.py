@@ -42,6 +42,7 @@ class Prepared:
     data_sha256: str
     score_other: Callable[[Any], tuple[float | None, str]] | None = None  # another ModelFile's validation loss
     # on these very points, or (None, why it cannot read them)
+    sample: Callable[..., str] | None = None  # (model, seed, length, temperature) -> its text; token kinds only
     result: dict = field(default_factory=dict)  # what the kind adds to the run summary
     closing_notes: list[str] = field(default_factory=list)  # said after the run, so bad input stays one line
 

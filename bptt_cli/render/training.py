@@ -142,6 +142,19 @@ class TrainReporter:
                     caption=saved or None,
                     console=self.progress.console if self.progress is not None else None)
 
+    def sample(self, record: dict) -> None:
+        """The model's text at this update (--sample-every), verbatim between two rules, on stderr."""
+        if self.quiet:
+            return
+        head = f"--- sample at update {record['step']:,} (temperature {record['temperature']:g}) ---"
+        if self.progress is None:
+            info(f"{head}\n{record['text']}\n---")
+            return
+        console = self.progress.console
+        console.print(head)
+        console.print(record["text"], markup=False, highlight=False, emoji=False)
+        console.print("---")
+
     def validation_figures(self, record: dict) -> list[tuple[str, float]]:
         """What the validation measured, by name, in the order shown: perplexity and bits for token
         models, accuracy for classifiers."""

@@ -1,0 +1,101 @@
+"""What users of char-rnn and word_language_model expect (issue 17, point 9): samples while training,
+a test file scored at the end, and enough updates per epoch on a small series."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import torch
+from conftest import TINY
+from test_corpus import plays, write_corpus
+from test_series import seasonal_csv
+
+from bptt_cli.render.training import TrainReporter
+
+SAMPLE_HEAD = re.compile(r"^--- sample at update (\d+) \(temperature ([0-9.]+)\) ---$", re.MULTILINE)
+
+
+def samples(stderr: str) -> dict[int, str]:
+    """The samples a run printed, by update: the text between a sample's head and its closing rule."""
+    found = {}
+    for head in SAMPLE_HEAD.finditer(stderr):
+        body = stderr[head.end() + 1:]
+        found[int(head.group(1))] = body[: body.index("\n---\n")]
+    return found
+
+
+def checkpoint_weights(path) -> dict:
+    return torch.load(path, weights_only=True)["training"]["weights"]
+
+
+# -- --sample-every ---------------------------------------------------------------------------------------
+
+
+def test_samples_go_to_stderr_every_n_updates_at_the_asked_length(tmp_path, tiny_text, run):
+    code, stdout, stderr = run("train", tiny_text, "-o", tmp_path / "m.pt", "--max-steps", "9", *TINY,
+                               "--sample-every", "3", "--sample-length", "40", "--json")
+    assert code == 0, stderr
+    json.loads(stdout)  # stdout holds the summary and nothing else
+    assert "sample at update" not in stdout
+    shown = samples(stderr)
+    assert sorted(shown) == [3, 6, 9] and all(len(text) == 40 for text in shown.values())  # 40 characters
+    assert set(SAMPLE_HEAD.findall(stderr)) == {("3", "0.8"), ("6", "0.8"), ("9", "0.8")}
+
+
+def test_samples_leave_training_exact_and_a_resumed_run_draws_the_same_ones(tmp_path, tiny_text, run):
+    exact = [*TINY, "--dropout", "0.2", "--window-jitter", "0.3", "--seed", "3"]  # training draws random numbers
+    plain, sampled, resumed = tmp_path / "plain.pt", tmp_path / "sampled.pt", tmp_path / "resumed.pt"
+    code, _, _ = run("train", tiny_text, "-o", plain, "--max-steps", "8", *exact)
+    assert code == 0
+    code, _, whole = run("train", tiny_text, "-o", sampled, "--max-steps", "8", *exact, "--sample-every", "2",
+                         "--sample-temperature", "1.5")
+    assert code == 0
+    expected = checkpoint_weights(plain.with_name("plain.pt.ckpt"))
+    got = checkpoint_weights(sampled.with_name("sampled.pt.ckpt"))
+    assert all(torch.equal(got[name], tensor) for name, tensor in expected.items())  # bit for bit
+    code, _, first = run("train", tiny_text, "-o", resumed, "--max-steps", "4", *exact, "--sample-every", "2",
+                         "--sample-temperature", "1.5")
+    assert code == 0
+    code, _, second = run("train", tiny_text, "-o", resumed, "--max-steps", "8", *exact, "--sample-every", "2",
+                          "--sample-temperature", "1.5", "--resume")
+    assert code == 0, second
+    assert {**samples(first), **samples(second)} == samples(whole) and sorted(samples(second)) == [6, 8]
+    got = checkpoint_weights(resumed.with_name("resumed.pt.ckpt"))
+    assert all(torch.equal(got[name], tensor) for name, tensor in expected.items())
+
+
+def test_a_sample_on_a_terminal_is_printed_verbatim_above_the_progress_bar(capsys, monkeypatch):
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    for module in ("bptt_cli.render.console", "bptt_cli.render.training"):
+        monkeypatch.setattr(f"{module}.plain", lambda: False)  # as if stderr were a terminal
+    reporter = TrainReporter(unit="char")
+    reporter.start({"parameters": 10, "streams": 1, "steps_per_stream": 100, "updates_per_epoch": 10,
+                    "total_updates": 10, "resumed_at_step": None})
+    reporter.sample({"step": 5, "epoch": 1, "temperature": 0.8, "text": "[bold]KING[/bold] :smile:"})
+    reporter.close()
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "--- sample at update 5 (temperature 0.8) ---" in captured.err
+    assert "[bold]KING[/bold] :smile:" in captured.err  # no markup, no emoji: the model's text as it is
+
+
+def test_a_corpus_model_samples_too(tmp_path, run):
+    folder = write_corpus(tmp_path / "plays", plays(3))
+    code, _, stderr = run("train", folder, "-o", tmp_path / "m.pt", "--max-steps", "4", *TINY, "--sample-every", "4",
+                          "--sample-length", "25")
+    assert code == 0, stderr
+    assert list(samples(stderr)) == [4] and len(samples(stderr)[4]) == 25
+
+
+def test_quiet_shows_no_sample(tmp_path, tiny_text, run):
+    code, _, stderr = run("train", tiny_text, "-o", tmp_path / "m.pt", "--max-steps", "4", *TINY, "--quiet",
+                          "--sample-every", "2")
+    assert code == 0 and "sample at update" not in stderr
+
+
+def test_samples_are_refused_for_a_series_before_anything_is_written(tmp_path, run):
+    data = seasonal_csv(tmp_path / "s.csv")
+    code, _, stderr = run("train", data, "-o", tmp_path / "m.pt", "--max-steps", "4", "--sample-every", "2")
+    assert code == 2 and stderr.startswith("error: --sample-every is for text and corpus models;")
+    assert not (tmp_path / "m.pt").exists()
