@@ -34,17 +34,20 @@ RESUME_KEYS = (
 
 
 def train(kind: DataKind, data: str | Path, output: str | Path, options, setup: RunSetup, resume: bool = False,
-          replace: str = "better") -> dict:
+          replace: str = "better", test: str | Path | None = None) -> dict:
     """Train on DATA of ``kind`` and keep the best model (on validation) in ``output``; returns the summary.
 
     Everything about the data is read and checked before any file is written. A model already at
     ``output`` is scored on this run's validation points first, and ``replace`` decides on those figures.
+    ``test`` is scored at the end by the model at ``output`` (the best there is), as ``bptt evaluate`` does.
     """
     from bptt_cli.token_cache import sha256
 
     if replace not in REPLACE_RULES:
         raise BpttError(f"--replace is one of {', '.join(REPLACE_RULES)}, got {replace!r}")
     setup.train_config.validate()
+    if test is not None and not Path(test).exists() and not any(c in str(test) for c in "*?["):
+        raise BpttError(f"--test {test}: no such file; give the test data to score the model on")
     if setup.train_config.sample_every and not kind.tokens:
         raise BpttError(f"--sample-every is for text and corpus models; {data} holds {kind.holds}")
     with kind.prepare(Path(data), options, setup) as prepared:
@@ -64,7 +67,26 @@ def train(kind: DataKind, data: str | Path, output: str | Path, options, setup: 
         setup.reporter.note(_replacement_line(files.output, existing, result.get("best_val_loss")))
     if files.refused_checkpoint:
         setup.reporter.note(_kept_checkpoint_line(files, result["stop_reason"]))
-    return {**result, **prepared.result, **({"existing_model": existing} if existing else {})}
+    scored = _score_test(files.output, test, options, setup) if test is not None and distributed.is_main() else {}
+    return {**result, **prepared.result, **scored, **({"existing_model": existing} if existing else {})}
+
+
+TEST_FIGURES = ("loss", "perplexity", "bits_per_token", "accuracy", "macro_f1", "mae", "rmse", "smape", "mase")
+
+
+def _score_test(output: Path, test: str | Path, options, setup: RunSetup) -> dict:
+    """``test_*`` figures of the model at -o on TEST (a forecast's are its one-step errors), for the summary."""
+    from bptt_cli.kinds import Request, of_model
+
+    file = load_model_file(output)
+    try:
+        figures = of_model(file).evaluate(file, Path(test), setup.device, Request(labels=getattr(options, "labels", None)))
+    except BpttError as err:
+        raise BpttError(f"--test {test}: {err} (the trained model is in {output})") from None
+    for note in figures.get("notes", []):
+        setup.reporter.note(f"--test {test}: {note}")
+    figures = {**figures, **figures.get("horizons", {}).get("1", {}).get("model", {})}
+    return {"test_file": str(test), **{f"test_{name}": figures[name] for name in TEST_FIGURES if name in figures}}
 
 
 def _sampler(prepared, config: TrainConfig) -> Callable[[RecurrentModel, int], str] | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 import torch
 from conftest import TINY
 from test_corpus import plays, write_corpus
@@ -13,6 +14,7 @@ from test_series import seasonal_csv
 
 from bptt_cli.render.training import TrainReporter
 
+SERIES = ["--hidden", "8", "--layers", "1", "--batch-size", "4", "--window", "24", "--max-steps", "6"]
 SAMPLE_HEAD = re.compile(r"^--- sample at update (\d+) \(temperature ([0-9.]+)\) ---$", re.MULTILINE)
 
 
@@ -99,3 +101,55 @@ def test_samples_are_refused_for_a_series_before_anything_is_written(tmp_path, r
     code, _, stderr = run("train", data, "-o", tmp_path / "m.pt", "--max-steps", "4", "--sample-every", "2")
     assert code == 2 and stderr.startswith("error: --sample-every is for text and corpus models;")
     assert not (tmp_path / "m.pt").exists()
+
+
+# -- --test FILE ------------------------------------------------------------------------------------------
+
+
+def test_a_test_file_is_scored_by_the_saved_model_as_evaluate_scores_it(tmp_path, tiny_text, run):
+    test = tmp_path / "test.txt"
+    test.write_text(tiny_text.read_text()[1000:2500])
+    out = tmp_path / "m.pt"
+    code, stdout, stderr = run("train", tiny_text, "-o", out, "--max-steps", "6", *TINY, "--test", test, "--json")
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    code, evaluated, _ = run("evaluate", out, test, "--json")
+    evaluated = json.loads(evaluated)
+    assert summary["test_file"] == str(test)
+    assert summary["test_loss"] == evaluated["loss"] and summary["test_bits_per_token"] == evaluated["bits_per_token"]
+    code, _, stderr = run("train", tiny_text, "-o", tmp_path / "again.pt", "--max-steps", "6", *TINY, "--test", test)
+    assert code == 0
+    rows = {line.split("  ")[0]: line.split()[-1] for line in stderr.splitlines() if line.startswith("test ")}
+    assert rows["test file"] == str(test) and float(rows["test loss"]) == pytest.approx(evaluated["loss"], rel=1e-3)
+    assert float(rows["test bits/char"]) == pytest.approx(evaluated["bits_per_token"], rel=1e-3)
+
+
+def test_a_kept_model_is_the_one_the_test_file_scores(tmp_path, tiny_text, run):
+    out = tmp_path / "m.pt"
+    code, _, _ = run("train", tiny_text, "-o", out, "--max-steps", "30", "--lr", "0.01", *TINY)
+    code, evaluated, _ = run("evaluate", out, tiny_text, "--json")
+    code, stdout, stderr = run("train", tiny_text, "-o", out, "--max-steps", "1", "--lr", "1e-6", *TINY,
+                               "--test", tiny_text, "--json")
+    summary = json.loads(stdout)
+    assert code == 0 and not summary["model_written"] and "kept the existing" in stderr
+    assert summary["test_loss"] == json.loads(evaluated)["loss"]
+
+
+def test_a_series_test_file_gets_the_forecast_errors_of_evaluate(tmp_path, run):
+    data = seasonal_csv(tmp_path / "s.csv")
+    out = tmp_path / "m.pt"
+    code, stdout, stderr = run("train", data, "-o", out, *SERIES, "--test", data, "--json")
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    code, evaluated, _ = run("evaluate", out, data, "--json")
+    one_step = json.loads(evaluated)["horizons"]["1"]["model"]
+    assert {k: summary[f"test_{k}"] for k in ("mae", "rmse", "smape", "mase")} == {
+        k: one_step[k] for k in ("mae", "rmse", "smape", "mase")}
+
+
+def test_a_missing_test_file_fails_before_training(tmp_path, tiny_text, run):
+    out = tmp_path / "m.pt"
+    code, _, stderr = run("train", tiny_text, "-o", out, "--max-steps", "6", *TINY, "--test", tmp_path / "nope.txt")
+    assert code == 2 and stderr == f"error: --test {tmp_path / 'nope.txt'}: no such file; give the test data to " \
+                                   "score the model on\n"
+    assert not out.exists() and not out.with_name("m.pt.ckpt").exists()

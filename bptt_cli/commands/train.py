@@ -42,6 +42,7 @@ def train(
     data: Annotated[Optional[Path], typer.Argument(help="Training data: a UTF-8 text file, a CSV time series, or feature files (.npy, .npz, .wav, .ts; a directory or a glob). Required, unless --config gives it or --print-config only prints.", show_default=False)] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Model file; always holds the best model on validation.", rich_help_panel=DATA)] = Path("model.pt"),
     val: Annotated[Optional[Path], typer.Option("--val", help="Validation text (default: the tail of DATA).", rich_help_panel=DATA)] = None,
+    test: Annotated[Optional[Path], typer.Option("--test", help="After training, score the model at -o on this data (as 'bptt evaluate' does); the figures go in the summary and the JSON.", rich_help_panel=DATA, show_default=False)] = None,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of DATA's tail kept for validation, never shuffled.", rich_help_panel=DATA)] = 0.1,
     tokenizer: Annotated[TokenizerKind, typer.Option("--tokenizer", help="How text becomes tokens.", rich_help_panel=DATA)] = TokenizerKind.char,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where the token cache goes (default: $BPTT_CACHE_DIR, else $XDG_CACHE_HOME/bptt or ~/.cache/bptt); the text is encoded once, later runs reuse it.", rich_help_panel=DATA)] = None,
@@ -160,7 +161,7 @@ def train(
     reporter = Fanout(screen, MetricsFile(metrics, inputs=(data, val), force=force) if metrics and main else None)
     setup = kinds.RunSetup(model_config, train_config, target, reporter, val, val_fraction, run_config, start, force)
     try:
-        result = train_on(kind, data, output, data_options, setup, resume, replace.value)
+        result = train_on(kind, data, output, data_options, setup, resume, replace.value, test)
         distributed.finish()  # not on failure: the other ranks may never arrive
     finally:
         screen.close()

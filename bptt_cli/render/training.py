@@ -14,6 +14,9 @@ STOPS = {
     "early_stopping": "early stopping (--patience)",
     "signal": "interrupted (SIGINT/SIGTERM)",
 }
+TEST_ROWS = {"loss": "loss", "perplexity": "perplexity", "bits_per_token": "bits/token", "accuracy": "accuracy",
+             "macro_f1": "macro F1", "mae": "MAE (1 step)", "rmse": "RMSE (1 step)", "smape": "sMAPE % (1 step)",
+             "mase": "MASE (1 step)"}
 TREND_WIDTH = 30  # characters of an epoch's sparklines; a longer run is averaged into this many buckets
 
 
@@ -187,9 +190,18 @@ class TrainReporter:
             ]
             if result.get("skipped_updates"):
                 rows.insert(2, ["updates skipped (NaN/inf)", result["skipped_updates"]])
+            rows += self.test_rows(result)
             print_table("training summary", ["", "value"], rows)
         if result["resumable"]:
             info(f"checkpoint saved to {result['checkpoint']}; resume with: {resume_command}")
+
+    def test_rows(self, result: dict) -> list[list]:
+        """The figures of --test FILE, named as ``bptt evaluate`` names them; a forecast's are one step ahead."""
+        if "test_file" not in result:
+            return []
+        names = {**TEST_ROWS, "bits_per_token": f"bits/{self.unit}"}
+        return [["test file", result["test_file"]]] + [
+            [f"test {label}", result[f"test_{name}"]] for name, label in names.items() if f"test_{name}" in result]
 
     def close(self) -> None:
         if self.progress is not None:
