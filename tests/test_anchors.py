@@ -153,3 +153,63 @@ def test_a_missing_test_file_fails_before_training(tmp_path, tiny_text, run):
     assert code == 2 and stderr == f"error: --test {tmp_path / 'nope.txt'}: no such file; give the test data to " \
                                    "score the model on\n"
     assert not out.exists() and not out.with_name("m.pt.ckpt").exists()
+
+
+# -- streams from the data, when --batch-size is not given ------------------------------------------------
+
+SMALL = ["--hidden", "8", "--layers", "1", "--max-steps", "4", "--json"]
+
+
+def plan_line(stderr: str) -> str:
+    return next(line for line in stderr.splitlines() if line.startswith("training "))
+
+
+def test_a_small_series_gets_fewer_streams_and_says_so(tmp_path, run):
+    data = seasonal_csv(tmp_path / "s.csv", rows=2400)  # 2,159 training steps
+    code, stdout, stderr = run("train", data, "-o", tmp_path / "m.pt", *SMALL, "--window", "10")
+    assert code == 0, stderr
+    assert json.loads(stdout)["streams"] == 9  # 2,159 // (10 * 20) = 10 wanted, under the default 32, in 9 pieces
+    assert ("9 stream(s) of 240 steps instead of --batch-size 32, so that an epoch has 24 updates, not a handful; "
+            "give --batch-size to choose") in stderr.splitlines()
+    assert plan_line(stderr).startswith("training 402 parameters on 9 streams of 240 steps: 24 updates per epoch")
+
+
+def test_a_tiny_series_gets_one_stream(tmp_path, run):
+    data = seasonal_csv(tmp_path / "s.csv")  # 215 training steps
+    code, stdout, stderr = run("train", data, "-o", tmp_path / "m.pt", *SMALL, "--window", "24")
+    assert code == 0 and json.loads(stdout)["streams"] == 1
+    assert "1 stream(s) of 215 steps instead of --batch-size 32, so that an epoch has 9 updates" in stderr
+    assert ": 9 updates per epoch" in plan_line(stderr)
+
+
+@pytest.mark.parametrize("how", ["flag", "config"])
+def test_a_given_batch_size_is_kept_as_given(tmp_path, run, how):
+    data = seasonal_csv(tmp_path / "s.csv", rows=2400)
+    given = ["--batch-size", "32"]
+    if how == "config":
+        config = tmp_path / "run.yaml"
+        config.write_text("batch-size: 32\n")
+        given = ["--config", config]
+    code, stdout, stderr = run("train", data, "-o", tmp_path / "m.pt", *SMALL, "--window", "10", *given)
+    assert code == 0, stderr
+    assert json.loads(stdout)["streams"] == 31 and "instead of --batch-size" not in stderr  # 31 pieces of 32 wanted
+    assert "fill 31 of the 32 streams (--batch-size)" in stderr
+
+
+def test_a_large_series_keeps_the_default_batch_size(tmp_path, run):
+    data = seasonal_csv(tmp_path / "s.csv", rows=8000)
+    code, stdout, stderr = run("train", data, "-o", tmp_path / "m.pt", *SMALL, "--window", "10")
+    assert code == 0 and json.loads(stdout)["streams"] == 31 and "instead of --batch-size" not in stderr  # 31 pieces
+
+
+def test_a_run_on_streams_chosen_from_the_data_resumes_exactly(tmp_path, run):
+    data = seasonal_csv(tmp_path / "s.csv", rows=2400)
+    whole, parts = tmp_path / "whole.pt", tmp_path / "parts.pt"
+    options = ["--hidden", "8", "--layers", "1", "--window", "10", "--dropout", "0.2", "--seed", "4"]
+    assert run("train", data, "-o", whole, *options, "--max-steps", "8")[0] == 0
+    assert run("train", data, "-o", parts, *options, "--max-steps", "3")[0] == 0
+    code, _, stderr = run("train", data, "-o", parts, *options, "--max-steps", "8", "--resume")
+    assert code == 0, stderr
+    expected = checkpoint_weights(whole.with_name("whole.pt.ckpt"))
+    got = checkpoint_weights(parts.with_name("parts.pt.ckpt"))
+    assert all(torch.equal(got[name], tensor) for name, tensor in expected.items())

@@ -159,7 +159,8 @@ def train(
     main = distributed.is_main()  # under torchrun only rank 0 prints and writes
     screen = TrainReporter(unit=kind.unit_for(data_options), quiet=quiet or not main)
     reporter = Fanout(screen, MetricsFile(metrics, inputs=(data, val), force=force) if metrics and main else None)
-    setup = kinds.RunSetup(model_config, train_config, target, reporter, val, val_fraction, run_config, start, force)
+    setup = kinds.RunSetup(model_config, train_config, target, reporter, val, val_fraction, run_config, start, force,
+                           batch_size_given=ctx.get_parameter_source("batch_size").name != "DEFAULT")
     try:
         result = train_on(kind, data, output, data_options, setup, resume, replace.value, test)
         distributed.finish()  # not on failure: the other ranks may never arrive

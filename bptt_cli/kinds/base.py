@@ -78,6 +78,7 @@ class RunSetup:
     run_config: dict = field(default_factory=dict)  # the resolved options, stored in the model file
     init_from: Any = None  # a ModelFile to start from: its weights, vocabulary or normalisation and shape
     force: bool = False  # write where a file of another kind is, and try a model the memory estimate refuses
+    batch_size_given: bool = True  # False: the user left --batch-size at its default; a short series may use fewer
 
 
 class DataKind:
