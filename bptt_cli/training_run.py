@@ -135,7 +135,7 @@ def _kept_checkpoint_line(files: RunFiles, stop_reason: str) -> str:
     return line
 
 
-def kept_model(files: RunFiles, existing: dict | None) -> dict:
+def _kept_model(files: RunFiles, existing: dict | None) -> dict:
     """What a validation record says of the model file kept instead of this run's best: which, and its score."""
     score = existing["val_loss"] if existing else files.best_on_disk
     return {"kept_model": str(files.output), "kept_val_loss": score if score is not None and math.isfinite(score)
@@ -170,7 +170,7 @@ def run_training(
     def save_best(record: dict) -> bool:
         written = files.save_model(make_file(record), record.get("val_loss"))
         if not written:
-            record.update(kept_model(files, existing))
+            record.update(_kept_model(files, existing))
         return written
 
     trainer = Trainer(
