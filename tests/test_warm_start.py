@@ -170,3 +170,15 @@ def test_a_run_that_keeps_the_model_and_is_stopped_is_not_announced_as_resumable
     assert code == 0 and json.loads(stdout)["resumable"] is False and "resume with" not in err
     assert "this run cannot be resumed: train into another -o to stop and resume it" in err
     assert (tmp_path / "good.pt.ckpt").read_bytes() == before
+
+
+def test_the_validation_record_says_what_was_kept_and_still_plots(tmp_path, run, text):
+    good, metrics = tmp_path / "good.pt", tmp_path / "run.jsonl"
+    train(run, text, good, "--lr", "0.01", steps=40)
+    err = train(run, text, good, "--lr", "1e-6", "--metrics", metrics, steps=1)
+    old, _ = figures(next(ln for ln in err.splitlines() if ln.startswith("kept the existing")))
+    (record,) = [r for r in map(json.loads, metrics.read_text().splitlines()) if r["kind"] == "validation"]
+    assert record["best"] and not record["saved"] and record["kept_model"] == str(good)
+    assert record["kept_val_loss"] == pytest.approx(old, rel=1e-3)
+    code, _, stderr = run("plot", metrics, "-o", tmp_path / "run.png")
+    assert code == 0, stderr
