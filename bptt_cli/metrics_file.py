@@ -97,6 +97,8 @@ class MetricsFile:
     def validation(self, record: dict) -> None:
         self._write({"kind": "validation", **record})
 
+    def sample(self, record: dict) -> None: ...
+
     def note(self, message: str) -> None: ...
 
 

@@ -6,7 +6,10 @@
   so a bad run never clobbers a good result.
 - The checkpoint (``model.pt.ckpt``) is written atomically, read as plain data
   and checked field by field before a run resumes from it; a file there that is
-  not a bptt checkpoint is never overwritten.
+  not a bptt checkpoint is never overwritten. The checkpoint beside a model file
+  is the resume point of the run that wrote that model: a fresh run that keeps
+  the existing model leaves its checkpoint alone, and writes its own only once it
+  has written the model (a run resumed from the checkpoint owns it).
 - Temporaries that a killed run left beside either file are removed by the
   next run, once it holds the lock.
 """
@@ -62,6 +65,8 @@ class RunFiles:
         self._lock = None
         self.best_on_disk: float | None = None  # the validation loss of the model already at -o
         self.kept_existing = False
+        self.foreign_checkpoint = False  # the checkpoint beside -o belongs to the run that wrote the model there
+        self.refused_checkpoint = False  # this run left that checkpoint alone and wrote none of its own
 
     def __enter__(self) -> "RunFiles":
         if not self.owner:
@@ -80,6 +85,7 @@ class RunFiles:
                 payload = {}  # forced: whatever is there is replaced by the first model
             loss = (payload.get("summary") or {}).get("best_val_loss")
             self.best_on_disk = float(loss) if isinstance(loss, (int, float)) else None
+            self.foreign_checkpoint = self.checkpoint_path.exists()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -142,12 +148,17 @@ class RunFiles:
             return False
         save_model_file(self.output, file)
         self.best_on_disk = val_loss
-        self.kept_existing = False
+        self.kept_existing = self.foreign_checkpoint = False  # the model is ours now, and so is its checkpoint
         return True
 
-    def save_checkpoint(self, training: dict[str, Any], run: dict[str, Any]) -> None:
+    def save_checkpoint(self, training: dict[str, Any], run: dict[str, Any]) -> bool:
+        """Write this run's checkpoint unless the one there belongs to the kept model; returns whether it wrote."""
         if not self.owner:
-            return
+            return True
+        if self.foreign_checkpoint:
+            self.refused_checkpoint = True
+            return False
+        self.refused_checkpoint = False
         atomic_save({"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "run": run,
                      "training": training}, self.checkpoint_path)
 
@@ -181,6 +192,7 @@ class RunFiles:
             check_training(payload.get("training"), saved)
         except DamagedField as err:
             raise damaged(path, str(err), "bptt checkpoint", "start the run without --resume") from None
+        self.foreign_checkpoint = False  # it is this run's: resuming continues it
         return payload["training"]
 
 

@@ -3,8 +3,8 @@
 The loop never formats output and never waits on the device between log
 intervals: losses and gradient norms accumulate in device tensors and are read
 once per interval. It reports plain dicts to a ``Reporter`` and hands the best
-model to a ``save_best`` callback; the caller decides how they look and where
-they go.
+model to a ``save_best`` callback, which says whether it wrote it; the caller
+decides how they look and where they go.
 """
 
 from __future__ import annotations
@@ -61,6 +61,9 @@ class TrainConfig:
     max_skips: int = 10  # with on_nan == "skip": fail after this many dropped updates
     precision: str = "fp32"
     seed: int = 0
+    sample_every: int | None = None  # updates between samples of the model's text (token models)
+    sample_length: int = 200  # tokens per sample
+    sample_temperature: float = 0.8
 
     def validate(self) -> None:
         checks = [
@@ -79,6 +82,10 @@ class TrainConfig:
             (self.window_jitter >= 0, f"--window-jitter must be 0 or more, got {self.window_jitter}"),
             (self.on_nan in ON_NAN, f"--on-nan must be {' or '.join(ON_NAN)}, got {self.on_nan!r}"),
             (self.max_skips >= 0, f"--max-skips must be 0 or more, got {self.max_skips}"),
+            (self.sample_every is None or self.sample_every >= 1,
+             f"--sample-every must be at least 1, got {self.sample_every}"),
+            (self.sample_length >= 1, f"--sample-length must be at least 1, got {self.sample_length}"),
+            (self.sample_temperature >= 1e-6, f"--sample-temperature must be 1e-6 or more, got {self.sample_temperature}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -115,6 +122,7 @@ class Reporter(Protocol):
     def step(self, step: int, epoch: int) -> None: ...
     def log(self, record: dict) -> None: ...
     def validation(self, record: dict) -> None: ...
+    def sample(self, record: dict) -> None: ...
     def note(self, message: str) -> None: ...
 
 
@@ -125,6 +133,7 @@ class SilentReporter:
     def step(self, step: int, epoch: int) -> None: ...
     def log(self, record: dict) -> None: ...
     def validation(self, record: dict) -> None: ...
+    def sample(self, record: dict) -> None: ...
     def note(self, message: str) -> None: ...
 
 
@@ -310,10 +319,16 @@ class Trainer:
         device: torch.device,
         reporter: Reporter,
         validate: Callable[[RecurrentModel], dict] | None,
-        save_best: Callable[[dict], None],
+        save_best: Callable[[dict], bool | None],
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-        save_checkpoint: Callable[[dict], None] | None = None,
+        save_checkpoint: Callable[[dict], bool | None] | None = None,
+        sample: Callable[[RecurrentModel, int], str] | None = None,
     ):
+        """``save_best`` and ``save_checkpoint`` return False when they refused to write (None counts as written).
+
+        ``sample(model, seed)`` is the model's text, drawn with a generator of its own from ``seed`` (the
+        training's random numbers stay untouched, so a resumed run stays exact); every ``sample_every`` updates.
+        """
         if validate is None and (config.patience or config.schedule == "plateau"):
             option = "--patience" if config.patience else "--schedule plateau"
             raise BpttError(f"{option} reacts to validation loss, and this run has no validation data; "
@@ -329,9 +344,11 @@ class Trainer:
         self.rng = np.random.default_rng(config.seed)
         self.loss_fn = loss_fn or next_token_loss
         self.save_checkpoint = save_checkpoint
+        self.sample = sample if config.sample_every else None
         self.stop_requested: str | None = None
         self.signals = 0  # SIGINT/SIGTERM received during fit
         self.checkpointed_step: int | None = None  # the update of the last checkpoint written
+        self.checkpoint_refused = False  # the last checkpoint was not written (the file belongs to another run)
         self.timing = _Timing()
         self.total_updates = 0  # of this run, once planned
         self.position = Position()
@@ -512,6 +529,15 @@ class Trainer:
         self.reporter.step(at.step, at.epoch)
         if at.step % c.log_every == 0:
             run.last_log = self._log(run.interval)
+        if self.sample is not None and at.step % c.sample_every == 0:
+            self._sample()
+
+    def _sample(self) -> None:
+        """Show what the model writes now; seeded by the update, so a resumed run draws the same samples."""
+        at, c = self.position, self.config
+        text = self.sample(self.model, c.seed + at.step)
+        self.model.train()  # sampling ran it in eval mode
+        self.reporter.sample({"step": at.step, "epoch": at.epoch, "temperature": c.sample_temperature, "text": text})
 
     def _end_epoch(self, run: _Run) -> None:
         """After an epoch, or a stop inside one: the last diagnostics, validation, patience and a checkpoint."""
@@ -538,7 +564,7 @@ class Trainer:
         return {
             "stop_reason": run.stop,
             "already_complete": run.already_complete,
-            "resumable": run.stop in RESUMABLE,
+            "resumable": run.stop in RESUMABLE and not self.checkpoint_refused,
             "steps": at.step,
             "skipped_updates": at.skipped,
             "epochs": min(at.epoch, self.config.epochs),
@@ -593,8 +619,10 @@ class Trainer:
             )
         with self.timing.measure("checkpoint"):
             self.position.seconds = self.timing.run_seconds()  # the figures of a resumed run cover the whole run
-            self.save_checkpoint(self.checkpoint(state))
-        self.checkpointed_step = self.position.step
+            written = self.save_checkpoint(self.checkpoint(state)) is not False
+        self.checkpoint_refused = not written
+        if written:
+            self.checkpointed_step = self.position.step
 
     def _restore(self, saved: dict, batch: int) -> State:
         try:
@@ -653,9 +681,9 @@ class Trainer:
             if observe:
                 self.schedule.observe(loss)
             record = {"step": at.step, "epoch": at.epoch, **{f"val_{k}": v for k, v in figures.items()},
-                      "best": loss < at.best}
-            if loss < at.best:
-                self.save_best(record)
+                      "best": loss < at.best, "saved": False}
+            if loss < at.best:  # the callback may add to the record what it kept instead
+                record["saved"] = self.save_best(record) is not False
         self.reporter.validation(record)
         return loss
 

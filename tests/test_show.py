@@ -52,7 +52,7 @@ def test_epoch_line_on_a_plain_terminal_is_exact_ascii(capsys, monkeypatch):
     reporter.validation(validation(val_perplexity=math.exp(1.5), val_bits_per_token=1.5 / math.log(2)))
     err = capsys.readouterr().err
     assert last_line(err) == (
-        "validation after epoch 1 (step 40): loss 1.5, perplexity 4.482, bits/char 2.164 (best, saved); "
+        "validation after epoch 1 (step 40): loss 1.5, perplexity 4.482, bits/char 2.164 (best of this run, saved); "
         "train loss @*-_ 1; grad norm (pre-clip) _-*@ 100 over 4 intervals to update 40"
     )
     assert err.isascii()
@@ -63,7 +63,7 @@ def test_epoch_line_without_a_terminal_gives_first_min_and_last(capsys):
     feed(reporter, losses=(4.0, 3.0, 0.5, 1.0))
     reporter.validation(validation(val_perplexity=math.exp(1.5), val_bits_per_token=1.5 / math.log(2)))
     assert last_line(capsys.readouterr().err) == (
-        "validation after epoch 1 (step 40): loss 1.5, perplexity 4.482, bits/char 2.164 (best, saved); "
+        "validation after epoch 1 (step 40): loss 1.5, perplexity 4.482, bits/char 2.164 (best of this run, saved); "
         "train loss first 4, min 0.5, last 1; grad norm (pre-clip) first 0.1, min 0.1, last 100 "
         "over 4 intervals to update 40"
     )

@@ -3,6 +3,7 @@ replaced only by a model that is better on the same validation points (--replace
 
 from __future__ import annotations
 
+import json
 import re
 
 import pandas as pd
@@ -93,7 +94,7 @@ def test_the_replacement_is_decided_on_the_same_points_in_both_directions(tmp_pa
     train(run, text, bad, "--lr", "1e-6", steps=1)
     good_bytes = good.read_bytes()
     err = train(run, text, good, "--lr", "1e-6", steps=1)  # a worse run keeps the good model
-    line = next(ln for ln in err.splitlines() if "kept the existing" in ln)
+    line = next(ln for ln in err.splitlines() if ln.startswith("kept the existing"))
     old, new = figures(line)
     assert old < new and good.read_bytes() == good_bytes
     err = train(run, text, bad, "--lr", "0.01", steps=40)  # a better run replaces the bad one
@@ -119,3 +120,65 @@ def test_a_model_of_other_data_is_never_overwritten_without_replace_always(tmp_p
     assert "cannot be scored on this run's validation data" in err and out.read_bytes() == before
     train(run, text, out, "--replace", "always")
     assert load_model_file(out).data["kind"] == "text"
+
+
+# -- what the epoch lines and the checkpoint say when the model at -o is kept (issue 17, point 8) ------------
+
+
+def epoch_lines(err: str) -> list[str]:
+    return [ln for ln in err.splitlines() if ln.startswith("validation after epoch")]
+
+
+def test_a_kept_model_is_named_in_the_epoch_line_with_the_score_the_closing_line_gives(tmp_path, run, text):
+    good = tmp_path / "good.pt"
+    train(run, text, good, "--lr", "0.01", steps=40)
+    err = train(run, text, good, "--lr", "1e-6", steps=1)
+    closing = next(ln for ln in err.splitlines() if ln.startswith("kept the existing"))
+    old, _ = figures(closing)
+    (line,) = epoch_lines(err)
+    assert f"(best of this run; kept the existing {good}, which scores {old:.4g} here);" in line
+    assert "saved" not in line
+
+
+def test_a_saved_best_says_so_and_the_checkpoint_is_then_this_runs(tmp_path, run, text):
+    out = tmp_path / "m.pt"
+    train(run, text, out, "--lr", "1e-6", steps=1)
+    err = train(run, text, out, "--lr", "0.01", steps=20)
+    (line,) = epoch_lines(err)
+    assert "(best of this run, saved);" in line
+    assert torch.load(out.with_name("m.pt.ckpt"), weights_only=True)["run"]["lr"] == 0.01
+
+
+def test_a_run_that_keeps_the_model_keeps_its_checkpoint_too(tmp_path, run, text):
+    good = tmp_path / "good.pt"
+    checkpoint = tmp_path / "good.pt.ckpt"
+    first = ["--lr", "0.01"]
+    train(run, text, good, *first, steps=40)
+    before = checkpoint.read_bytes()
+    err = train(run, text, good, "--lr", "1e-6", steps=1)
+    assert checkpoint.read_bytes() == before
+    assert f"kept {checkpoint} too: it is the checkpoint of the run that made {good}, and this run wrote none" in err
+    code, _, err = run("train", text, "-o", good, "--max-steps", "40", *TINY, *first, "--resume")
+    assert code == 0 and "is already complete (update 40)" in err  # the first run's resume point still holds
+
+
+def test_a_run_that_keeps_the_model_and_is_stopped_is_not_announced_as_resumable(tmp_path, run, text):
+    good = tmp_path / "good.pt"
+    train(run, text, good, "--lr", "0.01", steps=40)
+    before = (tmp_path / "good.pt.ckpt").read_bytes()
+    code, stdout, err = run("train", text, "-o", good, *TINY, "--lr", "1e-6", "--max-time", "0.001", "--json")
+    assert code == 0 and json.loads(stdout)["resumable"] is False and "resume with" not in err
+    assert "this run cannot be resumed: train into another -o to stop and resume it" in err
+    assert (tmp_path / "good.pt.ckpt").read_bytes() == before
+
+
+def test_the_validation_record_says_what_was_kept_and_still_plots(tmp_path, run, text):
+    good, metrics = tmp_path / "good.pt", tmp_path / "run.jsonl"
+    train(run, text, good, "--lr", "0.01", steps=40)
+    err = train(run, text, good, "--lr", "1e-6", "--metrics", metrics, steps=1)
+    old, _ = figures(next(ln for ln in err.splitlines() if ln.startswith("kept the existing")))
+    (record,) = [r for r in map(json.loads, metrics.read_text().splitlines()) if r["kind"] == "validation"]
+    assert record["best"] and not record["saved"] and record["kept_model"] == str(good)
+    assert record["kept_val_loss"] == pytest.approx(old, rel=1e-3)
+    code, _, stderr = run("plot", metrics, "-o", tmp_path / "run.png")
+    assert code == 0, stderr

@@ -42,6 +42,7 @@ def train(
     data: Annotated[Optional[Path], typer.Argument(help="Training data: a UTF-8 text file, a CSV time series, or feature files (.npy, .npz, .wav, .ts; a directory or a glob). Required, unless --config gives it or --print-config only prints.", show_default=False)] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Model file; always holds the best model on validation.", rich_help_panel=DATA)] = Path("model.pt"),
     val: Annotated[Optional[Path], typer.Option("--val", help="Validation text (default: the tail of DATA).", rich_help_panel=DATA)] = None,
+    test: Annotated[Optional[Path], typer.Option("--test", help="After training, score the model at -o on this data (as 'bptt evaluate' does); the figures go in the summary and the JSON.", rich_help_panel=DATA, show_default=False)] = None,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of DATA's tail kept for validation, never shuffled.", rich_help_panel=DATA)] = 0.1,
     tokenizer: Annotated[TokenizerKind, typer.Option("--tokenizer", help="How text becomes tokens.", rich_help_panel=DATA)] = TokenizerKind.char,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where the token cache goes (default: $BPTT_CACHE_DIR, else $XDG_CACHE_HOME/bptt or ~/.cache/bptt); the text is encoded once, later runs reuse it.", rich_help_panel=DATA)] = None,
@@ -81,6 +82,9 @@ def train(
     max_time: Annotated[Optional[str], typer.Option("--max-time", help="Wall-clock budget (90, 90s, 10m, 2h); stops cleanly and keeps the best model.", rich_help_panel=RUN)] = None,
     patience: Annotated[Optional[int], typer.Option("--patience", help="Stop after this many validations without improvement.", rich_help_panel=RUN)] = None,
     log_every: Annotated[int, typer.Option("--log-every", help="Updates between gradient-norm reports.", rich_help_panel=RUN)] = 100,
+    sample_every: Annotated[Optional[int], typer.Option("--sample-every", min=1, help="Every N updates, print a sample of the model's text to stderr (text and corpus models; seeded, training's random numbers untouched).", rich_help_panel=RUN, show_default=False)] = None,
+    sample_length: Annotated[int, typer.Option("--sample-length", min=1, help="Tokens per --sample-every sample.", rich_help_panel=RUN)] = 200,
+    sample_temperature: Annotated[float, typer.Option("--sample-temperature", help="Sampling temperature of --sample-every samples.", rich_help_panel=RUN)] = 0.8,
     device: Device = "auto",
     threads: Threads = None,
     precision: Annotated[Precision, typer.Option("--precision", help="fp32, or bf16 autocast (only where the hardware has bf16).", rich_help_panel=RUN)] = Precision.fp32,
@@ -148,15 +152,17 @@ def train(
         epochs=epochs, max_steps=max_steps, max_time=parse_duration(max_time) if max_time else None,
         patience=patience, optimizer=optimizer.value, lr=lr, weight_decay=weight_decay, schedule=schedule.value,
         warmup=warmup, clip=clip, log_every=log_every, precision=precision.value, seed=seed,
-        checkpoint_every=checkpoint_every, on_nan=on_nan.value, max_skips=max_skips,
+        checkpoint_every=checkpoint_every, on_nan=on_nan.value, max_skips=max_skips, sample_every=sample_every,
+        sample_length=sample_length, sample_temperature=sample_temperature,
     )
     model_config.validate()
     main = distributed.is_main()  # under torchrun only rank 0 prints and writes
     screen = TrainReporter(unit=kind.unit_for(data_options), quiet=quiet or not main)
     reporter = Fanout(screen, MetricsFile(metrics, inputs=(data, val), force=force) if metrics and main else None)
-    setup = kinds.RunSetup(model_config, train_config, target, reporter, val, val_fraction, run_config, start, force)
+    setup = kinds.RunSetup(model_config, train_config, target, reporter, val, val_fraction, run_config, start, force,
+                           batch_size_given=ctx.get_parameter_source("batch_size").name != "DEFAULT")
     try:
-        result = train_on(kind, data, output, data_options, setup, resume, replace.value)
+        result = train_on(kind, data, output, data_options, setup, resume, replace.value, test)
         distributed.finish()  # not on failure: the other ranks may never arrive
     finally:
         screen.close()

@@ -42,6 +42,7 @@ class Prepared:
     data_sha256: str
     score_other: Callable[[Any], tuple[float | None, str]] | None = None  # another ModelFile's validation loss
     # on these very points, or (None, why it cannot read them)
+    sample: Callable[..., str] | None = None  # (model, seed, length, temperature) -> its text; token kinds only
     result: dict = field(default_factory=dict)  # what the kind adds to the run summary
     closing_notes: list[str] = field(default_factory=list)  # said after the run, so bad input stays one line
 
@@ -77,6 +78,7 @@ class RunSetup:
     run_config: dict = field(default_factory=dict)  # the resolved options, stored in the model file
     init_from: Any = None  # a ModelFile to start from: its weights, vocabulary or normalisation and shape
     force: bool = False  # write where a file of another kind is, and try a model the memory estimate refuses
+    batch_size_given: bool = True  # False: the user left --batch-size at its default; a short series may use fewer
 
 
 class DataKind:

@@ -111,15 +111,17 @@ class CorpusKind(TextKind, name="corpus", what="text corpora", holds="a text cor
                 return summarise(total, int(count))
 
             validate = validate if val_streams is not None else None
-            make_file, score_other = token_run_files(run, model, tokenizer, summary, self.name, validate)
+            make_file, score_other, sample = token_run_files(run, model, tokenizer, summary, self.name, validate)
 
             built = sum(c.built for c in caches)
             if built and not options.no_cache:
                 notes.append(f"{built} of {len(files)} document(s) encoded into the token cache; later runs reuse them")
             inputs, targets, resets = (distributed.shard_streams(s) for s in (streams.inputs, streams.targets, streams.resets))
             yield Prepared(model, inputs, targets, resets, class_loss, validate, make_file,
-                           digest, score_other, result={"documents": len(files), "train_tokens": summary["train_tokens"],
-                                           "val_tokens": summary["val_tokens"]}, closing_notes=notes)
+                           digest, score_other, sample, result={"documents": len(files),
+                                                                "train_tokens": summary["train_tokens"],
+                                                                "val_tokens": summary["val_tokens"]},
+                           closing_notes=notes)
 
     def _split(self, documents: list[np.ndarray], tokenizer: Tokenizer, options: TextOptions, run):
         """Training documents, and validation streams: --val's documents whole, or every document's tail

@@ -25,10 +25,11 @@ from bptt_cli.modelfile import ModelFile
 from bptt_cli.models import RecurrentModel, State
 from bptt_cli.scoring import ranked_sums, scored_figures, scored_sums, stream_pass
 from bptt_cli.series import Normaliser, Streams, check_window, pack, season_of, split_pieces
-from bptt_cli.streams import tail_cut
+from bptt_cli.streams import plan_windows, tail_cut
 from bptt_cli.token_cache import sha256
 from bptt_cli.trainer import seed_everything
 
+MIN_UPDATES_PER_EPOCH = 20  # without a given --batch-size, a short series gets fewer streams to reach this
 SCORING_STREAMS = 64  # sequences scored side by side by ``evaluate``
 
 
@@ -149,6 +150,21 @@ class _Training:
     train_ids: list[int]
 
 
+def stream_count(steps: int, run) -> int:
+    """How many streams the training steps are cut into: --batch-size, or fewer when it was not given and
+    the data is short, so that an epoch still has about MIN_UPDATES_PER_EPOCH updates.
+
+    A default --batch-size 32 left a series of 1,800 steps 17 streams of 106 steps: 3 updates per epoch.
+    """
+    config = run.train_config
+    stride = config.stride or config.window
+    if run.batch_size_given or not stride:  # full BPTT has one update per epoch however many streams
+        return config.batch_size
+    world = distributed.world()  # every process takes the same share of the streams
+    fitting = max(1, steps // (stride * MIN_UPDATES_PER_EPOCH))
+    return max(world, min(config.batch_size, fitting) // world * world)
+
+
 class SequenceKind(DataKind):
     """Series and feature sequences: subclasses read their files, this class does the rest."""
 
@@ -183,13 +199,18 @@ class SequenceKind(DataKind):
         pairs = [seq.pairs(split_data.norm, i, 0, split_data.ends[i]) for i in split_data.train_ids]
         check_window(config.window, max(len(x) for x, _ in pairs), "sequence" if seq.kind == "audio" else "series")
         splittable = seq.task in ("forecast", "tag")
-        pieces = split_pieces([len(x) for x, _ in pairs], config.batch_size,
+        wanted = stream_count(sum(len(x) for x, _ in pairs), run)
+        pieces = split_pieces([len(x) for x, _ in pairs], wanted,
                               2 * config.window if splittable and config.window else 0)
-        streams = pack([pairs[i][0][a:b] for i, a, b in pieces], [pairs[i][1][a:b] for i, a, b in pieces],
-                       config.batch_size)
-        if streams.inputs.shape[1] < config.batch_size:
-            run.reporter.note(f"{len(pieces)} sequence piece(s) fill {streams.inputs.shape[1]} of the "
-                              f"{config.batch_size} streams (--batch-size); each piece starts from a zero state")
+        streams = pack([pairs[i][0][a:b] for i, a, b in pieces], [pairs[i][1][a:b] for i, a, b in pieces], wanted)
+        length, count = streams.inputs.shape[:2]
+        if wanted < config.batch_size:
+            updates = len(plan_windows(length, config.window, config.stride))
+            run.reporter.note(f"{count} stream(s) of {length:,} steps instead of --batch-size {config.batch_size}, "
+                              f"so that an epoch has {updates:,} updates, not a handful; give --batch-size to choose")
+        elif count < wanted:
+            run.reporter.note(f"{len(pieces)} sequence piece(s) fill {count} of the "
+                              f"{wanted} streams (--batch-size); each piece starts from a zero state")
         return pairs, streams
 
     @contextlib.contextmanager

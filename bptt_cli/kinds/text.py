@@ -74,8 +74,9 @@ def token_model(run, tokenizer) -> RecurrentModel:
 
 
 def token_run_files(run, model: RecurrentModel, tokenizer: Tokenizer, summary: dict, kind: str, validate):
-    """What text and corpora runs share: the model file for a validation record, and the loss of another
-    model file on the run's validation tokens (only a model with this run's vocabulary reads them alike)."""
+    """What text and corpora runs share: the model file for a validation record, the loss of another
+    model file on the run's validation tokens (only a model with this run's vocabulary reads them alike),
+    and a sample of the model's text (``--sample-every``)."""
 
     def make_file(record: dict) -> ModelFile:
         best = {"best_step": record["step"], "best_epoch": record["epoch"], "best_val_loss": record["val_loss"]}
@@ -88,7 +89,12 @@ def token_run_files(run, model: RecurrentModel, tokenizer: Tokenizer, summary: d
             return None, "its vocabulary is not this run's"
         return validate(file.model.to(run.device))["loss"], ""
 
-    return make_file, score_other
+    def sample(m: RecurrentModel, seed: int, length: int, temperature: float) -> str:
+        from bptt_cli.generation import generate
+
+        return "".join(generate(m, tokenizer, "", length, temperature, seed=seed, device=run.device))
+
+    return make_file, score_other, sample
 
 
 class TextKind(DataKind, name="text", what="text", holds="text", options=TextOptions):
@@ -137,12 +143,12 @@ class TextKind(DataKind, name="text", what="text", holds="text", options=TextOpt
                 return summarise(total, int(count))
 
             validate = validate if val_ids is not None else None
-            make_file, score_other = token_run_files(run, model, tokenizer, summary, self.name, validate)
+            make_file, score_other, sample = token_run_files(run, model, tokenizer, summary, self.name, validate)
             notes = []
             if cache.built and not options.no_cache:
                 notes.append(f"the text's {len(ids):,} tokens are cached in {cache.path}; later runs reuse them")
             yield Prepared(model, distributed.shard_streams(inputs), distributed.shard_streams(targets), None, None,
-                           validate, make_file, cache.sha256, score_other,
+                           validate, make_file, cache.sha256, score_other, sample,
                            result={"train_tokens": summary["train_tokens"], "val_tokens": summary["val_tokens"]},
                            closing_notes=notes)
 

@@ -98,13 +98,20 @@ def _number(value: Any) -> float:
     return float(value)
 
 
+FLAGS = ("best", "saved")  # the yes/no fields of a validation record; every other field is a number
+NAMES = ("kept_model", "kept_why")  # ... or the model file kept instead of this run's best, and why
+
+
 def _typed(path: Path, line: int, record: dict) -> dict:
     out = {"kind": record.get("kind")}
     for key, value in record.items():
         if key == "kind":
             continue
-        if key == "best":  # JSON true/false, CSV True/False
+        if key in FLAGS:  # JSON true/false, CSV True/False
             out[key] = value is True or str(value).lower() == "true"
+            continue
+        if key in NAMES:
+            out[key] = value
             continue
         try:
             out[key] = _number(value)

@@ -14,6 +14,9 @@ STOPS = {
     "early_stopping": "early stopping (--patience)",
     "signal": "interrupted (SIGINT/SIGTERM)",
 }
+TEST_ROWS = {"loss": "loss", "perplexity": "perplexity", "bits_per_token": "bits/token", "accuracy": "accuracy",
+             "macro_f1": "macro F1", "mae": "MAE (1 step)", "rmse": "RMSE (1 step)", "smape": "sMAPE % (1 step)",
+             "mase": "MASE (1 step)"}
 TREND_WIDTH = 30  # characters of an epoch's sparklines; a longer run is averaged into this many buckets
 
 
@@ -32,6 +35,19 @@ def _norm_rows(record: dict) -> list[list]:
         ["share of steps clipped", record["clip_share"]],
     ]
     return rows + [[f"{name} (mean)", v] for name, v in record["layer_grad_norms"].items()]
+
+
+def best_mark(record: dict) -> str:
+    """What became of this run's best model, in the words of the closing line about the file at -o."""
+    if not record.get("best"):
+        return ""
+    if record.get("saved", True):
+        return "best of this run, saved"
+    kept, score = record.get("kept_model", "-o"), record.get("kept_val_loss")
+    if score is None:
+        why = record.get("kept_why")
+        return f"best of this run; kept the existing {kept}" + (f" ({why})" if why else "")
+    return f"best of this run; kept the existing {kept}, which scores {fmt(score)} here"
 
 
 class TrainReporter:
@@ -112,7 +128,8 @@ class TrainReporter:
         if self.quiet:
             return
         figures = self.validation_figures(record)
-        mark = " (best, saved)" if record["best"] else ""
+        saved = best_mark(record)
+        mark = f" ({saved})" if saved else ""
         losses, norms = self.losses, self.norms
         span = f"{len(losses)} interval{'s' if len(losses) != 1 else ''} to update {record['step']}"
         if self.plain:
@@ -125,8 +142,21 @@ class TrainReporter:
                 ["grad norm, pre-clip (log)", sparkline(norms, log=True, width=TREND_WIDTH), norms[-1] if norms else None]]
         rows += [[f"validation {name}", "", value] for name, value in figures]
         print_table(f"epoch {record['epoch']} (step {record['step']})", ["", f"trend, {span}", "last"], rows,
-                    caption="best so far: saved" if record["best"] else None,
+                    caption=saved or None,
                     console=self.progress.console if self.progress is not None else None)
+
+    def sample(self, record: dict) -> None:
+        """The model's text at this update (--sample-every), verbatim between two rules, on stderr."""
+        if self.quiet:
+            return
+        head = f"--- sample at update {record['step']:,} (temperature {record['temperature']:g}) ---"
+        if self.progress is None:
+            info(f"{head}\n{record['text']}\n---")
+            return
+        console = self.progress.console
+        console.print(head)
+        console.print(record["text"], markup=False, highlight=False, emoji=False)
+        console.print("---")
 
     def validation_figures(self, record: dict) -> list[tuple[str, float]]:
         """What the validation measured, by name, in the order shown: perplexity and bits for token
@@ -160,9 +190,18 @@ class TrainReporter:
             ]
             if result.get("skipped_updates"):
                 rows.insert(2, ["updates skipped (NaN/inf)", result["skipped_updates"]])
+            rows += self.test_rows(result)
             print_table("training summary", ["", "value"], rows)
         if result["resumable"]:
             info(f"checkpoint saved to {result['checkpoint']}; resume with: {resume_command}")
+
+    def test_rows(self, result: dict) -> list[list]:
+        """The figures of --test FILE, named as ``bptt evaluate`` names them; a forecast's are one step ahead."""
+        if "test_file" not in result:
+            return []
+        names = {**TEST_ROWS, "bits_per_token": f"bits/{self.unit}"}
+        return [["test file", result["test_file"]]] + [
+            [f"test {label}", result[f"test_{name}"]] for name, label in names.items() if f"test_{name}" in result]
 
     def close(self) -> None:
         if self.progress is not None:
