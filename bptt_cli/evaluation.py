@@ -1,12 +1,13 @@
 """Scoring a token model on a text, with the state carried from token to token.
 
-``bptt evaluate`` never truncates: one stream runs from the first token to the
-last, so each token is predicted from everything before it and the figures are
-comparable between runs with different windows. Validation during training
-runs several streams side by side instead (one stream of 100k tokens took 3 s
-of a 46 s epoch here): each scores its own part of the text after reading the
+``bptt evaluate --exact`` never truncates: one stream runs from the first token
+to the last, so each token is predicted from everything before it. That stream
+is slow (one token per step: about 4 s per 100k tokens for the default LSTM),
+so validation during training and plain ``bptt evaluate`` run several streams
+side by side instead: each scores its own part of the text after reading the
 ``context`` tokens before that part unscored, so only what lies further back
-than that is lost.
+than that is lost (well under 1e-4 bits per token here,
+benchmarks/evaluate_speed.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,15 @@ from bptt_cli.models import RecurrentModel
 from bptt_cli.scoring import CHUNK
 VALIDATION_STREAMS = 16  # side by side: a 99k-token tail in 1.7 s instead of 3.1 s (benchmarks/validation_streams.py)
 VALIDATION_CONTEXT = 512  # tokens each validation stream reads before it scores
+EVALUATE_STREAMS = 128  # bptt evaluate: an (8, 128) forward call runs near the fp32 matmul rate
+EVALUATE_CONTEXT = 256  # tokens each evaluate stream reads first: 1e-7 bits from exact (benchmarks/evaluate_speed.py)
+
+
+def stream_count(predictions: int, streams: int, context: int) -> int:
+    """How many streams score ``predictions`` tokens: no part is shorter than twice its ``context``."""
+    if context > 0:
+        return min(streams, max(1, predictions // (2 * context)))
+    return streams
 
 
 @torch.no_grad()
@@ -46,8 +56,7 @@ def token_loss(
     if len(ids) < 2:
         raise BpttError(f"{len(ids)} known token(s) is too little to evaluate; give at least 2")
     predictions = len(ids) - 1
-    if context > 0:
-        streams = min(streams, max(1, predictions // (2 * context)))
+    streams = stream_count(predictions, streams, context)
     length = -(-predictions // streams)  # predictions per stream, the last may have fewer
     k, n = share
     mine = np.arange(streams * k // n, streams * (k + 1) // n, dtype=np.int64)

@@ -1,11 +1,21 @@
 """Scoring a text: one exact stream, or streams side by side that each read some context first."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
+from conftest import SAMPLE_TEXT
 
-from bptt_cli.evaluation import token_loss
+from bptt_cli.evaluation import (
+    EVALUATE_CONTEXT,
+    EVALUATE_STREAMS,
+    summarise,
+    token_loss,
+)
+from bptt_cli.modelfile import load_model_file
 from bptt_cli.models import ModelConfig, RecurrentModel
+from bptt_cli.text import read_text
 
 CPU = torch.device("cpu")
 
@@ -49,3 +59,61 @@ def test_side_by_side_streams_give_the_exact_figure_closely_and_never_a_negative
     assert m == n and near / m == pytest.approx(exact / n, rel=1e-3)
     assert token_loss(model, ids[:11], CPU, streams=8)[1] == 10  # more streams than predictions per stream
     assert token_loss(model, ids[:11], CPU, streams=8, context=100)[1] == 10  # too short: one stream
+
+
+@pytest.fixture
+def trained_text_model(tmp_path, run):
+    """A small LSTM trained for 40 updates on 20k characters of the sample text, and 30k held-out characters."""
+    text = SAMPLE_TEXT.read_text(encoding="utf-8")
+    train, held_out = tmp_path / "train.txt", tmp_path / "held_out.txt"
+    train.write_text(text[:20000], encoding="utf-8")
+    held_out.write_text(text[-30000:], encoding="utf-8")
+    out = tmp_path / "m.pt"
+    code, _, err = run("train", train, "-o", out, "--max-steps", "40", "--hidden", "32", "--embed", "16",
+                       "--layers", "2", "--batch-size", "8", "--window", "25")
+    assert code == 0, err
+    return out, held_out
+
+
+def test_evaluate_in_streams_lands_within_1e4_bits_of_exact_and_says_how(trained_text_model, run):
+    model, held_out = trained_text_model
+    code, out, err = run("evaluate", model, held_out, "--json")
+    assert code == 0, err
+    fast = json.loads(out)
+    code, out, err = run("evaluate", model, held_out, "--json", "--exact")
+    assert code == 0, err
+    exact = json.loads(out)
+    assert fast["exact"] is False and fast["context"] == EVALUATE_CONTEXT
+    assert fast["streams"] == min(EVALUATE_STREAMS, exact["tokens"] // (2 * EVALUATE_CONTEXT)) > 1
+    assert exact["exact"] is True and exact["streams"] == 1 and exact["context"] == 0
+    assert fast["tokens"] == exact["tokens"] > 29000
+    assert abs(fast["bits_per_token"] - exact["bits_per_token"]) < 1e-4
+    assert fast["bits_per_token"] != exact["bits_per_token"]  # really computed another way
+
+
+def test_evaluate_exact_is_the_one_stream_figure_bit_for_bit(trained_text_model, run):
+    model, held_out = trained_text_model
+    file = load_model_file(model)
+    ids, _ = file.tokenizer.encode(read_text(held_out, file.tokenizer.kind))
+    expected = summarise(*token_loss(file.model, ids, CPU))  # what evaluate computed before it ran streams
+    code, out, err = run("evaluate", model, held_out, "--json", "--exact")
+    assert code == 0, err
+    figures = json.loads(out)
+    assert [figures[k] for k in ("loss", "perplexity", "bits_per_token")] == [
+        expected[k] for k in ("loss", "perplexity", "bits_per_token")]
+
+
+def test_evaluate_table_names_how_the_text_was_scored(trained_text_model, run):
+    model, held_out = trained_text_model
+    code, _, err = run("evaluate", model, held_out)
+    assert code == 0 and f"after {EVALUATE_CONTEXT} tokens of context" in err and "--exact" in err
+    code, _, err = run("evaluate", model, held_out, "--exact")
+    assert code == 0 and "one stream, exact" in err
+
+
+def test_a_text_too_short_for_two_streams_is_scored_exactly(tiny_model, tmp_path, run):
+    short = tmp_path / "short.txt"
+    short.write_text("ROMEO: a short line of text.\n", encoding="utf-8")
+    code, out, _ = run("evaluate", tiny_model, short, "--json")
+    figures = json.loads(out)
+    assert code == 0 and figures["exact"] is True and figures["streams"] == 1 and figures["context"] == 0

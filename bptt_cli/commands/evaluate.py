@@ -19,6 +19,7 @@ def evaluate(
     season: Annotated[Optional[int], typer.Option("--season", min=1, help="Steps per season for the seasonal-naive baseline (default: the model's).", rich_help_panel=SERIES)] = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="CSV with columns file,label: one class per feature file.", rich_help_panel=SERIES)] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Also draw the last --horizon window scored: context, forecast, actual values and persistence (.png or .svg; needs bptt\\[plot]).", rich_help_panel=SERIES, show_default=False)] = None,
+    exact: Annotated[bool, typer.Option("--exact", help="Text: score in one stream from the first token to the last (slow). By default many streams run side by side, each warmed up on the text before its part: within 1e-4 bits of the exact figure, and the output says how it was computed.")] = False,
     device: Device = "auto",
     threads: Threads = None,
     json: Json = False,
@@ -39,7 +40,7 @@ def evaluate(
     target = resolve_device(device)
     file = load_model_file(model_file)
     kind = kinds.of_model(file)
-    request = kinds.Request(labels=labels, horizon=horizon, season=season, plot=plot)
+    request = kinds.Request(labels=labels, horizon=horizon, season=season, plot=plot, exact=exact)
     kind.check_request(file, request, "evaluate")
     if plot is not None:  # before any work, so a long scoring never ends in a failed picture
         from bptt_cli.render.plotting import check_plot

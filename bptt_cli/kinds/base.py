@@ -63,6 +63,7 @@ class Request:
     context: Path | None = None
     output: Path | None = None
     plot: Path | None = None
+    exact: bool = False  # evaluate text in one stream from the first token to the last
 
 
 @dataclass

@@ -13,7 +13,15 @@ import torch
 
 from bptt_cli import distributed
 from bptt_cli.errors import BpttError
-from bptt_cli.evaluation import VALIDATION_CONTEXT, VALIDATION_STREAMS, summarise, token_loss
+from bptt_cli.evaluation import (
+    EVALUATE_CONTEXT,
+    EVALUATE_STREAMS,
+    VALIDATION_CONTEXT,
+    VALIDATION_STREAMS,
+    stream_count,
+    summarise,
+    token_loss,
+)
 from bptt_cli.kinds.base import DataKind, Prepared, Request, kind_option
 from bptt_cli.modelfile import ModelFile
 from bptt_cli.models import RecurrentModel
@@ -166,11 +174,18 @@ class TextKind(DataKind, name="text", what="text", holds="text", options=TextOpt
             raise BpttError("--plot is for series models (it draws their forecasts); this is a text model")
 
     def evaluate(self, file: ModelFile, data: Path, device, request: Request) -> dict:
-        """Loss, perplexity and bits per token of a token model on a text; unknown tokens are skipped."""
+        """Loss, perplexity and bits per token of a token model on a text; unknown tokens are skipped.
+
+        Many streams side by side, each warmed up on the text before its part, unless ``request.exact``
+        asks for the one stream from first token to last; the figures say which.
+        """
         ids, unknown = self.tokenizer(file).encode(read_text(data, file.tokenizer.kind))
-        total, count = token_loss(file.model.to(device), ids, device)
+        streams, context = (1, 0) if request.exact else (EVALUATE_STREAMS, EVALUATE_CONTEXT)
+        streams = stream_count(len(ids) - 1, streams, context) if len(ids) >= 2 else 1
+        context = context if streams > 1 else 0  # one stream reads from the first token: nothing before it
+        total, count = token_loss(file.model.to(device), ids, device, streams=streams, context=context)
         return {**summarise(total, count), "tokens": count, "unknown_tokens": unknown,
-                "tokenizer": file.tokenizer.kind}
+                "tokenizer": file.tokenizer.kind, "streams": streams, "context": context, "exact": streams == 1}
 
     def generate(self, file: ModelFile, device, request: Request) -> TextSample:
         from bptt_cli.generation import generate

@@ -19,8 +19,19 @@ def render_text_scores(figures: dict, as_json: bool) -> None:
             [f"bits per {unit}", figures["bits_per_token"]],
             ["tokens scored", figures["tokens"]],
             ["unknown tokens skipped", figures["unknown_tokens"]],
+            *scoring_rows(figures),
         ],
     )
+
+
+def scoring_rows(figures: dict) -> list[list]:
+    """How a text was scored: in one exact stream, or in streams side by side each warmed up on a context."""
+    if "exact" not in figures:  # a corpus: every document scored from its first token
+        return []
+    if figures["exact"]:
+        return [["scored in", "one stream, exact"]]
+    how = f"{figures['streams']} streams, each after {figures['context']} tokens of context (--exact for one stream)"
+    return [["scored in", how]]
 
 
 def render_scores(figures: dict, as_json: bool) -> None:

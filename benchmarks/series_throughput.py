@@ -1,0 +1,182 @@
+"""Learning per second of bptt's Trainer on series and sequence classification, against plain PyTorch loops.
+
+Two tasks, each with the default model (LSTM 2x256), AdamW at lr 2e-3, clip 1.0:
+
+* forecast: sample_data/elecdemand.csv, --window 48, --batch-size 32. bptt trains
+  on the streams ``bptt train`` prepares (``KINDS["series"].prepare``) with
+  ``Trainer.fit``; the plain loop runs nn.LSTM + nn.Linear over the same (T, B, F)
+  streams in windows of 48, state carried and detached, masked MSE,
+  ``clip_grad_norm_``, ``torch.optim.AdamW`` (its default, not fused).
+* classify: sample_data/vowels/JapaneseVowels_TRAIN.ts, one label per
+  utterance, full BPTT (--window 0), --batch-size 16. bptt packs the utterances
+  into 16 streams (state reset where each begins); the plain loop takes shuffled
+  batches of 16 whole utterances, pads them, runs ``pack_padded_sequence`` and
+  scores the last step of each.
+
+Each loop gets the same wall-clock budget from the same initial weights; then the
+validation loss that bptt's own validation pass computes (same held-out points
+for all) is read for each. The plain loop runs twice: its second run is the A/A
+control. Prints updates/s, CPU seconds, the validation loss reached and the CPU.
+
+    python benchmarks/series_throughput.py --task forecast --seconds 40
+    python benchmarks/series_throughput.py --task classify --seconds 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from evaluate_speed import cpu_line
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from bptt_cli.kinds import KINDS, RunSetup
+from bptt_cli.losses import IGNORE_LABEL
+from bptt_cli.models import ModelConfig
+from bptt_cli.trainer import SilentReporter, TrainConfig, Trainer
+
+CPU = torch.device("cpu")
+TASKS = {
+    "forecast": ("series", "sample_data/elecdemand.csv", 48, 32),
+    "classify": ("audio", "sample_data/vowels/JapaneseVowels_TRAIN.ts", 0, 16),
+}
+
+
+class PlainModel(nn.Module):
+    """The textbook model: nn.LSTM and nn.Linear, named as bptt names them so weights load both ways."""
+
+    def __init__(self, features: int, hidden: int, layers: int, outputs: int):
+        super().__init__()
+        self.rnn = nn.LSTM(features, hidden, layers)
+        self.decoder = nn.Linear(hidden, outputs)
+
+
+def textbook_step(model: nn.Module, optimizer, loss: torch.Tensor, clip: float, start: float, budget: float) -> bool:
+    """zero_grad, backward, clip_grad_norm_, step; whether the wall-clock budget is spent."""
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    return time.perf_counter() - start >= budget
+
+
+def plain_forecast(model: PlainModel, inputs, targets, window: int, budget: float, lr: float, clip: float) -> int:
+    """Windows of ``window`` steps over the (T, B, F) streams, state carried; returns the updates made."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    updates, start = 0, time.perf_counter()
+    while True:
+        state = None  # every epoch starts from zeros, as bptt's do
+        for t in range(0, inputs.shape[0] - window + 1, window):
+            x, y = inputs[t : t + window], targets[t : t + window]
+            out, state = model.rnn(x, state)
+            state = tuple(s.detach() for s in state)
+            pred = model.decoder(out)
+            mask = ~torch.isnan(y)
+            updates += 1
+            if textbook_step(model, optimizer, F.mse_loss(pred[mask], y[mask]), clip, start, budget):
+                return updates
+
+
+def utterances(inputs, targets, resets) -> tuple[list[torch.Tensor], list[int]]:
+    """The packed streams cut back into whole utterances, each with its one label."""
+    found, labels = [], []
+    for b in range(inputs.shape[1]):
+        starts = np.flatnonzero(resets[:, b]).tolist() + [inputs.shape[0]]
+        for a, e in itertools.pairwise(starts):
+            scored = (targets[a:e, b] != IGNORE_LABEL).nonzero()
+            end = a + int(scored[-1]) + 1  # the label sits on the utterance's last step
+            found.append(inputs[a:end, b])
+            labels.append(int(targets[end - 1, b]))
+    return found, labels
+
+
+def plain_classify(model: PlainModel, sequences, labels, batch: int, budget: float, lr: float, clip: float) -> int:
+    """Shuffled batches of whole utterances, padded and packed; returns the updates made."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    rng = np.random.default_rng(0)
+    lengths = torch.tensor([len(s) for s in sequences])
+    padded = nn.utils.rnn.pad_sequence(sequences)  # (T, N, F)
+    target = torch.tensor(labels)
+    updates, start = 0, time.perf_counter()
+    while True:
+        for chosen in np.array_split(rng.permutation(len(sequences)), max(1, len(sequences) // batch)):
+            index = torch.from_numpy(chosen)
+            packed = pack_padded_sequence(padded[:, index], lengths[index], enforce_sorted=False)
+            out, _ = model.rnn(packed)
+            out, _ = pad_packed_sequence(out)
+            last = out[lengths[index] - 1, torch.arange(len(index))]
+            updates += 1
+            if textbook_step(model, optimizer, F.cross_entropy(model.decoder(last), target[index]), clip, start,
+                             budget):
+                return updates
+
+
+def timed(run) -> tuple[int, float, float]:
+    """(updates, wall seconds, CPU seconds of this process) of ``run()``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    updates = run()
+    return updates, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=TASKS, default="forecast")
+    parser.add_argument("--seconds", type=float, default=40.0, help="wall-clock budget of each loop")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of an untimed plain loop first")
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--clip", type=float, default=1.0)
+    args = parser.parse_args()
+    kind_name, data, window, batch = TASKS[args.task]
+    kind = KINDS[kind_name]
+    train_config = TrainConfig(window=window, batch_size=batch, epochs=10**6, max_time=args.seconds, lr=args.lr,
+                               clip=args.clip, log_every=100)
+    setup = RunSetup(ModelConfig(), train_config, CPU, SilentReporter())
+    with kind.prepare(Path(data), kind.options({}), setup) as prepared:
+        start_weights = copy.deepcopy(prepared.model.state_dict())
+        config = prepared.model.config
+        inputs, targets = prepared.inputs, prepared.targets
+        figures = {}
+
+        def plain_run(name: str, budget: float = args.seconds):
+            model = PlainModel(config.input_size, config.hidden, config.layers, config.output_size)
+            model.load_state_dict(start_weights)
+            if args.task == "forecast":
+                updates = timed(lambda: plain_forecast(model, inputs, targets, window, budget, args.lr, args.clip))
+            else:
+                sequences, labels = utterances(inputs, targets, prepared.resets)
+                updates = timed(lambda: plain_classify(model, sequences, labels, batch, budget, args.lr, args.clip))
+            prepared.model.load_state_dict(model.state_dict())
+            figures[name] = (*updates, prepared.validate(prepared.model)["loss"])
+
+        def bptt_run():
+            prepared.model.load_state_dict(start_weights)
+            trainer = Trainer(prepared.model, train_config, CPU, SilentReporter(), None, lambda record: None,
+                              prepared.loss_fn)
+            figures["bptt Trainer"] = (*timed(lambda: trainer.fit(inputs, targets, prepared.resets)["steps"]),
+                                       prepared.validate(prepared.model)["loss"])
+
+        plain_run("warm-up", args.warmup)  # oneDNN's first calls and the allocator's first pages, not timed
+        del figures["warm-up"]
+        plain_run("plain loop")
+        bptt_run()
+        plain_run("plain loop again (A/A)")
+    print(f"{args.task}: {data}, window {window or 'full'}, batch {batch}, {config.cell} {config.layers}x"
+          f"{config.hidden}, AdamW lr {args.lr:g}, clip {args.clip:g}, {args.seconds:g} s each; streams "
+          f"{tuple(inputs.shape)}; threads {torch.get_num_threads()}")
+    print(f"CPU: {cpu_line()}")
+    plain_rate = figures["plain loop"][0] / figures["plain loop"][1]
+    for name, (updates, wall, cpu, loss) in figures.items():
+        rate = updates / wall
+        print(f"{name:24s} {updates:6d} updates  {wall:6.1f} s wall  {cpu:6.1f} s CPU  {rate:7.2f} updates/s "
+              f"({rate / plain_rate:5.2f}x plain)  validation loss {loss:.5f}")
+
+
+if __name__ == "__main__":
+    main()
