@@ -157,3 +157,20 @@ def to_yaml(values: dict[str, Any], command: str, keys: dict[str, str] | None = 
     keys = keys or {}
     body = yaml.safe_dump({keys.get(k, option_key(k)): v for k, v in plain_values(values).items()}, sort_keys=False)
     return f"# bptt {command} --config THIS_FILE  (flags on the command line override these values)\n{body}"
+
+
+def plan_comment(plan: dict) -> str:
+    """``memory.plan``'s figures as YAML comments under a printed configuration, so the file stays valid YAML.
+
+    The data is not read for ``--print-config``: the embedding and the decoder, which grow with the vocabulary
+    or the columns, are left out, and so are full BPTT's activations (they grow with the data).
+    """
+    def mib(n) -> str:
+        return "unknown (full BPTT grows with the data)" if n is None else f"{n / 2**20:,.1f} MiB"
+
+    available = f" of {plan['available'] / 2**30:,.1f} GiB available" if plan.get("available") else ""
+
+    return (f"# memory plan (before the data is read: embedding and decoder not counted): "
+            f"{plan['parameter_count']:,} recurrent parameters; weights {mib(plan['parameters'])}, gradients "
+            f"{mib(plan['gradients'])}, optimizer state {mib(plan['optimizer'])}, activations per update "
+            f"{mib(plan['activations'])}; total {mib(plan['total'])}{available}\n")

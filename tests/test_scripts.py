@@ -297,3 +297,12 @@ def test_resuming_a_finished_run_says_so_and_touches_nothing(tmp_path, tiny_text
     assert code == 0 and "is already complete (update 3)" in stderr
     assert json.loads(stdout)["model_written"] is False
     assert {p.name: p.read_bytes() for p in tmp_path.glob("m.pt*")} == before
+
+
+def test_print_config_shows_the_memory_plan_as_yaml_comments(run):
+    code, stdout, stderr = run("train", "--print-config", "--hidden", "1024", "--layers", "1", "--window", "50")
+    assert code == 0, stderr
+    plan = [line for line in stdout.splitlines() if line.startswith("# memory plan")]
+    assert len(plan) == 1 and "GiB available" in plan[0]
+    assert "4,726,784 recurrent parameters" in plan[0]  # 4 gates x 1024 x (128 + 1024 + 2)
+    assert yaml.safe_load(stdout)["hidden"] == 1024  # the comments keep it valid YAML

@@ -112,7 +112,15 @@ def train(
 
     run_config = plain_values({k: v for k, v in options.items() if k != "ctx"})
     if print_config:
+        from types import SimpleNamespace
+
+        from bptt_cli.memory import plan
+        from bptt_cli.run_config import plan_comment
+
         typer.echo(to_yaml(run_config, "train", option_names(ctx)), nl=False)
+        shape = SimpleNamespace(cell=model.value, embed=embed, hidden=hidden, layers=layers, dropout=dropout,
+                                tie_weights=False, tokens=True, input_size=0, output_size=0)  # the data is not read
+        typer.echo(plan_comment(plan(shape, optimizer.value, window, batch_size, precision.value)), nl=False)
         return
     if data is None:  # optional only so that --print-config needs none
         from bptt_cli.errors import BpttError
