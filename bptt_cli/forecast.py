@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from bptt_cli.errors import BpttError
+from bptt_cli.memory import require_rollout_fits
 from bptt_cli.models import RecurrentModel, State
 from bptt_cli.series import Normaliser
 
@@ -273,6 +274,7 @@ def generate_forecast(file, device, context=None, horizon: int | None = None) ->
         names, histories, last_time = tail["names"], [np.asarray(r) for r in tail["rows"]], tail["last_time"]
         freq = stored.get("freq")
         state = tuple(s.to(device) for s in tail["state"])
+    require_rollout_fits(model.config, horizon, len(names))
     notes = []
     others = [f for f in features if f not in targets]
     if others and horizon > 1:

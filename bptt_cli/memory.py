@@ -73,10 +73,22 @@ def update_flops(config: ModelConfig, steps: int, batch: int) -> float:
     return 6.0 * weights * steps * batch
 
 
+ROLLOUT_STEP_BYTES = 1024  # per step of a rollout whatever its width: a prediction tensor kept until it is stacked,
+# the step's assumed inputs and its time stamp (an estimate on the generous side)
+
+
 def generation_bytes(config: ModelConfig, steps: int, streams: int) -> int:
     """Buffers of a rollout: ``steps`` predictions of every output for ``streams`` origins, and their states."""
     state = len(cell_spec(config.cell).state_parts) * config.layers * config.hidden * FLOAT32_BYTES
     return steps * streams * config.output_size * FLOAT64_BYTES + streams * state
+
+
+def require_rollout_fits(config: ModelConfig, steps: int, streams: int) -> None:
+    """Refuse, before allocating, a forecast horizon the machine cannot hold (``--horizon 1000000000``):
+    the rollout's buffers, plus per step its assumed inputs, the written values and a tensor kept until stacked."""
+    per_step = ROLLOUT_STEP_BYTES + streams * (config.input_size + 2 * config.output_size) * FLOAT64_BYTES
+    require_fits(MemoryEstimate(generation=generation_bytes(config, steps, streams) + steps * per_step),
+                 f"a {steps:,}-step forecast of {streams} series (--horizon)", fix="give a smaller --horizon")
 
 
 @dataclass
@@ -129,7 +141,8 @@ def gib(n: float) -> str:
     return f"{n / 2**30:,.1f} GiB"
 
 
-def require_fits(estimate: MemoryEstimate, what: str, force: bool = False, available: int | None = None) -> None:
+def require_fits(estimate: MemoryEstimate, what: str, force: bool = False, available: int | None = None,
+                 fix: str = "make the model or the window smaller, or pass --force to try anyway") -> None:
     """Refuse, in one line with both figures, what needs more than the machine has available.
 
     ``what`` names what is being built and the options that size it; ``force``
@@ -140,7 +153,7 @@ def require_fits(estimate: MemoryEstimate, what: str, force: bool = False, avail
         return
     parts = ", ".join(f"{name} {gib(size)}" for name, size in asdict(estimate).items() if size)
     raise BpttError(f"{what} needs about {gib(estimate.total)} ({parts}) but this machine has "
-                    f"{gib(available)} available; make the model or the window smaller, or pass --force to try anyway")
+                    f"{gib(available)} available; {fix}")
 
 
 def plan(model_config: ModelConfig, optimizer: str, window: int, batch: int, precision: str = "fp32",

@@ -24,6 +24,7 @@ from bptt_cli import forecast
 from bptt_cli.atomic import atomic_write
 from bptt_cli.errors import BpttError
 from bptt_cli.losses import class_sum
+from bptt_cli.memory import require_rollout_fits
 from bptt_cli.series import Normaliser
 from bptt_cli.token_cache import sha256
 
@@ -109,6 +110,7 @@ class SeriesPredictor(Predictor):
         if horizon < 1:
             raise BpttError(f"--horizon must be at least 1, got {horizon}")
         super().__init__(file, model_path, device, horizon)
+        require_rollout_fits(file.model.config, horizon, 1)
         data = file.data
         self.norm = Normaliser.from_dict(data["norm"])
         self.names, self.features, self.targets = data["columns"], data["features"], data["targets"]

@@ -429,6 +429,7 @@ SERIES_MODEL_CASES = [
     ("evaluate {series_model} {empty_csv}", "the file is empty"),
     ("generate {series_model} --context {other_csv}", "not a column"),
     ("generate {series_model} --horizon 0", "--horizon"),
+    ("generate {series_model} --horizon 1000000000", "1,000,000,000-step forecast"),
     ("generate {series_model} -o {nodir}", "not a writable file path"),
     ("generate {series_model} --prime hello", "--prime"),
     ("gradcheck {series_model} {ok_csv} --window 500", "longer than the data"),
