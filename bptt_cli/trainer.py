@@ -543,6 +543,8 @@ class Trainer:
             at.epoch, at.window_index = at.epoch + 1, 0
             if c.patience and at.stale >= c.patience and at.epoch <= c.epochs:
                 run.stop = "early_stopping"
+            elif c.max_time and at.epoch <= c.epochs and self._should_stop() == "max_time":
+                run.stop = "max_time"  # no room for another update and validation: this one was the last
         else:  # stopped inside an epoch: keep the best model, leave the schedule and patience as they were
             run.interrupted_best = min(run.interrupted_best, self._validate(observe=False))
         self._checkpoint(run.state)
