@@ -15,7 +15,6 @@ from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 
-from bptt_cli.errors import BpttError
 
 
 def kind_option(default: Any = None, *, resume: bool = True, shape: bool = False, **extra) -> Any:
@@ -150,7 +149,3 @@ def shape_keys(options: Any) -> list[str]:
 def resume_keys(options: Any) -> dict:
     """The options of a kind that a checkpoint must have been made with to be resumed."""
     return {f.name: getattr(options, f.name) for f in fields(options) if f.metadata.get("resume", True)}
-
-
-def refuse(option: str, what: str, hint: str) -> BpttError:
-    return BpttError(f"{option} is for {what}; {hint}")

@@ -289,9 +289,6 @@ class SequenceKind(DataKind):
 
     # ------------------------------------------------------------ using a model
 
-    def stored(self, file: ModelFile) -> dict:
-        return file.data
-
     def check_request(self, file: ModelFile, request: Request, command: str) -> None:
         if command == "generate":
             if request.prime:
