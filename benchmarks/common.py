@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import platform
+import re
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from bptt_cli.text import Tokenizer, read_text
+
+_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def machine_line() -> str:
+    """The CPU a figure was measured on (model, cores torch uses, the flags that change kernels): print it with every table."""
+    model, flags = platform.processor() or platform.machine(), set()
+    info = Path("/proc/cpuinfo")
+    if info.exists():
+        text = info.read_text()
+        found = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+        model = found.group(1).strip() if found else model
+        first = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+        flags = set(first.group(1).split()) if first else set()
+    have = [f for f in _FLAGS if f in flags] or ["none of " + ", ".join(_FLAGS)]
+    return f"machine: {model}; torch {torch.__version__} on {torch.get_num_threads()} threads; flags: {' '.join(have)}"
 
 
 def model_arguments(description: str, cells: tuple[str, ...] = ("lstm", "gru", "rnn")) -> argparse.ArgumentParser:
