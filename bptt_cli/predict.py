@@ -157,19 +157,21 @@ class SeriesPredictor(Predictor):
         history = np.concatenate([previous[-(self.keep - 1):] if self.keep > 1 else previous[:0], values[None, :]])
         if self.horizon == 1:
             out, state = self.model.recur(x.unsqueeze(0), self.stream.state)  # (1, 1, hidden): one step
-            predicted = self.model.decode(out[0]).unsqueeze(1)  # (1, 1, O)
+            predicted = self.model.decode(out[0]).unsqueeze(1)  # (1, 1, K*O)
+            bands = self.head.bands(predicted) if self.head.probabilistic else None
         else:
             known = self.norm.apply(forecast.seasonal_fill(history, self.horizon, self.season)[: self.horizon - 1])
             known = torch.from_numpy(known[None, :, self.features]).to(self.device)
             predicted = forecast.rollout(self.model, self.stream.state, x, known, self.feed, self.horizon, self.head)
+            bands = forecast.rollout_bands(self.model, self.stream.state, x, known, self.feed, self.horizon,
+                                           self.head, predicted)
             _, state = self.model.recur(x.unsqueeze(0), self.stream.state)
         self.stream = StreamState(state, self.stream.rows + 1, str(when) if when is not None else None,
                                   history, None, self.stream.header)
-        outputs = predicted[0].double().cpu()  # (H, K*O)
-        parts = [self.head.point(outputs).unsqueeze(1)]  # (H, 1, O), then the levels (H, L, O)
-        if self.head.probabilistic:
-            parts.append(self.head.bands(outputs))
-        forecast_values = self.norm.invert(torch.cat(parts, dim=1).numpy(), self.targets)  # (H, 1 [+ L], O)
+        parts = [self.head.point(predicted[0]).unsqueeze(1)]  # (H, 1, O), then the levels (H, L, O)
+        if bands is not None:
+            parts.append(bands[0])
+        forecast_values = self.norm.invert(torch.cat(parts, dim=1).double().cpu().numpy(), self.targets)  # (H, 1 [+ L], O)
         result: dict = {}
         if self.time_column:
             step = pd.tseries.frequencies.to_offset(self.file.data["freq"]) if self.file.data.get("freq") else None
