@@ -219,3 +219,19 @@ def test_bad_quantiles_are_one_line_exit_2_and_nothing_written(tmp_path, args, n
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: --quantiles") and needle in lines[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_feature_sequences_take_a_gaussian_loss_but_a_warm_start_keeps_the_outputs(tmp_path):
+    """Regression: --init-from a point model with --loss gaussian would have fed 3 outputs to a 6-output loss."""
+    from test_audio import write_npys
+
+    frames = write_npys(tmp_path / "npys")
+    small = ["--max-steps", "3", "--hidden", "8", "--layers", "1", "--window", "10", "-q"]
+    point, gaussian = tmp_path / "point.pt", tmp_path / "gaussian.pt"
+    assert invoke("train", frames, "-o", point, *small)[0] == 0
+    code, _, err = invoke("train", frames, "-o", gaussian, "--loss", "gaussian", *small)
+    assert code == 0, err
+    assert load_model_file(gaussian).model.config.output_size == 6  # 3 features, a mean and a scale each
+    code, _, err = invoke("train", frames, "-o", tmp_path / "warm.pt", "--init-from", point, "--loss", "gaussian", *small)
+    assert code == 2 and err.count("\n") == 1 and "--init-from model was trained with --loss mse" in err, err
+    assert not (tmp_path / "warm.pt").exists()

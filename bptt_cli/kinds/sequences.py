@@ -223,6 +223,10 @@ class SequenceKind(DataKind):
         seed_everything(run.train_config.seed)
         if run.init_from is not None:
             model = run.init_from.model.train()
+            theirs = OutputHead.stored(run.init_from.data, run.init_from.config)
+            if not seq.classifies and (theirs.probabilistic or head.probabilistic) and theirs != head:
+                raise BpttError(f"--loss {head.loss}: the --init-from model was trained with --loss {theirs.loss} "
+                                "and has other outputs; keep its loss or train without --init-from")
         else:
             config = run.model_config
             config.tokens, config.input_size = False, len(seq.features)
