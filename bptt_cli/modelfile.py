@@ -219,6 +219,21 @@ def _normaliser(norm: Any, width: int) -> None:
     need(all(v > 0 for v in norm["std"]), "data norm std holds zero or negative values")
 
 
+def _baseline(raw: dict, config: ModelConfig) -> None:
+    """The counts or reference set evaluate's baselines read (absent from older files) fit the model."""
+    from bptt_cli import baselines
+
+    if raw.get("baseline") is None:
+        return
+    if config.tokens:
+        reason = baselines.check_token_counts(raw["baseline"], config.output_size)
+    elif raw.get("task") == "forecast":
+        reason = "a forecasting model holds a labelling baseline"
+    else:
+        reason = baselines.check_label_reference(raw["baseline"], config.output_size, config.input_size)
+    need(reason is None, reason or "")
+
+
 def _data(raw: Any, config: ModelConfig) -> None:
     """What series and audio models keep about their data fits the model's inputs and outputs."""
     from bptt_cli.kinds import KINDS  # here, not at the top: the kinds build on model files
@@ -228,6 +243,7 @@ def _data(raw: Any, config: ModelConfig) -> None:
     need(name in KINDS, f"data kind {name!r} is not one of {', '.join(KINDS)}")
     need(KINDS[name].tokens == config.tokens,
          f"a {'token' if config.tokens else 'feature'} model holds {name!r} data")
+    _baseline(raw, config)
     if config.tokens:
         return
     columns = raw.get("columns")

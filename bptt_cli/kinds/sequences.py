@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bptt_cli import distributed, forecast
+from bptt_cli import baselines, distributed, forecast
 from bptt_cli.audio import list_files
 from bptt_cli.errors import BpttError
 from bptt_cli.kinds.base import DataKind, Prepared, Request
@@ -234,6 +234,10 @@ class SequenceKind(DataKind):
             model = RecurrentModel(config)
         season = getattr(options, "season", None) or season_of(seq.freq)
         described = seq.describe(norm, season)
+        if seq.classifies:  # what evaluate's majority-class and nearest-neighbour baselines compare with
+            labels = [y[-1:] if seq.task == "sequence" else y for _, y in pairs]
+            described["baseline"] = baselines.label_reference([x for x, _ in pairs], labels, len(seq.classes),
+                                                              seq.task == "sequence")
         if seq.task == "forecast":
             described.update(head.describe())
             history = [seq.values[i][: split_data.ends[i], seq.targets] for i in split_data.train_ids]
@@ -331,10 +335,10 @@ class SequenceKind(DataKind):
             streams = scoring_streams(seq, norm, starts, SCORING_STREAMS)
             outputs, _ = stream_pass(model, streams, device)
             scored = streams.targets != IGNORE_LABEL
-            figures = forecast.classification(streams.targets[scored].numpy(), outputs.argmax(-1)[scored].numpy(),
-                                              seq.classes)
+            truth = streams.targets[scored].numpy()
+            figures = forecast.classification(truth, outputs.argmax(-1)[scored].numpy(), seq.classes)
             figures["sequences" if seq.task == "sequence" else "frames"] = int(scored.sum())
-            return {**result, "task": seq.task, **figures}
+            return {**result, "task": seq.task, **figures, "baselines": _label_baselines(stored, seq, norm, truth)}
         figures = forecast.evaluate_forecasts(model, seq, norm, starts, horizon, request.season or stored.get("season"),
                                               stored, data, device, request.origins or forecast.OriginPlan())
         return {**figures, "notes": [*result["notes"], *figures["notes"]]}
@@ -356,6 +360,16 @@ class SequenceKind(DataKind):
         inputs, targets = seq.pairs(norm, longest)
         return gradcheck.feature_problem(inputs, targets, seq.task, OutputHead.stored(stored, file.config),
                                          source=f"{data} (sequence {seq.names[longest]})")
+
+
+def _label_baselines(stored: dict, seq: Sequences, norm: Normaliser, truth: np.ndarray) -> list[dict]:
+    """The baselines on the points the model was scored on: each sequence's label in order beside its frames,
+    or the scored frames' labels (``truth``) for per-frame labels."""
+    if seq.task != "sequence":
+        return baselines.label_baselines(stored.get("baseline"), [], truth, seq.classes)
+    frames = [seq.frames(norm, i) for i in range(len(seq.values))]
+    labels = np.array([y[0] for y in seq.labels], dtype=np.int64)
+    return baselines.label_baselines(stored.get("baseline"), frames, labels, seq.classes)
 
 
 def _scored_starts(file: ModelFile, seq: Sequences, data: Path) -> tuple[list[int], list[str]]:
