@@ -60,6 +60,8 @@ def train(
     n_mfcc: Annotated[int, typer.Option("--n-mfcc", min=1, help="Coefficients per frame with --features mfcc.", rich_help_panel=SERIES)] = 13,
     hop_ms: Annotated[float, typer.Option("--hop-ms", help="WAV frame step in milliseconds.", rich_help_panel=SERIES)] = 10.0,
     win_ms: Annotated[float, typer.Option("--win-ms", help="WAV analysis window in milliseconds.", rich_help_panel=SERIES)] = 25.0,
+    cmvn: Annotated[bool, typer.Option("--cmvn", help="Feature files: normalise each sequence's frames to zero mean and unit variance per feature (takes out what a voice or channel adds to every frame).", rich_help_panel=SERIES)] = False,
+    deltas: Annotated[bool, typer.Option("--deltas", help="Feature files: append each feature's change from frame to frame (twice the inputs).", rich_help_panel=SERIES)] = False,
     model: Annotated[Cell, typer.Option("--model", help="Recurrent cell.", rich_help_panel=MODEL)] = Cell.lstm,
     layers: Annotated[int, typer.Option("--layers", help="Stacked recurrent layers.", rich_help_panel=MODEL)] = 2,
     hidden: Annotated[int, typer.Option("--hidden", help="Hidden state width.", rich_help_panel=MODEL)] = 256,
