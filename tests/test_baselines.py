@@ -169,3 +169,13 @@ def test_evaluate_shows_the_label_baselines_on_the_model_s_sequences(tmp_path, r
     older = without_baseline(out, tmp_path)
     code, stdout, err = run("evaluate", older, other, "--labels", other / "labels.csv", "--json")
     assert code == 0 and json.loads(stdout)["baselines"] == []
+
+
+def test_train_s_test_summary_carries_the_baselines(tmp_path, tiny_text, run):
+    out = tmp_path / "t.pt"
+    code, stdout, err = run("train", tiny_text, "-o", out, "--max-steps", "3", "--test", tiny_text, "--json", *TINY)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert [b["name"] for b in summary["test_baselines"]] == [UNIGRAM, BIGRAM]
+    code, _, err = run("train", tiny_text, "-o", tmp_path / "u.pt", "--max-steps", "3", "--test", tiny_text, *TINY)
+    assert code == 0 and f"test bits/char, {UNIGRAM}" in err
