@@ -23,6 +23,7 @@ from bptt_cli import __version__
 from bptt_cli.atomic import atomic_write
 from bptt_cli.errors import BpttError
 from bptt_cli.input_paths import check_input
+from bptt_cli.losses import OutputHead
 from bptt_cli.models import CELL_SPECS, ModelConfig, RecurrentModel
 from bptt_cli.text import TOKENIZERS, Tokenizer
 
@@ -252,7 +253,10 @@ def _data(raw: Any, config: ModelConfig) -> None:
     need(len(features) == config.input_size, f"{len(features)} feature columns but {config.input_size} model inputs")
     if raw.get("task") == "forecast":
         targets = _indices(raw.get("targets"), len(columns), "targets")
-        need(len(targets) == config.output_size, f"{len(targets)} targets but {config.output_size} model outputs")
+        per_target = OutputHead.stored(raw, None).per_target  # 2 for a gaussian head, one per quantile level
+        need(len(targets) * per_target == config.output_size,
+             f"{len(targets)} targets but {config.output_size} model outputs"
+             + (f" ({per_target} wanted per target by its {raw.get('loss')} loss)" if per_target != 1 else ""))
     else:
         classes = raw.get("classes")
         need(isinstance(classes, list) and len(classes) == config.output_size >= 2,
