@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import shutil
 import subprocess
@@ -28,7 +29,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from common import machine_line
+
+from bptt_cli import baselines
+from bptt_cli.audio import FeatureSettings, load_audio
+from bptt_cli.series import Normaliser
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 VOICES = ["en-us", "en-gb", "en-gb-scotland", "en-029", "en-us-nyc"]
@@ -65,22 +71,41 @@ def labels_csv(path: Path, files: list[str]) -> Path:
     return path
 
 
+def dtw_accuracy(folder: Path, train_csv: Path, test_csv: Path, settings: FeatureSettings) -> float:
+    """DTW 1-NN accuracy on the test files, the training files as references, frames normalised as bptt does."""
+    train = load_audio(folder, train_csv, FeatureSettings(**settings.to_dict()))
+    test = load_audio(folder, test_csv, FeatureSettings(**settings.to_dict()), train.classes)
+    norm = Normaliser.fit(train.frames)
+    baselines.REFERENCE_BUDGET = float("inf")  # every training file a reference, however many
+    reference = baselines.label_reference([norm.apply(f) for f in train.frames], train.labels, len(train.classes), True)
+    truth = np.concatenate(test.labels)
+    rows = baselines.label_baselines(reference, [norm.apply(f) for f in test.frames], truth, train.classes)
+    return next(r["accuracy"] for r in rows if r["name"] == baselines.DTW)
+
+
 def score(folder: Path, held: str, train_voices: list[str], variants: list[str], extra: list[str]) -> dict:
-    """Train on ``train_voices`` (all variants), score ``held`` (plain): the evaluate --json figures."""
+    """Train on ``train_voices`` (all variants), score ``held`` (plain): the evaluate --json figures, and DTW
+    1-NN on plain log-mel frames and on the frames the model reads (``--cmvn``/``--deltas`` in ``extra``)."""
     train = [file_name(w, v, x, s) for v in train_voices for x in variants for s in SPEEDS for w in range(10)]
     test = [file_name(w, held, "", s) for s in SPEEDS for w in range(10)]
-    tag = f"{held}-from-{'+'.join(train_voices)}"
+    digest = hashlib.sha256(" ".join(TRAIN + extra + train).encode()).hexdigest()[:10]
+    tag = f"{held}-{digest}"
     model = folder / f"{tag}.pt"
+    train_csv, test_csv = labels_csv(folder / f"{tag}-train.csv", train), labels_csv(folder / f"{tag}-test.csv", test)
     started = time.perf_counter()
-    subprocess.run(["bptt", "train", str(folder), "--labels", str(labels_csv(folder / f"{tag}-train.csv", train)),
-                    "-o", str(model), *TRAIN, *extra], check=True, stderr=subprocess.DEVNULL)
+    if not model.exists():  # a model trained by the same command on the same files is reused
+        subprocess.run(["bptt", "train", str(folder), "--labels", str(train_csv), "-o", str(model), *TRAIN, *extra],
+                       check=True, stderr=subprocess.DEVNULL)
     seconds = time.perf_counter() - started
-    out = subprocess.run(["bptt", "evaluate", str(model), str(folder), "--labels",
-                          str(labels_csv(folder / f"{tag}-test.csv", test)), "--json"],
+    out = subprocess.run(["bptt", "evaluate", str(model), str(folder), "--labels", str(test_csv), "--json"],
                          check=True, capture_output=True, text=True)
     figures = json.loads(out.stdout)
+    sample_rate = 22050  # espeak-ng's rate: the same frames for every file
+    plain = dtw_accuracy(folder, train_csv, test_csv, FeatureSettings(sample_rate=sample_rate))
+    own = FeatureSettings(sample_rate=sample_rate, cmvn="--cmvn" in extra, deltas="--deltas" in extra)
     return {"held": held, "seconds": seconds, "accuracy": figures["accuracy"], "points": figures["sequences"],
-            **{row["name"]: row["accuracy"] for row in figures["baselines"]}}
+            **{row["name"]: row["accuracy"] for row in figures["baselines"] if row["name"] != baselines.DTW},
+            "DTW 1-NN, log-mel": plain, "DTW 1-NN, the model's frames": dtw_accuracy(folder, train_csv, test_csv, own)}
 
 
 def main() -> None:
