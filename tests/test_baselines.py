@@ -76,6 +76,18 @@ def test_training_frames_beyond_the_budget_leave_the_dtw_out(monkeypatch):
     assert names == [MAJORITY, NEAREST]
 
 
+def test_evaluate_says_why_the_dtw_row_is_missing(tmp_path, run, monkeypatch):
+    monkeypatch.setattr(baselines, "REFERENCE_BUDGET", 10)
+    data = separable_set(tmp_path / "set", count=8)
+    out = tmp_path / "m.pt"
+    code, _, err = run("train", data, "--labels", data / "labels.csv", "--window", "0", "-o", out, "--epochs", "1",
+                       "--val-fraction", "0", *SMALL)
+    assert code == 0, err
+    code, stdout, err = run("evaluate", out, data, "--labels", data / "labels.csv", "--json")
+    assert code == 0 and [r["name"] for r in json.loads(stdout)["baselines"]] == [MAJORITY, NEAREST]
+    assert "no DTW baseline: the training frames were more than the 10 values a model file keeps" in err
+
+
 def table_rows(stderr: str, title: str) -> list[str]:
     """The rows of a plain-text table on stderr, after its header line."""
     lines = stderr.splitlines()
