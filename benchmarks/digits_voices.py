@@ -85,7 +85,7 @@ def dtw_accuracy(folder: Path, train_csv: Path, test_csv: Path, settings: Featur
 
 def score(folder: Path, held: str, train_voices: list[str], variants: list[str], extra: list[str]) -> dict:
     """Train on ``train_voices`` (all variants), score ``held`` (plain): the evaluate --json figures, and DTW
-    1-NN on plain log-mel frames and on the frames the model reads (``--cmvn``/``--deltas`` in ``extra``)."""
+    1-NN on plain log-mel frames and on the frames the model reads (``--cmvn``, ``--deltas``, ``--trim-db`` in ``extra``)."""
     train = [file_name(w, v, x, s) for v in train_voices for x in variants for s in SPEEDS for w in range(10)]
     test = [file_name(w, held, "", s) for s in SPEEDS for w in range(10)]
     digest = hashlib.sha256(" ".join(TRAIN + extra + train).encode()).hexdigest()[:10]
@@ -102,7 +102,8 @@ def score(folder: Path, held: str, train_voices: list[str], variants: list[str],
     figures = json.loads(out.stdout)
     sample_rate = 22050  # espeak-ng's rate: the same frames for every file
     plain = dtw_accuracy(folder, train_csv, test_csv, FeatureSettings(sample_rate=sample_rate))
-    own = FeatureSettings(sample_rate=sample_rate, cmvn="--cmvn" in extra, deltas="--deltas" in extra)
+    trim = float(extra[extra.index("--trim-db") + 1]) if "--trim-db" in extra else None
+    own = FeatureSettings(sample_rate=sample_rate, cmvn="--cmvn" in extra, deltas="--deltas" in extra, trim_db=trim)
     return {"held": held, "seconds": seconds, "accuracy": figures["accuracy"], "points": figures["sequences"],
             **{row["name"]: row["accuracy"] for row in figures["baselines"] if row["name"] != baselines.DTW},
             "DTW 1-NN, log-mel": plain, "DTW 1-NN, the model's frames": dtw_accuracy(folder, train_csv, test_csv, own)}

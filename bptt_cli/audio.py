@@ -37,10 +37,13 @@ class FeatureSettings:
     sample_rate: int | None = None  # resample to this rate; None: the first file's rate (then fixed)
     cmvn: bool = False  # each sequence's frames to zero mean, unit variance per feature (any feature file)
     deltas: bool = False  # append each feature's change from frame to frame: twice the features
+    trim_db: float | None = None  # WAV: cut leading and trailing audio this many dB below the peak
 
     def validate(self) -> None:
         if self.kind not in FEATURES:
             raise BpttError(f"--features for WAV files is one of {', '.join(FEATURES)}, got {self.kind!r}")
+        if self.trim_db is not None and not self.trim_db > 0:
+            raise BpttError(f"--trim-db must be positive (dB below the loudest frame), got {self.trim_db}")
         if self.n_mels < 1 or self.n_mfcc < 1:
             raise BpttError(f"--n-mels must be at least 1, got {self.n_mels}")
         if not 0 < self.hop_ms <= self.win_ms:
@@ -111,6 +114,8 @@ def read_wav(path: Path, settings: FeatureSettings) -> np.ndarray:
         raise BpttError(f"{path}: not a readable WAV file ({reason}); it may be truncated") from None
     if settings.sample_rate is None:
         settings.sample_rate = int(rate)
+    if settings.trim_db is not None:  # silence after a word is frames a label-on-the-last-frame model must wait out
+        signal, _ = librosa.effects.trim(signal, top_db=settings.trim_db)
     n_fft = max(16, int(round(settings.win_ms * rate / 1000)))
     hop = max(1, int(round(settings.hop_ms * rate / 1000)))
     if len(signal) < n_fft:

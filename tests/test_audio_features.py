@@ -1,12 +1,12 @@
-"""--cmvn and --deltas: per-sequence normalisation and frame slopes, stored in the model file and used again."""
+"""--cmvn, --deltas and --trim-db: per-sequence normalisation, frame slopes and trimmed silence, stored in the model file and used again."""
 
 import json
 
 import numpy as np
 import pytest
-from test_audio import SMALL, separable_set
+from test_audio import DIGITS, SMALL, separable_set
 
-from bptt_cli.audio import FeatureSettings, per_sequence
+from bptt_cli.audio import FeatureSettings, per_sequence, read_wav
 from bptt_cli.modelfile import load_model_file
 
 
@@ -46,3 +46,12 @@ def test_a_cmvn_model_scores_a_louder_shifted_copy_of_the_data_alike(tmp_path, r
         assert code == 0, err
         scores.append(json.loads(stdout))
     assert scores[0]["confusion"] == scores[1]["confusion"] and scores[0]["sequences"] == 10
+
+
+def test_trim_db_cuts_the_silence_after_a_spoken_word(run, tmp_path):
+    wav = DIGITS / "7_seven_en-us_s130.wav"
+    whole = read_wav(wav, FeatureSettings())
+    trimmed = read_wav(wav, FeatureSettings(trim_db=30))
+    assert len(trimmed) < 0.8 * len(whole) and trimmed.shape[1] == whole.shape[1]  # espeak-ng ends on ~0.3 s of quiet
+    code, _, err = run("train", DIGITS, "--labels", DIGITS / "labels.csv", "--trim-db", "-3", "-o", tmp_path / "m.pt")
+    assert code == 2 and "--trim-db must be positive" in err and not (tmp_path / "m.pt").exists()

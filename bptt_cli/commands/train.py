@@ -62,6 +62,7 @@ def train(
     hop_ms: Annotated[float, typer.Option("--hop-ms", help="WAV frame step in milliseconds.", rich_help_panel=SERIES)] = 10.0,
     win_ms: Annotated[float, typer.Option("--win-ms", help="WAV analysis window in milliseconds.", rich_help_panel=SERIES)] = 25.0,
     cmvn: Annotated[bool, typer.Option("--cmvn", help="Feature files: normalise each sequence's frames to zero mean and unit variance per feature (takes out what a voice or channel adds to every frame).", rich_help_panel=SERIES)] = False,
+    trim_db: Annotated[Optional[float], typer.Option("--trim-db", help="WAV files: cut leading and trailing audio quieter than the loudest part by this many dB (e.g. 30), so the last frame is the word's end.", rich_help_panel=SERIES, show_default=False)] = None,
     deltas: Annotated[bool, typer.Option("--deltas", help="Feature files: append each feature's change from frame to frame (twice the inputs).", rich_help_panel=SERIES)] = False,
     model: Annotated[Cell, typer.Option("--model", help="Recurrent cell.", rich_help_panel=MODEL)] = Cell.lstm,
     layers: Annotated[int, typer.Option("--layers", help="Stacked recurrent layers.", rich_help_panel=MODEL)] = 2,
