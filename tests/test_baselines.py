@@ -191,3 +191,25 @@ def test_train_s_test_summary_carries_the_baselines(tmp_path, tiny_text, run):
     assert [b["name"] for b in summary["test_baselines"]] == [UNIGRAM, BIGRAM]
     code, _, err = run("train", tiny_text, "-o", tmp_path / "u.pt", "--max-steps", "3", "--test", tiny_text, *TINY)
     assert code == 0 and f"test bits/char, {UNIGRAM}" in err
+
+
+def test_per_frame_labels_get_the_majority_class_per_frame(tmp_path, run):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        x = rng.standard_normal((40, 2)).astype(np.float32)
+        np.savez(folder / f"f{i}.npz", features=x, labels=np.where(x[:, 0] > 0.5, "on", "off"))  # mostly off
+    out = tmp_path / "m.pt"
+    code, _, err = run("train", folder, "-o", out, "--epochs", "1", "--batch-size", "2", "--window", "10",
+                       "--val-fraction", "0", *SMALL)
+    assert code == 0, err
+    other = tmp_path / "other"
+    other.mkdir()
+    labels = np.array(["on"] * 10 + ["off"] * 30)  # 30 of 40 frames are the training majority, off
+    np.savez(other / "g.npz", features=rng.standard_normal((40, 2)).astype(np.float32), labels=labels)
+    code, stdout, err = run("evaluate", out, other, "--json")
+    assert code == 0, err
+    figures = json.loads(stdout)
+    assert figures["baselines"] == [{"name": MAJORITY, "accuracy": 0.75, "macro_f1": pytest.approx(3 / 7),
+                                     "points": figures["frames"]}] and figures["frames"] == 40
