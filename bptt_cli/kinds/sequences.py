@@ -338,6 +338,10 @@ class SequenceKind(DataKind):
             truth = streams.targets[scored].numpy()
             figures = forecast.classification(truth, outputs.argmax(-1)[scored].numpy(), seq.classes)
             figures["sequences" if seq.task == "sequence" else "frames"] = int(scored.sum())
+            reference = stored.get("baseline") or {}
+            if "summaries" in reference and "frames" not in reference:
+                result["notes"].append(f"no DTW baseline: the training frames were more than the "
+                                       f"{baselines.REFERENCE_BUDGET:,} values a model file keeps for it")
             return {**result, "task": seq.task, **figures, "baselines": _label_baselines(stored, seq, norm, truth)}
         figures = forecast.evaluate_forecasts(model, seq, norm, starts, horizon, request.season or stored.get("season"),
                                               stored, data, device, request.origins or forecast.OriginPlan())
