@@ -30,6 +30,7 @@ class AudioOptions:
     n_mfcc: int = kind_option(13, shape=True)
     hop_ms: float = 10.0
     win_ms: float = 25.0
+    bidirectional: bool = kind_option(False, shape=True)  # labelled sequences only, with --window 0
 
 
 def is_pattern(data: str | Path) -> bool:

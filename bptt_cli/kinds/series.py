@@ -25,6 +25,7 @@ class SeriesOptions:
     missing: str = "error"  # one of choices.MISSING
     loss: str = "mse"  # one of choices.LOSSES
     season: int | None = None  # steps per season; None: from the time step when it has a natural one
+    bidirectional: bool = kind_option(False, shape=True)  # --task tag only, with --window 0
 
 
 class SeriesKind(SequenceKind, name="series", what="CSV data", holds="a CSV time series", options=SeriesOptions):
