@@ -689,6 +689,7 @@ class Trainer:
                 self.save_best({"step": at.step, "epoch": at.epoch, "val_loss": None})
                 return math.inf
             figures = self.validate_fn(self.model)
+            chooses = figures.pop("chooses", True)  # False: too few points to choose on; the latest model is kept
             loss = figures["loss"]
             if not math.isfinite(loss):
                 raise RunFailed(
@@ -699,7 +700,7 @@ class Trainer:
                 self.schedule.observe(loss)
             record = {"step": at.step, "epoch": at.epoch, **{f"val_{k}": v for k, v in figures.items()},
                       "best": loss < at.best, "saved": False}
-            if loss < at.best:  # the callback may add to the record what it kept instead
+            if loss < at.best or not chooses:  # the callback may add to the record what it kept instead
                 record["saved"] = self.save_best(record) is not False
         self.reporter.validation(record)
         return loss
