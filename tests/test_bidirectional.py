@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_audio import SMALL, separable_set, write_npys
+from test_scripts import weights_of_checkpoint
 
 from bptt_cli.modelfile import load_model_file, read_payload
 from bptt_cli.models import ModelConfig, RecurrentModel
 from bptt_cli.series import SequenceBatches, pack
-from test_audio import SMALL, separable_set, write_npys
-from test_scripts import weights_of_checkpoint
 
 CELLS = ("lstm", "gru", "rnn")
 
@@ -189,3 +189,26 @@ def test_a_validation_set_too_small_to_choose_on_is_named_and_the_last_model_kep
     if warned:
         assert "2 validation sequence(s) for 2 classes" in err and "keeps the last epoch's model" in err
         assert load_model_file(out).summary["best_step"] == summary["steps"]  # the last model, whatever it scored
+
+
+def test_per_frame_labels_that_depend_on_the_next_frame_are_learned_only_both_ways(tmp_path, run):
+    def frames(folder: Path, seed: int) -> Path:
+        folder.mkdir()
+        rng = np.random.default_rng(seed)
+        for i in range(16):
+            x = rng.standard_normal((30, 2)).astype(np.float32)
+            upcoming = np.append(x[1:, 0] > 0, False)  # the label says what the next frame will be
+            np.savez(folder / f"f{i:02d}.npz", features=x, labels=np.where(upcoming, "rise", "fall"))
+        return folder
+
+    folder, unseen = frames(tmp_path / "frames", 0), frames(tmp_path / "unseen", 1)
+    accuracy = {}
+    for name, extra in (("one way", []), ("both ways", ["--bidirectional"])):
+        out = tmp_path / f"{name}.pt"
+        code, _, err = run("train", folder, "--window", "0", "--batch-size", "4", "--epochs", "40", "--lr", "0.01",
+                           "--val-fraction", "0", "-o", out, *SMALL, *extra)
+        assert code == 0, err
+        code, stdout, err = run("evaluate", out, unseen, "--json")
+        assert code == 0, err
+        accuracy[name] = json.loads(stdout)["accuracy"]
+    assert accuracy["both ways"] > 0.9 and accuracy["one way"] < 0.7, accuracy
