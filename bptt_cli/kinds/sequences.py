@@ -32,7 +32,7 @@ from bptt_cli.trainer import seed_everything
 MIN_UPDATES_PER_EPOCH = 20  # without a given --batch-size, a short series gets fewer streams to reach this
 SCORING_STREAMS = 64  # sequences scored side by side by ``evaluate``
 # Held-out sequences below which a validation figure moves in steps too coarse to choose a model on: with 2 the
-# saved model was one at validation accuracy 0 (test 46 %, against 56 % for the last model)
+# saved model was one at validation accuracy 0 (issue 15: test 46 %, against 56 % for the last model)
 MIN_CHOOSING_SEQUENCES = 10
 
 
