@@ -162,7 +162,7 @@ class RecurrentModel(nn.Module):
 
         The backward direction runs forwards over the inputs with each sequence reversed in place
         (``mirrored_steps``), so resets and cuts stay where they are and its outputs are mirrored back.
-        A sequence must end where the next begins or at a reset: ``pack(..., bidirectional=True)`` marks
+        A sequence must end where the next begins or at a reset: ``pack(..., mark_padding=True)`` marks
         where a stream's padding starts. The end state is the last step's, in ``nn.LSTM``'s layout.
         """
         mirror = mirrored_steps(resets, *inputs.shape[:2], inputs.device)
