@@ -320,6 +320,9 @@ def export_model(model_path: str | Path, output: str | Path) -> Export:
     fmt = check_output(output, model_path)
     require_extra(fmt)
     file = load_model_file(model_path)
+    if file.model.config.bidirectional:
+        raise BpttError(f"{model_path}: a bidirectional model reads each sequence from its end, which an export "
+                        "that carries the state step by step cannot; export a model trained without --bidirectional")
     kind = kinds.of_model(file).name
     model = file.model.float().eval()
     program = trace(model)

@@ -26,8 +26,9 @@ def stream_pass(model: RecurrentModel, streams: Streams, device: torch.device) -
     resets = torch.as_tensor(streams.resets, device=device)
     state = model.init_state(x.shape[1], device)
     outputs = []
-    for start in range(0, x.shape[0], CHUNK):
-        end = min(start + CHUNK, x.shape[0])
+    chunk = x.shape[0] if model.config.bidirectional else CHUNK  # reading backwards needs each sequence whole
+    for start in range(0, x.shape[0], chunk):
+        end = min(start + chunk, x.shape[0])
         cuts = np.flatnonzero(streams.resets[start:end].any(axis=1)).tolist()
         out, state = model.recur(x[start:end], state, resets[start:end], cuts)
         outputs.append(model.decode(out).float())

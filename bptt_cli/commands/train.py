@@ -70,6 +70,7 @@ def train(
     embed: Annotated[int, typer.Option("--embed", help="Token embedding width.", rich_help_panel=MODEL)] = 128,
     dropout: Annotated[float, typer.Option("--dropout", help="Dropout on embeddings, between layers and before the decoder.", rich_help_panel=MODEL)] = 0.0,
     tie_weights: Annotated[bool, typer.Option("--tie-weights", help="Share the embedding and decoder matrices (needs --embed = --hidden).", rich_help_panel=MODEL)] = False,
+    bidirectional: Annotated[bool, typer.Option("--bidirectional", help="Each layer also reads every sequence backwards; the decoder sees both directions. For labelled sequences (--labels, --task tag, .npz labels) with --window 0.", rich_help_panel=SERIES)] = False,
     window: Annotated[int, typer.Option("--window", "-k", help="K: steps back-propagated per update; 0 = full BPTT over each stream.", rich_help_panel=BPTT)] = 50,
     stride: Annotated[Optional[int], typer.Option("--stride", help="New steps per update (default: K); < K overlaps windows, TBPTT(k1=stride, k2=K).", rich_help_panel=BPTT)] = None,
     window_jitter: Annotated[float, typer.Option("--window-jitter", help="Vary each update's length at random (std as a fraction of the stride) so cut points move.", rich_help_panel=BPTT)] = 0.0,

@@ -26,6 +26,7 @@ class SeriesOptions:
     loss: str = kind_option("mse", shape=True)  # one of choices.LOSSES; gaussian and quantile change the outputs
     quantiles: str | None = kind_option(None, shape=True)  # --quantiles 0.1,0.5,0.9 with --loss quantile
     season: int | None = None  # steps per season; None: from the time step when it has a natural one
+    bidirectional: bool = kind_option(False, shape=True)  # --task tag only, with --window 0
 
 
 class SeriesKind(SequenceKind, name="series", what="CSV data", holds="a CSV time series", options=SeriesOptions):
