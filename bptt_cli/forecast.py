@@ -25,7 +25,7 @@ from bptt_cli.errors import BpttError
 from bptt_cli.losses import OutputHead, level_name, pinball
 from bptt_cli.memory import require_rollout_fits
 from bptt_cli.models import RecurrentModel, State
-from bptt_cli.series import Normaliser
+from bptt_cli.series import Normaliser, calendar_names, calendar_values, stored_calendar
 
 DEFAULT_HORIZON = 24
 SAMPLED_PATHS = 200  # paths per origin behind a gaussian model's intervals beyond one step
@@ -131,6 +131,16 @@ def seasonal_fill(history: np.ndarray, horizon: int, season: int | None) -> np.n
         back = season * np.ceil(lead / season).astype(int) - lead  # steps back from the last row
         return history[len(history) - 1 - back]
     return np.repeat(history[-1:], horizon, axis=0)
+
+
+def future_inputs(history: np.ndarray, horizon: int, season: int | None, columns: list[str], calendar: list[str],
+                  times) -> np.ndarray:
+    """The input rows (H - 1, C) read after ``history`` (L, C), in original units: the same step one season
+    earlier (or the last value), but the calendar columns computed from the future ``times`` (H,)."""
+    rows = seasonal_fill(history, horizon, season)[: horizon - 1].copy()
+    if calendar:
+        rows[:, [columns.index(n) for n in calendar_names(calendar)]] = calendar_values(times[: horizon - 1], calendar)
+    return rows
 
 
 def baselines(truth: np.ndarray, origins: np.ndarray, horizon: int, season: int | None) -> dict[str, np.ndarray]:
@@ -466,8 +476,9 @@ def picture(seq, i: int, history: np.ndarray, times, future_times, horizon: int,
 def generate_forecast(file, device, context=None, horizon: int | None = None) -> dict:
     """H future steps after the ``context`` sequences (or after the training data), in original units.
 
-    Inputs that are not targets are unknown in the future: they are taken from
-    one season earlier (or held at their last value), and a note says so.
+    Calendar inputs are computed at the future times. Other inputs that are not
+    targets are unknown in the future: they are taken from one season earlier (or
+    held at their last value), and a note says so.
     """
     from types import SimpleNamespace
 
@@ -478,7 +489,8 @@ def generate_forecast(file, device, context=None, horizon: int | None = None) ->
         raise BpttError(f"--horizon must be at least 1, got {horizon}")
     norm = Normaliser.from_dict(stored["norm"])
     model = file.model.to(device).eval()
-    features, targets = stored["features"], stored["targets"]
+    features, targets, columns = stored["features"], stored["targets"], stored["columns"]
+    calendar = stored_calendar(stored)
     if context is not None:
         names, histories = context.names, context.values
         last_time = [str(pd.Timestamp(t[-1])) for t in context.times] if context.times else None
@@ -493,27 +505,34 @@ def generate_forecast(file, device, context=None, horizon: int | None = None) ->
         freq = stored.get("freq")
         state = tuple(s.to(device) for s in tail["state"])
     require_rollout_fits(model.config, horizon, len(names))
+    times = None
+    if last_time and freq:
+        step = pd.tseries.frequencies.to_offset(freq)
+        times = [pd.date_range(pd.Timestamp(t), periods=horizon + 1, freq=step)[1:] for t in last_time]
+    elif calendar:
+        raise BpttError("this model reads calendar inputs, but the data has no regular time step to continue "
+                        "its times with; give --context rows at a regular step")
     notes = []
-    others = [f for f in features if f not in targets]
+    computed = set(calendar_names(calendar))
+    others = [f for f in features if f not in targets and columns[f] not in computed]
     if others and horizon > 1:
         how = f"their values one season ({season} steps) earlier" if season else "their last values"
-        notes.append(f"inputs {', '.join(stored['columns'][f] for f in others)} are not forecast: the future uses {how}")
+        notes.append(f"inputs {', '.join(columns[f] for f in others)} are not forecast: the future uses {how}")
     first = np.concatenate([norm.apply(h[-1:])[:, features] for h in histories])
-    known = np.concatenate([norm.apply(seasonal_fill(h, horizon, season)[: horizon - 1])[None, :, features]
-                            for h in histories])  # (G, H-1, F) assumed future inputs
+    known = np.concatenate([norm.apply(future_inputs(h, horizon, season, columns, calendar,
+                                                     None if times is None else times[i]))[None, :, features]
+                            for i, h in enumerate(histories)])  # (G, H-1, F) the future inputs
     head = OutputHead.stored(stored, file.config)
     first, known, feed = torch.from_numpy(first).to(device), torch.from_numpy(known).to(device), feedback(features, targets)
     outputs = rollout(model, state, first, known, feed, horizon, head)  # (G, H, K*O)
     values = norm.invert(head.point(outputs).cpu().double().numpy(), targets)  # (G, H, O)
     bands = rollout_bands(model, state, first, known, feed, horizon, head, outputs)  # (G, H, L, O)
     bands = None if bands is None else norm.invert(bands.cpu().double().numpy(), targets)
-    times, past = None, None
-    if last_time and freq:
-        step = pd.tseries.frequencies.to_offset(freq)
-        times = [pd.date_range(pd.Timestamp(t), periods=horizon + 1, freq=step)[1:] for t in last_time]
+    past = None
+    if times is not None:
         past = (context.times[-1] if context is not None
                 else pd.date_range(end=pd.Timestamp(last_time[-1]), periods=len(histories[-1]), freq=step))
-    shown = SimpleNamespace(targets=targets, columns=stored["columns"], names=names,
+    shown = SimpleNamespace(targets=targets, columns=columns, names=names,
                             group_column=stored.get("group_column"))
     band = {} if bands is None else {"band_low": bands[-1][:, 0], "band_high": bands[-1][:, -1]}
     plot = picture(shown, len(names) - 1, histories[-1], past, None if times is None else times[-1], horizon,
