@@ -271,6 +271,10 @@ class SequenceKind(DataKind):
         seed_everything(run.train_config.seed)
         if run.init_from is not None:
             model = run.init_from.model.train()
+            theirs = OutputHead.stored(run.init_from.data, run.init_from.config)
+            if not seq.classifies and (theirs.probabilistic or head.probabilistic) and theirs != head:
+                raise BpttError(f"--loss {head.loss}: the --init-from model was trained with --loss {theirs.loss} "
+                                "and has other outputs; keep its loss or train without --init-from")
         else:
             config = run.model_config
             config.tokens, config.input_size, config.bidirectional = False, len(seq.features), bidirectional
@@ -395,6 +399,10 @@ class SequenceKind(DataKind):
             truth = streams.targets[scored].numpy()
             figures = forecast.classification(truth, outputs.argmax(-1)[scored].numpy(), seq.classes)
             figures["sequences" if seq.task == "sequence" else "frames"] = int(scored.sum())
+            reference = stored.get("baseline") or {}
+            if "summaries" in reference and "frames" not in reference:
+                result["notes"].append(f"no DTW baseline: the training frames were more than the "
+                                       f"{baselines.REFERENCE_BUDGET:,} values a model file keeps for it")
             return {**result, "task": seq.task, **figures, "baselines": _label_baselines(stored, seq, norm, truth)}
         figures = forecast.evaluate_forecasts(model, seq, norm, starts, horizon, request.season or stored.get("season"),
                                               stored, data, device, request.origins or forecast.OriginPlan())
