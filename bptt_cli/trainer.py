@@ -700,7 +700,9 @@ class Trainer:
                 self.schedule.observe(loss)
             record = {"step": at.step, "epoch": at.epoch, **{f"val_{k}": v for k, v in figures.items()},
                       "best": loss < at.best, "saved": False}
-            if loss < at.best or not chooses:  # the callback may add to the record what it kept instead
+            if not chooses:  # kept as a run without validation keeps its models: no figure to beat or store
+                record["saved"] = self.save_best({**record, "val_loss": None}) is not False
+            elif loss < at.best:  # the callback may add to the record what it kept instead
                 record["saved"] = self.save_best(record) is not False
         self.reporter.validation(record)
         return loss

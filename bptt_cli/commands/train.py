@@ -76,7 +76,7 @@ def train(
     stride: Annotated[Optional[int], typer.Option("--stride", help="New steps per update (default: K); < K overlaps windows, TBPTT(k1=stride, k2=K).", rich_help_panel=BPTT)] = None,
     window_jitter: Annotated[float, typer.Option("--window-jitter", help="Vary each update's length at random (std as a fraction of the stride) so cut points move.", rich_help_panel=BPTT)] = 0.0,
     stateless: Annotated[bool, typer.Option("--stateless", help="Start every window from zeros instead of the carried, detached state.", rich_help_panel=BPTT)] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="B parallel streams the data is cut into.", rich_help_panel=BPTT)] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="B parallel streams the data is cut into; for labelled sequences with --window 0, whole sequences per update.", rich_help_panel=BPTT)] = 32,
     clip: Annotated[float, typer.Option("--clip", help="Global gradient-norm clipping; 0 turns it off.", rich_help_panel=OPTIM)] = 1.0,
     optimizer: Annotated[OptimizerKind, typer.Option("--optimizer", help="AdamW (decoupled weight decay), Adam or plain SGD.", rich_help_panel=OPTIM)] = OptimizerKind.adamw,
     lr: Annotated[float, typer.Option("--lr", help="Learning rate.", rich_help_panel=OPTIM)] = 2e-3,
