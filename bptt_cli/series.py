@@ -51,6 +51,7 @@ class SeriesSpec:
     # auto | none | parts of choices.CALENDAR_PARTS ("hour,week"); a trained model stores the parts it reads
     # (older model files have none)
     calendar: str = "none"
+    future: list[str] = field(default_factory=list)  # input columns whose future values are known (--future)
 
 
 @dataclass
@@ -353,6 +354,63 @@ def _choose_columns(frame: pd.DataFrame, spec: SeriesSpec, exclude: set[str], ne
     return features, targets, columns
 
 
+def _check_future(future: list[str], features: list[str], targets: list[str]) -> None:
+    """``--future`` names input columns that are not targets: their future is given, not forecast."""
+    for name in future:
+        if name in targets:
+            raise BpttError(f"--future {name!r} is a target: the model forecasts its future; "
+                            "drop it from --future or from --target")
+        if name not in features:
+            raise BpttError(f"--future {name!r} is not an input column; the inputs are: {', '.join(features[:12])}")
+
+
+def read_future(path: str | Path, stored: dict, names: list[str], times, wanted: list[str],
+                required: list[str]) -> dict[str, np.ndarray]:
+    """Future values (G, H) of the ``wanted`` input columns a ``--future`` CSV holds, per series ``names``
+    at the forecast ``times`` (G lists of H times; None without a time column: its first H rows).
+
+    The file must hold the ``required`` columns (the model's ``--future``), a row at every forecast time
+    of every series (by the group column when it has one, else the same rows for all), and no gaps.
+    """
+    path = Path(path)
+    frame = read_frame(path)
+    held = [c for c in wanted if c in frame.columns]
+    lacking = [c for c in required if c not in frame.columns] or ([] if held else wanted)
+    if lacking:
+        raise _fail(path, f"lacks column(s) {', '.join(lacking)}, whose future values the forecast needs; "
+                          "add them (one row per forecast time)")
+    horizon = len(times[0]) if times is not None else None
+    time_column, group_column = stored.get("time_column"), stored.get("group_column")
+    found = {c: [] for c in held}
+    for g, name in enumerate(names):  # one iteration per series
+        rows = frame[frame[group_column].astype(str) == name] if group_column in frame.columns else frame
+        rows = _future_rows(rows, time_column, None if times is None else times[g], horizon, path)
+        for column in held:
+            found[column].append(pd.to_numeric(rows[column], errors="coerce").to_numpy(np.float64))
+    values = {c: np.stack(v) for c, v in found.items()}
+    for column, array in values.items():
+        if not np.isfinite(array).all():
+            raise _fail(path, f"column {column!r} has missing or non-numeric values at the forecast times; "
+                              "give a number for every time")
+    return values
+
+
+def _future_rows(rows: pd.DataFrame, time_column: str | None, times, horizon: int | None, path: Path) -> pd.DataFrame:
+    """The rows of a future file at the forecast ``times``, in their order."""
+    if times is None or not time_column:
+        return rows.iloc[:horizon]
+    if time_column not in rows.columns:
+        raise _fail(path, f"has no time column {time_column!r}; give one row per forecast time, with its time")
+    stamps = pd.DatetimeIndex(_parse_time(rows, time_column, path))
+    if stamps.has_duplicates:
+        raise _fail(path, f"time {stamps[stamps.duplicated()][0]} appears twice; give one row per forecast time")
+    where = stamps.get_indexer(pd.DatetimeIndex(times))
+    if (where < 0).any():
+        raise _fail(path, f"has no row for {times[int(np.argmax(where < 0))]} (the forecast needs the {len(times)} "
+                          f"times {times[0]} .. {times[-1]}); give a row for each")
+    return rows.iloc[where]
+
+
 def _check_values(frame: pd.DataFrame, columns: list[str], label_column: str | None, path: Path) -> None:
     """Every used column has values, none infinite or too large to normalise, and every row a label."""
     for name in columns:
@@ -433,6 +491,7 @@ def load_series(path: str | Path, spec: SeriesSpec, classes: list[str] | None = 
     exclude = {c for c in (time_column, spec.group_column, label_column) if c}
     _numbers_in_text(frame, exclude, path, notes)
     features, targets, columns = _choose_columns(frame, spec, exclude, need, path)
+    _check_future(spec.future, features, targets)
     _check_values(frame, columns, label_column, path)
     frame = _apply_missing(frame, columns, spec.missing, keys, path)
     if need is None:

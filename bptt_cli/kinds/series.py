@@ -26,6 +26,7 @@ class SeriesOptions:
     loss: str = "mse"  # one of choices.LOSSES
     season: int | None = None  # steps per season; None: from the time step when it has a natural one
     calendar: str = kind_option("auto", shape=True)  # --calendar: auto | none | hour,week,year (extra inputs)
+    future: list[str] = kind_option(default_factory=list)  # --future: inputs whose future values are known
 
 
 class SeriesKind(SequenceKind, name="series", what="CSV data", holds="a CSV time series", options=SeriesOptions):
@@ -46,7 +47,8 @@ class SeriesKind(SequenceKind, name="series", what="CSV data", holds="a CSV time
             if task not in TASKS:
                 raise BpttError(f"--task is forecast or tag, got {task!r}")
             spec = SeriesSpec(list(options.target_columns), list(options.features), task, options.time_column,
-                              options.group_column, options.missing, options.calendar or "auto")
+                              options.group_column, options.missing, options.calendar or "auto",
+                              list(options.future))
         need = None
         if stored:  # the calendar columns are computed from the times, not read from the file
             computed = set(calendar_names(stored_calendar(stored)))
