@@ -52,6 +52,7 @@ class SeriesSpec:
     # (older model files have none)
     calendar: str = "none"
     future: list[str] = field(default_factory=list)  # input columns whose future values are known (--future)
+    resample: str | None = None  # a pandas offset (5min) or auto: put the rows on that regular grid first
 
 
 @dataclass
@@ -71,6 +72,7 @@ class SeriesData:
     freq: str | None  # the regular time step as a pandas offset string
     notes: list[str]
     calendar: list[str] = field(default_factory=list)  # calendar parts, whose columns end ``columns``
+    resample: str | None = None  # the grid the rows were put on, as a pandas offset
 
 
 def _fail(path: Path, message: str) -> BpttError:
@@ -228,6 +230,47 @@ def _apply_missing(frame: pd.DataFrame, columns: list[str], policy: str, keys: l
     frame = frame.copy()
     frame[columns] = filled
     return frame
+
+
+def _regular_grid(frame: pd.DataFrame, spec: SeriesSpec, time_column: str | None, keys: list[str],
+                  columns: list[str], path: Path, notes: list[str]) -> tuple[pd.DataFrame, str]:
+    """The rows of each series on a regular grid of step ``spec.resample`` (auto: the most common step): rows
+    in one slot are averaged, and slots without a row are gaps that ``spec.missing`` fills (error: refused)."""
+    if not time_column:
+        raise _fail(path, f"--resample {spec.resample}: the data has no time column to put on a grid; name one "
+                          "with --time-column, or drop --resample")
+    if spec.task == "tag":
+        raise BpttError("--resample is for forecasting; labelled rows (--task tag) keep their own times")
+    grid = _grid_step(frame[time_column], frame[keys[0]] if keys else None, spec.resample, path)
+    indexed = frame.set_index(time_column)
+    parts = indexed.groupby(keys[0], sort=False) if keys else indexed
+    regular = parts[columns].resample(grid).mean().reset_index()  # (slots, keys + time + columns)
+    gaps = regular[columns].isna().all(axis=1).to_numpy()
+    count = int(gaps.sum())
+    if count and spec.missing == "error":
+        first = regular[time_column].iloc[int(np.argmax(gaps))]
+        raise _fail(path, f"{count} time(s) on the {grid} grid have no row (the first {first}); choose --missing "
+                          "ffill, interpolate or drop to fill them, or another --resample")
+    if count:
+        notes.append(f"{path.name}: --resample {grid} leaves {count} time(s) without a row; --missing {spec.missing} "
+                     "fills them")
+    return _apply_missing(regular, columns, spec.missing, keys, path), grid
+
+
+def _grid_step(times: pd.Series, groups: pd.Series | None, request: str, path: Path) -> str:
+    """The grid's step as a pandas offset: ``request``, or with auto the most common step within series."""
+    if request != "auto":
+        try:
+            return pd.tseries.frequencies.to_offset(request).freqstr
+        except (ValueError, TypeError):
+            raise BpttError(f"--resample {request!r} is not a time step; give a pandas offset such as 5min, 1h "
+                            "or 1D, or auto for the data's most common step") from None
+    steps = (times.groupby(groups, sort=False).diff() if groups is not None else times.diff()).dropna()
+    steps = steps[steps > pd.Timedelta(0)]
+    if steps.empty:
+        raise _fail(path, "--resample auto: the times never advance, so there is no step to detect; "
+                          "give --resample with a step such as 5min")
+    return offset_string(steps.value_counts().idxmax())
 
 
 def _regularity(times: pd.Series, starts: np.ndarray) -> tuple[pd.Timedelta | None, int, int]:
@@ -494,6 +537,9 @@ def load_series(path: str | Path, spec: SeriesSpec, classes: list[str] | None = 
     _check_future(spec.future, features, targets)
     _check_values(frame, columns, label_column, path)
     frame = _apply_missing(frame, columns, spec.missing, keys, path)
+    grid = None
+    if spec.resample:
+        frame, grid = _regular_grid(frame, spec, time_column, keys, columns, path, notes)
     if need is None:
         _check_constant(frame, columns, path)
     if len(frame) < 2:
@@ -528,7 +574,8 @@ def load_series(path: str | Path, spec: SeriesSpec, classes: list[str] | None = 
         columns, features = columns + names, features + names
     values = np.split(table, bounds)
     return SeriesData(columns, features, targets if spec.task == "forecast" else [label_column], values, labels,
-                      classes, times, [str(u) for u in uniques], time_column, spec.group_column, freq, notes, calendar)
+                      classes, times, [str(u) for u in uniques], time_column, spec.group_column, freq, notes, calendar,
+                      grid)
 
 
 def _longest_span(times: list[np.ndarray]) -> pd.Timedelta:

@@ -56,6 +56,7 @@ def train(
     loss: Annotated[SeriesLoss, typer.Option("--loss", help="Loss on numeric targets.", rich_help_panel=SERIES)] = SeriesLoss.mse,
     season: Annotated[Optional[int], typer.Option("--season", min=1, help="Steps per season (default: from the time step, e.g. 48 for half-hours).", rich_help_panel=SERIES)] = None,
     calendar: Annotated[str, typer.Option("--calendar", help="Calendar inputs from the time column, as sin/cos pairs: auto (each of hour of day, day of week, day of year whose cycle is longer than the time step and seen twice in the data), none, or parts such as hour,week.", rich_help_panel=SERIES)] = "auto",
+    resample: Annotated[Optional[str], typer.Option("--resample", help="Put each series on a regular grid first: a pandas offset (5min, 1h) or auto (the most common step); rows in one slot are averaged, and --missing fills the slots without a row.", rich_help_panel=SERIES, show_default=False)] = None,
     future: Annotated[Optional[list[str]], typer.Option("--future", help="Input column whose future values are known, e.g. a holiday flag (repeatable): 'bptt generate --future FILE' supplies them.", rich_help_panel=SERIES)] = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="CSV with columns file,label: one class per feature file (loss on its last frame).", rich_help_panel=SERIES)] = None,
     n_mels: Annotated[int, typer.Option("--n-mels", min=1, help="Mel bands of WAV features.", rich_help_panel=SERIES)] = 40,
