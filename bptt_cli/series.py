@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bptt_cli import distributed
 from bptt_cli.choices import CALENDAR_PARTS, MISSING
 from bptt_cli.errors import BpttError
 from bptt_cli.input_paths import check_input
@@ -646,12 +647,15 @@ def split_pieces(lengths: list[int], streams: int, min_length: int) -> list[tupl
     return pieces
 
 
-def pack(inputs: list[np.ndarray], targets: list[np.ndarray], streams: int, align_end: bool = False) -> Streams:
+def pack(inputs: list[np.ndarray], targets: list[np.ndarray], streams: int, align_end: bool = False,
+         mark_padding: bool = False) -> Streams:
     """Pack sequences (L_i, F) with their targets (L_i, ...) into at most ``streams`` streams.
 
     Longest first, each to the emptiest stream; ``align_end`` instead puts one
     sequence per stream, ending at the last step, so the final state of stream
-    b is the state at the end of sequence b.
+    b is the state at the end of sequence b. ``mark_padding`` also resets where a
+    stream's padding begins, so that its last sequence ends there (a bidirectional
+    model reads each sequence backwards from its end).
     """
     lengths = np.array([len(x) for x in inputs], dtype=np.int64)
     if align_end:
@@ -683,8 +687,47 @@ def pack(inputs: list[np.ndarray], targets: list[np.ndarray], streams: int, alig
     y[t, b] = flat_y
     resets = np.zeros((steps, batch), dtype=bool)
     resets[start_of, stream_of] = True
+    if mark_padding:
+        filled = np.zeros(batch, dtype=np.int64)
+        np.maximum.at(filled, stream_of, start_of + lengths)
+        padded = np.flatnonzero(filled < steps)
+        resets[filled[padded], padded] = True
     where = list(zip(stream_of.tolist(), start_of.tolist(), lengths.tolist()))
     return Streams(torch.from_numpy(x), torch.from_numpy(y), resets, where)
+
+
+@dataclass
+class SequenceBatches:
+    """Whole sequences, ``size`` to an update, in an order drawn anew each epoch from the seed and the epoch.
+
+    What the trainer takes instead of streams when every update is full BPTT over whole labelled
+    sequences: an epoch has ceil(N / size) updates rather than one, and a resumed run draws the same
+    order with no generator state to store. The last batch of an epoch is filled up from its first
+    sequences, so every batch has ``size`` streams (the state's shape never changes).
+    """
+
+    inputs: list[np.ndarray]  # per sequence (L_i, F)
+    targets: list[np.ndarray]  # per sequence (L_i,) labels
+    size: int  # sequences per update (--batch-size), at most the sequences there are
+    seed: int
+    mark_padding: bool = False  # reset where a stream's padding begins (bidirectional models)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.inputs) / self.size)
+
+    @property
+    def longest(self) -> int:
+        return max(len(x) for x in self.inputs)
+
+    def batch(self, epoch: int, index: int) -> Streams:
+        """Update ``index`` of ``epoch``: its sequences one per stream from step 0, padded to the longest."""
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.inputs))
+        chosen = np.concatenate([order, order])[index * self.size : (index + 1) * self.size]
+        streams = pack([self.inputs[i] for i in chosen], [self.targets[i] for i in chosen], self.size,
+                       mark_padding=self.mark_padding)
+        inputs, targets, resets = (distributed.shard_streams(s) for s in (streams.inputs, streams.targets,
+                                                                           streams.resets))
+        return Streams(inputs, targets, resets, [])
 
 
 def check_window(window: int, longest: int, what: str) -> None:

@@ -23,8 +23,10 @@ class SeriesOptions:
     time_column: str | None = None
     group_column: str | None = None
     missing: str = "error"  # one of choices.MISSING
-    loss: str = "mse"  # one of choices.LOSSES
+    loss: str = kind_option("mse", shape=True)  # one of choices.LOSSES; gaussian and quantile change the outputs
+    quantiles: str | None = kind_option(None, shape=True)  # --quantiles 0.1,0.5,0.9 with --loss quantile
     season: int | None = None  # steps per season; None: from the time step when it has a natural one
+    bidirectional: bool = kind_option(False, shape=True)  # --task tag only, with --window 0
     calendar: str = kind_option("auto", shape=True)  # --calendar: auto | none | hour,week,year (extra inputs)
     future: list[str] = kind_option(default_factory=list)  # --future: inputs whose future values are known
     resample: str | None = None  # --resample: a pandas offset (5min) or auto; the rows go on that grid first
