@@ -57,6 +57,8 @@ def train(
     quantiles: Annotated[Optional[str], typer.Option("--quantiles", help="With --loss quantile: the levels to forecast, comma-separated in (0, 1) (default 0.1,0.5,0.9); the point forecast is the median, or the middle level.", rich_help_panel=SERIES, show_default=False)] = None,
     season: Annotated[Optional[int], typer.Option("--season", min=1, help="Steps per season (default: from the time step, e.g. 48 for half-hours).", rich_help_panel=SERIES)] = None,
     calendar: Annotated[str, typer.Option("--calendar", help="Calendar inputs from the time column, as sin/cos pairs: auto (each of hour of day, day of week, day of year whose cycle is longer than the time step and seen twice in the data), none, or parts such as hour,week.", rich_help_panel=SERIES)] = "auto",
+    resample: Annotated[Optional[str], typer.Option("--resample", help="Put each series on a regular grid first: a pandas offset (5min, 1h) or auto (the most common step); rows in one slot are averaged, and --missing fills the slots without a row.", rich_help_panel=SERIES, show_default=False)] = None,
+    future: Annotated[Optional[list[str]], typer.Option("--future", help="Input column whose future values are known, e.g. a holiday flag (repeatable): 'bptt generate --future FILE' supplies them.", rich_help_panel=SERIES)] = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="CSV with columns file,label: one class per feature file (loss on its last frame).", rich_help_panel=SERIES)] = None,
     n_mels: Annotated[int, typer.Option("--n-mels", min=1, help="Mel bands of WAV features.", rich_help_panel=SERIES)] = 40,
     n_mfcc: Annotated[int, typer.Option("--n-mfcc", min=1, help="Coefficients per frame with --features mfcc.", rich_help_panel=SERIES)] = 13,
