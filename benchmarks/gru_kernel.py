@@ -101,22 +101,22 @@ def main() -> None:
 
     runs = {"textbook": textbook, "textbook again": textbook, "bptt": bptt(True), "bptt, nn.GRU": bptt(False)}
 
-    def timed(name: str) -> tuple[float, float]:
+    def timed(name: str) -> tuple[float, float, str]:
         set_threads(args.threads)
         clock = Clock()
         runs[name](clock)
-        return statistics.median(clock.walls[args.warmup :]), statistics.median(clock.cpus[args.warmup :])
+        return statistics.median(clock.walls[args.warmup :]), statistics.median(clock.cpus[args.warmup :]), machine_line()
 
     wall: dict[str, list[float]] = {name: [] for name in runs}
     cpu: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(args.rounds):
         for name in runs:
-            seconds, cpu_seconds = in_own_process(timed, name)
+            seconds, cpu_seconds, machine = in_own_process(timed, name)
             wall[name].append(seconds)
             cpu[name].append(cpu_seconds)
 
     tokens = args.window * args.batch_size
-    print(machine_line())
+    print(machine)  # as the loops ran: the threads are theirs
     print(f"GRU {args.layers}x{args.hidden}, embed {args.embed}, vocab {tokenizer.size}, window {args.window}, "
           f"batch {args.batch_size}; {args.rounds} rounds of {args.steps} updates per loop (after {args.warmup}); "
           f"1-minute load at the end {os.getloadavg()[0]:.1f}")

@@ -115,24 +115,17 @@ def _backward(grad_out, grad_end, x, w_ih, w_hh, states, rz, n, hidden_n, needs)
         before.addmm_(grad_gh[t], w_hh)
     rows = steps * batch
     flat_gh = grad_gh.view(rows, 3 * hidden)
-    grad_rz = flat_gh[:, : 2 * hidden]  # dL/d(W_ih x + b_ih) for r and z: the same as through W_hh
-    grad_n = (grad_h * to_n).view(rows, hidden)  # and for n, which r does not scale on the input side
-    grad_x = None
-    if needs[0]:
-        grad_x = torch.addmm(grad_rz @ w_ih[: 2 * hidden], grad_n, w_ih[2 * hidden :]).view(steps, batch, -1)
-    grad_w_ih = grad_b_ih = None
-    if needs[2]:
-        flat_x = x.reshape(rows, -1)
-        grad_w_ih = torch.cat([grad_rz.t() @ flat_x, grad_n.t() @ flat_x])
-    if needs[4]:
-        grad_b_ih = torch.cat([grad_rz.sum(0), grad_n.sum(0)])
+    grad_w_hh = flat_gh.t() @ states[:-1].reshape(rows, hidden) if needs[3] else None
+    grad_b_hh = flat_gh.sum(0) if needs[5] else None
+    # dL/d(W_ih x + b_ih) is the same for r and z; for n r does not scale it: written over grad_gh's n part, now read
+    torch.mul(grad_h, to_n, out=grad_gh[..., 2 * hidden :])
     return (
-        grad_x,
+        (flat_gh @ w_ih).view(steps, batch, -1) if needs[0] else None,
         grad_h0 if needs[1] else None,
-        grad_w_ih,
-        flat_gh.t() @ states[:-1].reshape(rows, hidden) if needs[3] else None,
-        grad_b_ih,
-        flat_gh.sum(0) if needs[5] else None,
+        flat_gh.t() @ x.reshape(rows, -1) if needs[2] else None,
+        grad_w_hh,
+        flat_gh.sum(0) if needs[4] else None,
+        grad_b_hh,
     )
 
 
