@@ -13,6 +13,7 @@ SCHEDULES = ("constant", "cosine", "plateau")  # owned by schedule.py
 ON_NAN = ("stop", "skip")  # owned by trainer.py
 SERIES_TASKS = ("forecast", "tag")  # owned by series.py
 MISSING = ("error", "ffill", "interpolate", "drop")  # owned by series.py
+CALENDAR_PARTS = ("hour", "week", "year")  # calendar inputs: hour of day, day of week, day of year (series.py)
 LOSSES = ("mse", "huber", "gaussian", "quantile")  # losses on numeric targets; owned by losses.py
 PRECISIONS = ("fp32", "bf16")  # owned by device.py
 BAD_ROW_RULES = ("skip", "stop")  # what bptt predict does with a row it cannot read

@@ -76,6 +76,18 @@ def test_training_frames_beyond_the_budget_leave_the_dtw_out(monkeypatch):
     assert names == [MAJORITY, NEAREST]
 
 
+def test_evaluate_says_why_the_dtw_row_is_missing(tmp_path, run, monkeypatch):
+    monkeypatch.setattr(baselines, "REFERENCE_BUDGET", 10)
+    data = separable_set(tmp_path / "set", count=8)
+    out = tmp_path / "m.pt"
+    code, _, err = run("train", data, "--labels", data / "labels.csv", "--window", "0", "-o", out, "--epochs", "1",
+                       "--val-fraction", "0", *SMALL)
+    assert code == 0, err
+    code, stdout, err = run("evaluate", out, data, "--labels", data / "labels.csv", "--json")
+    assert code == 0 and [r["name"] for r in json.loads(stdout)["baselines"]] == [MAJORITY, NEAREST]
+    assert "no DTW baseline: the training frames were more than the 10 values a model file keeps" in err
+
+
 def table_rows(stderr: str, title: str) -> list[str]:
     """The rows of a plain-text table on stderr, after its header line."""
     lines = stderr.splitlines()
@@ -169,3 +181,35 @@ def test_evaluate_shows_the_label_baselines_on_the_model_s_sequences(tmp_path, r
     older = without_baseline(out, tmp_path)
     code, stdout, err = run("evaluate", older, other, "--labels", other / "labels.csv", "--json")
     assert code == 0 and json.loads(stdout)["baselines"] == []
+
+
+def test_train_s_test_summary_carries_the_baselines(tmp_path, tiny_text, run):
+    out = tmp_path / "t.pt"
+    code, stdout, err = run("train", tiny_text, "-o", out, "--max-steps", "3", "--test", tiny_text, "--json", *TINY)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert [b["name"] for b in summary["test_baselines"]] == [UNIGRAM, BIGRAM]
+    code, _, err = run("train", tiny_text, "-o", tmp_path / "u.pt", "--max-steps", "3", "--test", tiny_text, *TINY)
+    assert code == 0 and f"test bits/char, {UNIGRAM}" in err
+
+
+def test_per_frame_labels_get_the_majority_class_per_frame(tmp_path, run):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        x = rng.standard_normal((40, 2)).astype(np.float32)
+        np.savez(folder / f"f{i}.npz", features=x, labels=np.where(x[:, 0] > 0.5, "on", "off"))  # mostly off
+    out = tmp_path / "m.pt"
+    code, _, err = run("train", folder, "-o", out, "--epochs", "1", "--batch-size", "2", "--window", "10",
+                       "--val-fraction", "0", *SMALL)
+    assert code == 0, err
+    other = tmp_path / "other"
+    other.mkdir()
+    labels = np.array(["on"] * 10 + ["off"] * 30)  # 30 of 40 frames are the training majority, off
+    np.savez(other / "g.npz", features=rng.standard_normal((40, 2)).astype(np.float32), labels=labels)
+    code, stdout, err = run("evaluate", out, other, "--json")
+    assert code == 0, err
+    figures = json.loads(stdout)
+    assert figures["baselines"] == [{"name": MAJORITY, "accuracy": 0.75, "macro_f1": pytest.approx(3 / 7),
+                                     "points": figures["frames"]}] and figures["frames"] == 40

@@ -30,7 +30,9 @@ def evaluate(
 ) -> None:
     """Score MODEL on DATA with the state carried throughout: loss and perplexity for text; MAE, RMSE,
     sMAPE and MASE against persistence and seasonal naive for series (with pinball loss, CRPS and interval
-    coverage for gaussian and quantile models); accuracy, macro-F1 and confusion for labels.
+    coverage for gaussian and quantile models); accuracy, macro-F1 and confusion for labels. Beside them,
+    baselines fitted on the training data score the same points: unigram and bigram for text; majority
+    class, 1-NN on mean+std of frames and DTW 1-NN for labels.
 
     Forecasts from every origin use the same weights (a backtest without refitting); --forecasts keeps them.
 
