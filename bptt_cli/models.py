@@ -133,19 +133,21 @@ class RecurrentModel(nn.Module):
         return dropout(x, self.config.dropout, self.training)
 
     def _fused(self, inputs: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        if self.training and self.rnn.dropout > 0 and inputs.device.type == "cpu":
-            return self._layer_by_layer(inputs, state)
+        own_layer = self.spec.cpu_layer(self.rnn, inputs)  # the GRU's CPU kernel (bptt_cli.gru_kernel)
+        if own_layer is not None or (self.training and self.rnn.dropout > 0 and inputs.device.type == "cpu"):
+            return self._layer_by_layer(inputs, state, own_layer)
         out, end = self.rnn(inputs, self.spec.hx(state))
         return out, (end if isinstance(end, tuple) else (end,))
 
-    def _layer_by_layer(self, inputs: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def _layer_by_layer(self, inputs: torch.Tensor, state: State, layer_function=None) -> tuple[torch.Tensor, State]:
         """The stacked layers one fused call each, with ``dropout`` between them.
 
         Equal to ``self.rnn`` with its own between-layer dropout, but the mask is
         the cheap one (the fused multi-layer call draws torch's, ~10 ns per value
-        on the CPU). Same weights, so model files do not change.
+        on the CPU). Same weights, so model files do not change. ``layer_function``
+        replaces torch's one-layer function (the cell's ``cpu_layer``).
         """
-        layer_function = self.spec.layer_function
+        layer_function = layer_function or self.spec.layer_function
         ends: list[State] = []
         for layer in range(self.config.layers):
             if layer:
