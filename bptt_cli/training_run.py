@@ -29,7 +29,8 @@ from bptt_cli.trainer import RESUMABLE, Reporter, TrainConfig, Trainer
 RESUME_KEYS = (
     "data_sha256", "val", "val_sha256", "val_fraction", "model", "layers", "hidden", "embed", "dropout",
     "tie_weights", "window", "stride", "window_jitter", "stateless", "batch_size", "clip", "optimizer", "lr",
-    "weight_decay", "schedule", "warmup", "precision", "seed", "on_nan",
+    "weight_decay", "schedule", "warmup", "precision", "seed", "on_nan", "dropout_kind", "weight_drop",
+    "embed_dropout", "ar", "tar", "average", "nonmono",
 )
 
 
