@@ -1,6 +1,7 @@
 """The AWD-LSTM regularisers: locked dropout, weight drop, embedding dropout, AR/TAR and averaged weights."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -337,3 +338,12 @@ def test_the_model_file_holds_the_average_and_evaluate_reproduces_the_validation
     assert evaluated.exit_code == 0, evaluated.output
     figures = json.loads(evaluated.stdout.strip().splitlines()[-1])
     assert figures["loss"] == pytest.approx(summary["best_val_loss"], rel=1e-9, abs=0)
+
+
+def test_embedding_dropout_is_refused_for_feature_data(tmp_path):
+    series = Path(__file__).parent.parent / "sample_data" / "elecdemand.csv"
+    result = CliRunner().invoke(app, ["train", str(series), "--embed-dropout", "0.1",
+                                      "-o", str(tmp_path / "m.pt")])
+    assert result.exit_code == 2
+    assert "--embed-dropout drops words of text and corpus models" in result.output
+    assert not (tmp_path / "m.pt").exists()
