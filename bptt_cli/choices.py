@@ -8,7 +8,8 @@ and ``bptt train --help`` lists the choices without importing torch.
 from __future__ import annotations
 
 TOKENIZERS = ("char", "byte", "word")  # owned by text.py
-OPTIMIZERS = ("adamw", "adam", "sgd")  # owned by trainer.py
+OPTIMIZERS = ("adamw", "adam", "sgd", "nt-asgd")  # owned by trainer.py; nt-asgd: SGD, then averaged (AWD-LSTM)
+DROPOUT_KINDS = ("standard", "locked")  # owned by dropout.py: a mask per step, or one per window shared by its steps
 SCHEDULES = ("constant", "cosine", "plateau")  # owned by schedule.py
 ON_NAN = ("stop", "skip")  # owned by trainer.py
 SERIES_TASKS = ("forecast", "tag")  # owned by series.py

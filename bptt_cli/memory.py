@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 FLOAT32_BYTES = 4
 FLOAT64_BYTES = 8  # forecasts are float64 arrays
 VALUE_BYTES = {"fp32": 4, "bf16": 2}  # bytes per activation value under each --precision
-OPTIMIZER_STATE = {"adamw": 2, "adam": 2, "sgd": 0}  # float32 values kept per parameter (Adam: two moments)
+OPTIMIZER_STATE = {"adamw": 2, "adam": 2, "sgd": 0, "nt-asgd": 1}  # float32 values kept per parameter (Adam: two
+# moments; nt-asgd: the average of the weights)
+DROPOUT_VALUES_PER_UNIT = 1.5
 TARGET_VALUES = 2  # the loss keeps the int64 targets: two float32 values' worth per step and stream
 MEMINFO = Path("/proc/meminfo")
 

@@ -26,8 +26,10 @@ from torch import nn
 from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 
 from bptt_cli import distributed
+from bptt_cli.averaging import WeightAverage, parse_average
 from bptt_cli.choices import ON_NAN, OPTIMIZERS
 from bptt_cli.device import autocast
+from bptt_cli.dropout import Regularisers
 from bptt_cli.errors import BpttError, RunFailed
 from bptt_cli.losses import next_token_loss
 from bptt_cli.memory import require_fits, training_estimate, update_flops
@@ -65,6 +67,17 @@ class TrainConfig:
     sample_every: int | None = None  # updates between samples of the model's text (token models)
     sample_length: int = 200  # tokens per sample
     sample_temperature: float = 0.8
+    # the AWD-LSTM regularisers, each off by default (the model's --dropout is in ModelConfig)
+    dropout_kind: str = "standard"  # locked: one --dropout mask per window, shared by its steps
+    weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden weights, one mask per window
+    embed_dropout: float = 0.0  # whole words: embedding rows dropped, one mask per window
+    ar: float = 0.0  # alpha * mean(dropped last-layer output ** 2), added to the loss that is back-propagated
+    tar: float = 0.0  # beta * mean((h_t - h_{t-1}) ** 2) of the undropped last-layer output, likewise
+    average: str | None = None  # ema:DECAY: validation and the model file use an EMA of the weights
+    nonmono: int = 5  # --optimizer nt-asgd: validations without improvement before averaging begins
+
+    def regularisers(self) -> Regularisers:
+        return Regularisers(self.dropout_kind, self.weight_drop, self.embed_dropout)
 
     def validate(self) -> None:
         checks = [
@@ -87,10 +100,16 @@ class TrainConfig:
              f"--sample-every must be at least 1, got {self.sample_every}"),
             (self.sample_length >= 1, f"--sample-length must be at least 1, got {self.sample_length}"),
             (self.sample_temperature >= 1e-6, f"--sample-temperature must be 1e-6 or more, got {self.sample_temperature}"),
+            (self.ar >= 0 and self.tar >= 0, f"--ar and --tar must be 0 (off) or more, got {self.ar} and {self.tar}"),
+            (self.nonmono >= 1, f"--nonmono must be at least 1, got {self.nonmono}"),
+            (self.optimizer != "nt-asgd" or parse_average(self.average) is None,
+             "--optimizer nt-asgd averages its own weights; drop --average"),
         ]
         for ok, message in checks:
             if not ok:
                 raise BpttError(message)
+        self.regularisers().validate()
+        parse_average(self.average)  # refuses what is not ema:DECAY
         if self.stride is not None and (self.window == 0 or not 1 <= self.stride <= self.window):
             raise BpttError(f"--stride must be between 1 and --window ({self.window}), got {self.stride}")
 
@@ -149,7 +168,7 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.o
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
-    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)  # sgd, and nt-asgd before it averages
 
 
 def matmul_rate(device: torch.device) -> float:
@@ -168,17 +187,35 @@ def matmul_rate(device: torch.device) -> float:
 class WindowStep(nn.Module):
     """The forward pass of one update, as a module so that DistributedDataParallel can wrap it."""
 
-    def __init__(self, model: RecurrentModel):
+    def __init__(self, model: RecurrentModel, ar: float = 0.0, tar: float = 0.0):
         super().__init__()
         self.model = model
+        self.ar, self.tar = ar, tar
 
     def forward(self, inputs: torch.Tensor, state: State, window: Window,
-                resets: tuple[torch.Tensor, np.ndarray] | None = None) -> tuple[torch.Tensor, State]:
-        """Decoded outputs of the scored steps [loss_from, end) and the state entering ``window.carry``.
+                resets: tuple[torch.Tensor, np.ndarray] | None = None
+                ) -> tuple[torch.Tensor, State, torch.Tensor | None]:
+        """Decoded outputs of the scored steps [loss_from, end), the state entering ``window.carry``, and
+        the activation penalty of --ar and --tar (None when both are off).
 
         ``resets`` is the (T, B) new-sequence mask on the device and its per-step
         "any stream resets" flags on the host, so finding the cuts needs no device sync.
+        Every mask (locked dropout, weight drop, embedding dropout) is drawn once for the window.
         """
+        with self.model.one_window():
+            outputs, carried = self._recur(inputs, state, window, resets)
+            scored = outputs[window.loss_from - window.start :]
+            if not (self.ar or self.tar):
+                return self.model.decode(scored), carried, None
+            dropped = self.model.drop_output(scored)
+            penalty = self.ar * dropped.pow(2).mean()
+            if len(scored) > 1:
+                penalty = penalty + self.tar * (scored[1:] - scored[:-1]).pow(2).mean()
+            return self.model.decoder(dropped), carried, penalty
+
+    def _recur(self, inputs: torch.Tensor, state: State, window: Window,
+               resets: tuple[torch.Tensor, np.ndarray] | None) -> tuple[torch.Tensor, State]:
+        """Outputs of every step of ``window`` and the state entering ``window.carry``."""
         model = self.model
 
         def run(begin: int, end: int, state: State):
@@ -195,7 +232,7 @@ class WindowStep(nn.Module):
         else:
             outputs, end_state = run(window.start, window.end, state)
             carried = state if window.carry == window.start else end_state
-        return model.decode(outputs[window.loss_from - window.start :]), carried
+        return outputs, carried
 
 
 class _Interval:
@@ -210,6 +247,7 @@ class _Interval:
         zeros = lambda *shape: torch.zeros(*shape, dtype=torch.float64, device=self.device)  # noqa: E731
         self.loss, self.norm, self.norm_max, self.clipped = zeros(()), zeros(()), zeros(()), zeros(())
         self.groups = zeros(len(self.names))
+        self.penalty, self.penalised = zeros(()), False  # --ar and --tar's penalty, beside the data loss
         self.steps = 0
         self.tokens = 0
         self.started = time.perf_counter()
@@ -224,12 +262,18 @@ class _Interval:
         self.steps += 1
         self.tokens += tokens
 
+    def add_penalty(self, penalty: torch.Tensor) -> None:
+        self.penalty += penalty.detach()
+        self.penalised = True
+
     def read(self) -> dict:
         """The interval's means; this is the one host sync per interval."""
         n = max(1, self.steps)
         loss = distributed.all_sum(self.loss.clone()) / distributed.world()  # the mean over ranks
-        numbers = torch.cat([torch.stack([loss, self.norm, self.norm_max, self.clipped]), self.groups]).tolist()
+        numbers = torch.cat([torch.stack([loss, self.norm, self.norm_max, self.clipped, self.penalty]),
+                             self.groups]).tolist()
         elapsed = time.perf_counter() - self.started
+        penalty = numbers.pop(4) / n
         return {
             "train_loss": numbers[0] / n,
             "grad_norm_mean": numbers[1] / n,
@@ -238,6 +282,7 @@ class _Interval:
             "layer_grad_norms": {name: v / n for name, v in zip(self.names, numbers[4:])},
             "tokens_per_second": self.tokens * distributed.world() / elapsed if elapsed > 0 else 0.0,
             "interval_steps": self.steps,
+            **({"penalty": penalty} if self.penalised else {}),
         }
 
 
@@ -330,12 +375,16 @@ class Trainer:
                             "give --val FILE or a --val-fraction above 0")
         self.model, self.config, self.device = model.to(device), config, device
         self.reporter, self.validate_fn, self.save_best = reporter, validate, save_best
-        self.step_module: nn.Module = WindowStep(self.model)
+        self.model.regularisers = config.regularisers()
+        self.step_module: nn.Module = WindowStep(self.model, config.ar, config.tar)
         if distributed.active():
             self.step_module = distributed.wrap(self.step_module, device)
         self.groups = model.param_groups()
         self.params = [p for ps in self.groups.values() for p in ps]
         self.optimizer = make_optimizer(config.optimizer, self.params, config.lr, config.weight_decay)
+        averaged = config.optimizer == "nt-asgd" or parse_average(config.average) is not None
+        self.average = WeightAverage(self.params, parse_average(config.average)) if averaged else None
+        self.penalty: torch.Tensor | None = None  # the last update's --ar/--tar penalty, on the device
         self.rng = np.random.default_rng(config.seed)
         self.loss_fn = loss_fn or next_token_loss
         self.save_checkpoint = save_checkpoint
@@ -363,10 +412,11 @@ class Trainer:
         if self.config.stateless:
             state = self.model.init_state(inputs.shape[1], self.device)
         with autocast(self.device, self.config.precision):
-            outputs, carried = self.step_module(inputs, state, window, resets)
+            outputs, carried, self.penalty = self.step_module(inputs, state, window, resets)
             loss = self.loss(outputs, targets[window.loss_from : window.end])
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # under torch.distributed, DDP averages the gradients across ranks here
+        # under torch.distributed, DDP averages the gradients across ranks here
+        (loss if self.penalty is None else loss + self.penalty).backward()
         return loss, self.model.detach_state(carried)
 
     def update(self, window: Window, inputs: torch.Tensor, targets: torch.Tensor, state: State, resets=None):
@@ -385,6 +435,8 @@ class Trainer:
         if self.config.clip > 0:
             clip_grads_with_norm_(self.params, self.config.clip, total)
         self.optimizer.step()
+        if self.average is not None:
+            self.average.update()
         return loss, total, norms, carried
 
     def fit(
@@ -437,6 +489,8 @@ class Trainer:
         self.schedule = LearningRateSchedule(c.schedule, c.warmup, total_steps)
         self.position, self.timing, self.total_updates = Position(), _Timing(), total_steps
         state = model.init_state(batch, self.device)
+        if self.average is not None and c.optimizer != "nt-asgd":  # an EMA starts at the initial weights
+            self.average.start()
         run = _Run(inputs, targets, reset_mask, steps, batch, state, _Interval(list(self.groups), self.device),
                    batches=batches)
         if resume is not None:
@@ -541,6 +595,8 @@ class Trainer:
             tokens = (window.end - window.loss_from) * run.batch
             at.tokens += tokens
             run.interval.add(loss, total, norms, c.clip, tokens)
+            if self.penalty is not None:
+                run.interval.add_penalty(self.penalty)
         self.reporter.step(at.step, at.epoch)
         if at.step % c.log_every == 0:
             run.last_log = self._log(run.interval)
@@ -562,6 +618,7 @@ class Trainer:
         if run.stop == "completed":  # the epoch ran to its end
             loss = self._validate(observe=True)
             at.best, at.stale = (loss, 0) if loss < at.best else (at.best, at.stale + 1)
+            self._maybe_start_averaging()
             at.epoch, at.window_index = at.epoch + 1, 0
             if c.patience and at.stale >= c.patience and at.epoch <= c.epochs:
                 run.stop = "early_stopping"
@@ -570,6 +627,14 @@ class Trainer:
         else:  # stopped inside an epoch: keep the best model, leave the schedule and patience as they were
             run.interrupted_best = min(run.interrupted_best, self._validate(observe=False))
         self._checkpoint(run.state)
+
+    def _maybe_start_averaging(self) -> None:
+        """NT-ASGD: after --nonmono validations without improvement, average the weights from here on."""
+        c, at = self.config, self.position
+        if c.optimizer == "nt-asgd" and not self.average.started and at.stale >= c.nonmono:
+            self.average.start()
+            self.reporter.note(f"{at.stale} validations without improvement (--nonmono {c.nonmono}): from update "
+                               f"{at.step:,} on, validation and the model file use the average of the weights")
 
     def _summary(self, run: _Run) -> dict:
         """The run's figures; ``seconds`` and ``tokens_per_second`` cover the whole run, resumes included."""
@@ -621,6 +686,8 @@ class Trainer:
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "carried_state": [distributed.gather_streams(s.detach()).cpu() for s in state],
             "window_rng": self.rng.bit_generator.state,  # where the jittered windows of the next epoch come from
+            "average": self.average.state_dict() if self.average is not None else None,  # the weights as trained
+            # are "weights"; the averaged ones, which the model file holds, go on from here
         }
 
     def _checkpoint(self, state: State) -> None:
@@ -654,6 +721,8 @@ class Trainer:
                 self.rng.bit_generator.state = saved["window_rng"]
             if saved["cuda_rng"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(saved["cuda_rng"])
+            if self.average is not None:
+                self.average.load_state_dict(saved["average"])
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise BpttError(f"the checkpoint does not fit this run ({str(err).splitlines()[0][:160]}); "
                             "start afresh without --resume") from None
@@ -684,28 +753,37 @@ class Trainer:
         Timed with the model file it writes: a hard --max-time reserves that long for the last one.
         """
         at = self.position
-        with self.timing.measure("validation"):
+        averaged = self.average.swapped_in() if self.average is not None else contextlib.nullcontext()
+        with self.timing.measure("validation"), averaged:
             if self.validate_fn is None:  # no validation data: the latest model is the best we know
                 self.save_best({"step": at.step, "epoch": at.epoch, "val_loss": None})
                 return math.inf
-            figures = self.validate_fn(self.model)
-            chooses = figures.pop("chooses", True)  # False: too few points to choose on; the latest model is kept
-            loss = figures["loss"]
-            if not math.isfinite(loss):
-                raise RunFailed(
-                    f"the validation loss is {loss} at step {at.step}; the last good model file was kept; "
-                    "try --clip 1.0 or a lower --lr"
-                )
-            if observe:
-                self.schedule.observe(loss)
-            record = {"step": at.step, "epoch": at.epoch, **{f"val_{k}": v for k, v in figures.items()},
-                      "best": loss < at.best, "saved": False}
-            if not chooses:  # kept as a run without validation keeps its models: no figure to beat or store
-                record["saved"] = self.save_best({**record, "val_loss": None}) is not False
-            elif loss < at.best:  # the callback may add to the record what it kept instead
-                record["saved"] = self.save_best(record) is not False
+            record = self._score(observe)
         self.reporter.validation(record)
-        return loss
+        return record["val_loss"]
+
+    def _score(self, observe: bool) -> dict:
+        """Validate the model as it stands (the averaged weights, when there are), and save it if it is the best."""
+        at = self.position
+        figures = self.validate_fn(self.model)
+        chooses = figures.pop("chooses", True)  # False: too few points to choose on; the latest model is kept
+        loss = figures["loss"]
+        if not math.isfinite(loss):
+            raise RunFailed(
+                f"the validation loss is {loss} at step {at.step}; the last good model file was kept; "
+                "try --clip 1.0 or a lower --lr"
+            )
+        if observe:
+            self.schedule.observe(loss)
+        record = {"step": at.step, "epoch": at.epoch, **{f"val_{k}": v for k, v in figures.items()},
+                  "best": loss < at.best, "saved": False}
+        if not chooses:  # kept as a run without validation keeps its models: no figure to beat or store
+            record["saved"] = self.save_best({**record, "val_loss": None}) is not False
+        elif loss < at.best:  # the callback may add to the record what it kept instead
+            record["saved"] = self.save_best(record) is not False
+        if self.average is not None:
+            record["averaged"] = self.average.started
+        return record
 
     @contextlib.contextmanager
     def stop_on_signals(self):
