@@ -226,6 +226,10 @@ class TrainReporter:
                 ["tokens/s", result["tokens_per_second"]],
                 ["model file", result["model_file"] if result["model_written"] else f"{result['model_file']} (kept)"],
             ]
+            if "window_choice" in result:
+                rows.insert(2, ["window (--window auto)", result["window_choice"]["window"]])
+                if result.get("window_cosine") is not None:
+                    rows.insert(3, ["its gradient cosine at the last epoch end", result["window_cosine"]])
             if result.get("skipped_updates"):
                 rows.insert(2, ["updates skipped (NaN/inf)", result["skipped_updates"]])
             rows += self.test_rows(result)
