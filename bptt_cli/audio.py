@@ -35,10 +35,15 @@ class FeatureSettings:
     hop_ms: float = 10.0  # frame step
     win_ms: float = 25.0  # analysis window
     sample_rate: int | None = None  # resample to this rate; None: the first file's rate (then fixed)
+    cmvn: bool = False  # each sequence's frames to zero mean, unit variance per feature (any feature file)
+    deltas: bool = False  # append each feature's change from frame to frame: twice the features
+    trim_db: float | None = None  # WAV: cut leading and trailing audio this many dB below the peak
 
     def validate(self) -> None:
         if self.kind not in FEATURES:
             raise BpttError(f"--features for WAV files is one of {', '.join(FEATURES)}, got {self.kind!r}")
+        if self.trim_db is not None and not self.trim_db > 0:
+            raise BpttError(f"--trim-db must be positive (dB below the loudest frame), got {self.trim_db}")
         if self.n_mels < 1 or self.n_mfcc < 1:
             raise BpttError(f"--n-mels must be at least 1, got {self.n_mels}")
         if not 0 < self.hop_ms <= self.win_ms:
@@ -109,6 +114,8 @@ def read_wav(path: Path, settings: FeatureSettings) -> np.ndarray:
         raise BpttError(f"{path}: not a readable WAV file ({reason}); it may be truncated") from None
     if settings.sample_rate is None:
         settings.sample_rate = int(rate)
+    if settings.trim_db is not None:  # silence after a word is frames a label-on-the-last-frame model must wait out
+        signal, _ = librosa.effects.trim(signal, top_db=settings.trim_db)
     n_fft = max(16, int(round(settings.win_ms * rate / 1000)))
     hop = max(1, int(round(settings.hop_ms * rate / 1000)))
     if len(signal) < n_fft:
@@ -128,6 +135,22 @@ def read_wav(path: Path, settings: FeatureSettings) -> np.ndarray:
         raise BpttError(f"{path}: no {settings.kind} features from this recording ({str(err)[:100]}); "
                         "check the file and --n-mels / --hop-ms") from None
     return frames.T.astype(np.float64)  # (L, F)
+
+
+def per_sequence(frames: np.ndarray, settings: FeatureSettings) -> np.ndarray:
+    """``--cmvn`` and ``--deltas`` on one sequence's frames (L, F).
+
+    Mean and variance normalisation per sequence takes out what a voice or a channel
+    adds to every frame alike (a louder recording, another vocal tract's spectral
+    tilt); a feature that does not vary in the sequence is only centred. Deltas
+    (numpy's central differences) give the model the frames' slopes directly.
+    """
+    if settings.cmvn:
+        spread = frames.std(axis=0)
+        frames = (frames - frames.mean(axis=0)) / np.where(spread > 1e-8 * (1 + np.abs(frames).max(axis=0)), spread, 1.0)
+    if settings.deltas:
+        frames = np.concatenate([frames, np.gradient(frames, axis=0)], axis=1)
+    return frames
 
 
 def read_array(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -311,6 +334,7 @@ def load_audio(data: str | Path, labels: str | Path | None = None, settings: Fea
         if label_of is not None:
             sequence_labels.append(label_of[str(path.resolve())])
     _check_frames(names, frames)
+    frames = [per_sequence(f, settings) for f in frames]  # one call per sequence, vectorised over its frames
     if sequence_labels and len(sequence_labels) != len(frames):
         raise BpttError(f"{data}: some sequences have labels and some do not; label all of them or none")
     if frame_labels and (sequence_labels or len(frame_labels) != len(frames)):

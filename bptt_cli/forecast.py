@@ -15,16 +15,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import pandas as pd
 import torch
 
 from bptt_cli.errors import BpttError
+from bptt_cli.losses import OutputHead, level_name, pinball
 from bptt_cli.memory import require_rollout_fits
 from bptt_cli.models import RecurrentModel, State
-from bptt_cli.series import Normaliser
+from bptt_cli.series import Normaliser, calendar_names, calendar_values, stored_calendar
 
 DEFAULT_HORIZON = 24
+SAMPLED_PATHS = 200  # paths per origin behind a gaussian model's intervals beyond one step
+ROLLOUT_BATCH = 8192  # rows rolled out at once when sampling paths: bounds the state's memory
 PLOT_HORIZONS = 3  # a forecast picture shows this many horizons of context before the forecast
 PLOT_TARGETS = 6  # panels at most: audio frames have dozens of features, a picture shows the first few
 
@@ -58,23 +63,65 @@ def rollout(
     known: torch.Tensor | None,
     feed: list[tuple[int, int]],
     horizon: int,
+    head: OutputHead = OutputHead(),
+    choose=None,
 ) -> torch.Tensor:
-    """Predictions (N, H, O) from N states, starting by reading ``first`` (N, F).
+    """The model's outputs (N, H, K*O) from N states, starting by reading ``first`` (N, F).
 
     ``known`` (N, H - 1, F) holds the inputs of the following steps; for each
-    (target, feature) pair in ``feed`` the model's prediction replaces that
-    feature, so targets are the model's own and other features are given.
+    (target, feature) pair in ``feed`` the model's point forecast (the mean or
+    the median of a probabilistic ``head``; or what ``choose`` makes of the
+    outputs, e.g. a draw) replaces that feature, so targets are the model's own
+    and other features are given.
     """
+    choose = choose or head.point
     x, predictions = first, []
     for k in range(horizon):  # one recurrent step per lead time, over every origin at once
         out, state = model.recur(x.unsqueeze(0), state)  # (1, N, hidden)
-        step = model.decode(out[0])  # (N, O)
+        step = model.decode(out[0])  # (N, K*O)
         predictions.append(step)
         if k + 1 < horizon:
             x = known[:, k].clone()
+            point = choose(step)
             for target, feature in feed:
-                x[:, feature] = step[:, target]
+                x[:, feature] = point[:, target]
     return torch.stack(predictions, dim=1)
+
+
+@torch.no_grad()
+def sampled_bands(model: RecurrentModel, state: State, first: torch.Tensor, known: torch.Tensor | None,
+                  feed: list[tuple[int, int]], horizon: int, head: OutputHead, paths: int = SAMPLED_PATHS,
+                  seed: int = 0) -> torch.Tensor:
+    """A gaussian model's forecast at each level (N, H, L, O), normalised, from ``paths`` sampled paths per origin.
+
+    Each path feeds back a draw from the predicted normal instead of the mean, so the errors of the early
+    leads carry into the later ones; the predicted scale alone is the one-step scale at every lead, and its
+    intervals cover far less than their nominal share after a few steps. Lead 1 keeps the exact quantiles.
+    Origins go in chunks, so memory stays that of ``ROLLOUT_BATCH`` rows.
+    """
+    generator = torch.Generator(device=first.device).manual_seed(seed)
+    found = []
+    for begin in range(0, first.shape[0], max(1, ROLLOUT_BATCH // paths)):
+        end = min(first.shape[0], begin + max(1, ROLLOUT_BATCH // paths))
+        repeated = [s[:, begin:end].repeat_interleave(paths, dim=1) for s in state]
+        draws = []
+
+        def draw(step: torch.Tensor) -> torch.Tensor:
+            value = head.point(step) + head.scale(step) * torch.randn(
+                step.shape[0], step.shape[1] // 2, generator=generator, device=step.device, dtype=step.dtype)
+            draws.append(value)
+            return value
+
+        outputs = rollout(model, tuple(repeated), first[begin:end].repeat_interleave(paths, 0),
+                          None if known is None else known[begin:end].repeat_interleave(paths, 0), feed, horizon,
+                          head, draw)
+        draw(outputs[:, -1])  # the last lead is drawn too, though nothing reads it
+        samples = torch.stack(draws, dim=1).unflatten(0, (end - begin, paths))  # (n, S, H, O)
+        levels = torch.tensor(head.levels, dtype=samples.dtype, device=samples.device)
+        bands = torch.quantile(samples, levels, dim=1).permute(1, 2, 0, 3)  # (n, H, L, O)
+        bands[:, 0] = head.bands(outputs.unflatten(0, (end - begin, paths))[:, 0, 0])  # the same at every path
+        found.append(bands)
+    return torch.cat(found)
 
 
 def seasonal_fill(history: np.ndarray, horizon: int, season: int | None) -> np.ndarray:
@@ -84,6 +131,16 @@ def seasonal_fill(history: np.ndarray, horizon: int, season: int | None) -> np.n
         back = season * np.ceil(lead / season).astype(int) - lead  # steps back from the last row
         return history[len(history) - 1 - back]
     return np.repeat(history[-1:], horizon, axis=0)
+
+
+def future_inputs(history: np.ndarray, horizon: int, season: int | None, columns: list[str], calendar: list[str],
+                  times) -> np.ndarray:
+    """The input rows (H - 1, C) read after ``history`` (L, C), in original units: the same step one season
+    earlier (or the last value), but the calendar columns computed from the future ``times`` (H,)."""
+    rows = seasonal_fill(history, horizon, season)[: horizon - 1].copy()
+    if calendar:
+        rows[:, [columns.index(n) for n in calendar_names(calendar)]] = calendar_values(times[: horizon - 1], calendar)
+    return rows
 
 
 def baselines(truth: np.ndarray, origins: np.ndarray, horizon: int, season: int | None) -> dict[str, np.ndarray]:
@@ -97,13 +154,45 @@ def baselines(truth: np.ndarray, origins: np.ndarray, horizon: int, season: int 
     return found
 
 
-def origins_for(length: int, horizon: int, season: int | None, start: int = 0) -> np.ndarray:
+@dataclass(frozen=True)
+class OriginPlan:
+    """Where rolling forecasts start: ``count`` evenly spaced origins (--origins N), one every ``every``
+    steps (--every K), or by default one every horizon, so each point is forecast once."""
+
+    count: int | None = None
+    every: int | None = None
+
+    def __post_init__(self):
+        if self.count is not None and self.every is not None:
+            raise BpttError(f"--origins {self.count} and --every {self.every} both pick the origins; give one of them")
+        for option, value in (("--origins", self.count), ("--every", self.every)):
+            if value is not None and value < 1:
+                raise BpttError(f"{option} must be at least 1, got {value}")
+
+
+def check_backtest(stored: dict, forecasts: Path | None, plan: OriginPlan) -> None:
+    """--forecasts, --origins and --every are for forecasting models: refuse them for any other, before work."""
+    given = [name for name, value in (("--forecasts", forecasts), ("--origins", plan.count), ("--every", plan.every))
+             if value is not None]
+    if given and stored.get("task") != "forecast":
+        what = stored.get("task") or "text"
+        raise BpttError(f"{' and '.join(given)}: for forecasting models; this one is a {what} model")
+
+
+def origins_for(length: int, horizon: int, season: int | None, start: int = 0,
+                plan: OriginPlan = OriginPlan()) -> np.ndarray:
     """Forecast origins from which every baseline exists and the whole horizon is inside the data.
 
-    Origins are ``horizon`` apart, so each point is forecast once per horizon.
+    By default origins are ``horizon`` apart, so each point is forecast once per horizon.
     """
     first = max(start, (season - 1) if season else 0)
-    return np.arange(first, length - horizon, horizon, dtype=np.int64)
+    if plan.count is None:
+        return np.arange(first, length - horizon, plan.every or horizon, dtype=np.int64)
+    last = length - horizon - 1
+    if last - first + 1 < plan.count:
+        raise BpttError(f"--origins {plan.count}: only {max(0, last - first + 1)} origin(s) fit in a series of "
+                        f"{length} rows at --horizon {horizon}; give fewer --origins or more rows")
+    return np.linspace(first, last, plan.count).round().astype(np.int64)
 
 
 def errors(truth: np.ndarray, forecast: np.ndarray, scale: np.ndarray, seasonal_scale: np.ndarray | None = None) -> dict:
@@ -156,61 +245,200 @@ def classification(truth: np.ndarray, predicted: np.ndarray, classes: list[str])
 # ---------------------------------------------------------------- scoring a model's forecasts
 
 
+@dataclass
+class Scored:
+    """Every forecast scored at one horizon, in original units: what the tables and a backtest file hold."""
+
+    truth: np.ndarray  # (N, H, O) what happened after each of N origins
+    point: np.ndarray  # (N, H, O) the model's point forecast
+    baselines: dict[str, np.ndarray]  # name -> (N, H, O)
+    sequence: np.ndarray  # (N,) the sequence of each origin
+    origin: np.ndarray  # (N,) the origin: the last row read before the forecast
+    bands: np.ndarray | None = None  # (N, H, L, O) the model's forecast at each level of a probabilistic head
+    sigma: np.ndarray | None = None  # (N, H, O) a gaussian head's standard deviation
+    baseline_bands: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (N, H, L, O)
+    names: list[str] = field(default_factory=list)  # of the sequences
+    times: list[np.ndarray] | None = None  # of the sequences' rows, when the data has times
+
+
 def evaluate_forecasts(model: RecurrentModel, seq, norm: Normaliser, starts: list[int], horizon: int,
-                       season: int | None, stored: dict, data: Path, device) -> dict:
-    """Errors of the model and the baselines at one step and at ``horizon`` steps, on the same points."""
+                       season: int | None, stored: dict, data: Path, device, plan: OriginPlan = OriginPlan()) -> dict:
+    """Errors of the model and the baselines at one step and at ``horizon`` steps, on the same points; with a
+    probabilistic model, also pinball loss (CRPS for a gaussian) and the coverage of every interval."""
     scale = np.asarray(stored["mase_scale"])
     # the seasonal scale was measured at the model's season: another --season has none
     seasonal = stored.get("mase_seasonal_scale") if season == stored.get("season") else None
     seasonal = None if seasonal is None else np.asarray(seasonal)
+    head = OutputHead.stored(stored, None)
+    offsets, notes = (baseline_offsets(seq, starts, horizon, season, head.levels) if head.probabilistic
+                      else ({}, []))
     out: dict = {}
     for h in sorted({1, horizon}):
-        truth, predicted, base, last = _forecasts(model, seq, norm, starts, h, season, device)
-        if len(truth) == 0:
+        scored = _forecasts(model, seq, norm, starts, h, season, device, head,
+                            plan if h == horizon else OriginPlan(), {k: v[:h] for k, v in offsets.items()})
+        if len(scored.truth) == 0:
             raise BpttError(f"{data}: too short to score a {h}-step forecast"
                             + (f" after a season of {season}" if season else "") + "; give more rows or a smaller --horizon")
-        out[str(h)] = {"model": errors(truth, predicted, scale, seasonal)}
-        for name, values in base.items():
-            out[str(h)][name] = errors(truth, values, scale, seasonal)
-        out[str(h)]["points"] = int(truth.shape[0] * truth.shape[1])
-    i, origin = last  # the last window scored at the longest horizon: what --plot draws
+        out[str(h)] = {name: errors(scored.truth, values, scale, seasonal)
+                       | interval_scores(scored.truth, bands, head, sigma)
+                       for name, values, bands, sigma in _forecasters(scored)}
+        out[str(h)]["points"] = int(scored.truth.shape[0] * scored.truth.shape[1])
+    return {"task": "forecast", "horizons": out, "targets": stored["target_names"], "points": out["1"]["points"],
+            "season": season, "notes": notes, "levels": list(head.levels), "intervals": interval_names(head),
+            "plot": _last_picture(seq, scored, horizon, head), "backtest": scored}
+
+
+def _forecasters(scored: Scored):
+    """(name, point forecasts, bands, gaussian sigma) of the model, then of each baseline."""
+    yield "model", scored.point, scored.bands, scored.sigma
+    for name, values in scored.baselines.items():
+        yield name, values, scored.baseline_bands.get(name), None
+
+
+def _last_picture(seq, scored: Scored, horizon: int, head: OutputHead) -> dict:
+    """What --plot draws: the last window scored at the longest horizon, with the outermost interval."""
+    i, origin = int(scored.sequence[-1]), int(scored.origin[-1])
     times = seq.times[i] if seq.times else None
     after = slice(origin + 1, origin + 1 + horizon)
+    lines = {"forecast_values": scored.point[-1], "actual_values": scored.truth[-1],
+             "persistence_values": scored.baselines["persistence"][-1]}
+    if scored.bands is not None:
+        lines |= {"band_low": scored.bands[-1][:, 0], "band_high": scored.bands[-1][:, -1]}
     plot = picture(seq, i, seq.values[i][: origin + 1], None if times is None else times[: origin + 1],
-                   None if times is None else times[after], horizon, f"the last {horizon}-step window scored",
-                   forecast_values=predicted[-1], actual_values=truth[-1], persistence_values=base["persistence"][-1])
-    return {"task": "forecast", "horizons": out, "targets": stored["target_names"], "points": out["1"]["points"],
-            "season": season, "plot": plot}
+                   None if times is None else times[after], horizon, f"the last {horizon}-step window scored", **lines)
+    return plot | band_label(head)
 
 
-def _forecasts(model, seq, norm: Normaliser, starts: list[int], horizon: int, season: int | None, device):
-    """Truth, model and baseline forecasts (N, H, O) in original units, from every origin of every sequence,
-    and (sequence, origin) of the last one."""
+def band_label(head: OutputHead) -> dict:
+    """The legend entry of a picture's band, when the head has one."""
+    if not head.intervals:
+        return {}
+    low, high, nominal = head.intervals[0]
+    return {"band_label": f"{nominal:.0%} interval ({level_name(head.levels[low])}-{level_name(head.levels[high])})"}
+
+
+def interval_names(head: OutputHead) -> list[dict]:
+    """Each interval a head forecasts: its levels and nominal coverage."""
+    return [{"low": head.levels[lo], "high": head.levels[hi], "nominal": round(nominal, 10)}
+            for lo, hi, nominal in head.intervals]
+
+
+def interval_scores(truth: np.ndarray, bands: np.ndarray | None, head: OutputHead,
+                    sigma: np.ndarray | None = None) -> dict:
+    """Pinball loss (mean over points, levels and targets), the share of points inside each interval (overall
+    and at each lead: a rollout's later leads may be covered less), and for a gaussian forecast its CRPS;
+    nothing for a point forecast."""
+    if bands is None:
+        return {}
+    levels = np.asarray(head.levels)[:, None]
+    found = {"pinball": float(pinball(bands, truth[..., None, :], levels).mean())}
+    if sigma is not None:
+        found["crps"] = float(gaussian_crps(truth, bands[..., len(head.levels) // 2, :], sigma).mean())
+    inside = [(bands[..., lo, :] <= truth) & (truth <= bands[..., hi, :]) for lo, hi, _ in head.intervals]
+    found["coverage"] = [float(x.mean()) for x in inside]
+    found["coverage_by_lead"] = [x.mean(axis=(0, 2)).tolist() for x in inside]  # per interval, leads 1..H
+    return found
+
+
+def gaussian_crps(actual: np.ndarray, mean: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """The continuous ranked probability score of N(mean, sigma) at ``actual``, in the data's units."""
+    z = (actual - mean) / sigma
+    cdf = torch.special.ndtr(torch.from_numpy(z)).numpy()
+    pdf = np.exp(-0.5 * z**2) / np.sqrt(2 * np.pi)
+    return sigma * (z * (2 * cdf - 1) + 2 * pdf - 1 / np.sqrt(np.pi))
+
+
+def baseline_offsets(seq, starts: list[int], horizon: int, season: int | None,
+                     levels: tuple[float, ...]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Each baseline's empirical interval: the quantiles at ``levels`` of its in-sample errors at every lead
+    (H, L, O), measured on the rows before scoring starts (the training part); a note when there are none."""
+    history = [v[:s, seq.targets] for v, s in zip(seq.values, starts)]
+    notes = []
+    if not any(len(h) > _lag(horizon, season) for h in history):
+        history = [v[:, seq.targets] for v in seq.values]
+        notes.append("the baselines' intervals come from their errors on DATA itself (it has no training part "
+                     "before the scored rows): optimistic")
+    lags = {"persistence": list(range(1, horizon + 1))}
+    if season:
+        lags["seasonal_naive"] = [_lag(lead, season) for lead in range(1, horizon + 1)]
+    found = {}
+    for name, per_lead in lags.items():
+        rows = []
+        for lag in per_lead:
+            residuals = [h[lag:] - h[:-lag] for h in history if len(h) > lag]
+            if not residuals:
+                return {}, [f"too few rows before the scored part to measure the baselines' {horizon}-step errors"]
+            rows.append(np.quantile(np.concatenate(residuals), levels, axis=0))  # (L, O)
+        found[name] = np.stack(rows)
+    return found, notes
+
+
+def _lag(lead: int, season: int | None) -> int:
+    """How far back from the forecast point a baseline's value lies: the lead itself for persistence, the
+    whole seasons covering it for seasonal naive."""
+    return season * int(np.ceil(lead / season)) if season else lead
+
+
+def _forecasts(model, seq, norm: Normaliser, starts: list[int], horizon: int, season: int | None, device,
+               head: OutputHead, plan: OriginPlan, offsets: dict[str, np.ndarray]) -> Scored:
+    """Truth, model and baseline forecasts (N, H, O) in original units, from every origin of every sequence."""
     feed = feedback(seq.features, seq.targets)
-    truths, predictions, bases, last = [], [], {}, None
+    lead = np.arange(1, horizon + 1)
+    parts: dict[str, list] = {}
     for i, values in enumerate(seq.values):  # one iteration per series
-        origins = origins_for(len(values), horizon, season, max(0, starts[i] - 1))
+        origins = origins_for(len(values), horizon, season, max(0, starts[i] - 1), plan)
         if len(origins) == 0:
             continue
-        x = torch.from_numpy(seq.frames(norm, i)).to(device)  # (L, F)
-        lead = np.arange(1, horizon + 1)
-        if horizon == 1:  # one pass gives every one-step forecast
-            out, _ = model.recur(x.unsqueeze(1), model.init_state(1, device))
-            predicted = model.decode(out[:, 0])[origins].unsqueeze(1)
-        else:
-            state = states_at(model, x, origins, device)
-            known = x[origins[:, None] + lead[None, :-1]]  # (N, H-1, F): the real inputs after the origin
-            predicted = rollout(model, state, x[origins], known, feed, horizon)
-        predictions.append(norm.invert(predicted.detach().cpu().double().numpy(), seq.targets))
+        outputs, bands = _model_outputs(model, torch.from_numpy(seq.frames(norm, i)).to(device), origins, horizon,
+                                        feed, head, device)
+        outputs = outputs.double().cpu()
         target_values = values[:, seq.targets]
-        truths.append(target_values[origins[:, None] + lead[None, :]])
+        found = {"truth": target_values[origins[:, None] + lead[None, :]],
+                 "point": norm.invert(head.point(outputs).numpy(), seq.targets),
+                 "sequence": np.full(len(origins), i), "origin": origins}
+        if bands is not None:
+            found["bands"] = norm.invert(bands.double().cpu().numpy(), seq.targets)
+        if head.loss == "gaussian" and horizon == 1:  # CRPS of the predicted normal: exact at one step only
+            found["sigma"] = head.scale(outputs).numpy() * norm.std[seq.targets]
         for name, forecast_values in baselines(target_values, origins, horizon, season).items():
-            bases.setdefault(name, []).append(forecast_values)
-        last = (i, int(origins[-1]))
-    if not truths:
-        return np.zeros((0, horizon, len(seq.targets))), None, {}, None
-    return (np.concatenate(truths), np.concatenate(predictions),
-            {name: np.concatenate(parts) for name, parts in bases.items()}, last)
+            found[name] = forecast_values
+            if name in offsets:
+                found[f"{name} bands"] = forecast_values[:, :, None, :] + offsets[name][None]
+        for key, value in found.items():
+            parts.setdefault(key, []).append(value)
+    if not parts:
+        empty = np.zeros((0, horizon, len(seq.targets)))
+        return Scored(empty, empty, {}, np.zeros(0, np.int64), np.zeros(0, np.int64), names=seq.names)
+    joined = {key: np.concatenate(value) for key, value in parts.items()}
+    names = [n for n in ("persistence", "seasonal_naive") if n in joined]
+    return Scored(joined["truth"], joined["point"], {n: joined[n] for n in names}, joined["sequence"],
+                  joined["origin"], joined.get("bands"), joined.get("sigma"),
+                  {n: joined[f"{n} bands"] for n in names if f"{n} bands" in joined}, seq.names, seq.times)
+
+
+@torch.no_grad()
+def _model_outputs(model, x: torch.Tensor, origins: np.ndarray, horizon: int, feed, head: OutputHead,
+                   device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The model's outputs (N, H, K*O) from each origin of one normalised series x (L, F), and its
+    forecast at each level (N, H, L, O) for a probabilistic head."""
+    if horizon == 1:  # one pass gives every one-step forecast
+        out, _ = model.recur(x.unsqueeze(1), model.init_state(1, device))
+        outputs = model.decode(out[:, 0])[origins].unsqueeze(1)
+        return outputs, head.bands(outputs) if head.probabilistic else None
+    lead = np.arange(1, horizon + 1)
+    state = states_at(model, x, origins, device)
+    known = x[origins[:, None] + lead[None, :-1]]  # (N, H-1, F): the real inputs after the origin
+    outputs = rollout(model, state, x[origins], known, feed, horizon, head)
+    return outputs, rollout_bands(model, state, x[origins], known, feed, horizon, head, outputs)
+
+
+def rollout_bands(model, state, first, known, feed, horizon: int, head: OutputHead,
+                  outputs: torch.Tensor) -> torch.Tensor | None:
+    """The levels of a rolled-out forecast: sampled paths for a gaussian head, the levels the model
+    gives at each lead for a quantile head (fed its medians), None for a point forecast."""
+    if head.loss == "gaussian":
+        return sampled_bands(model, state, first, known, feed, horizon, head)
+    return head.bands(outputs) if head.probabilistic else None
 
 
 def feedback(features: list[int], targets: list[int]) -> list[tuple[int, int]]:
@@ -248,8 +476,9 @@ def picture(seq, i: int, history: np.ndarray, times, future_times, horizon: int,
 def generate_forecast(file, device, context=None, horizon: int | None = None) -> dict:
     """H future steps after the ``context`` sequences (or after the training data), in original units.
 
-    Inputs that are not targets are unknown in the future: they are taken from
-    one season earlier (or held at their last value), and a note says so.
+    Calendar inputs are computed at the future times. Other inputs that are not
+    targets are unknown in the future: they are taken from one season earlier (or
+    held at their last value), and a note says so.
     """
     from types import SimpleNamespace
 
@@ -260,7 +489,8 @@ def generate_forecast(file, device, context=None, horizon: int | None = None) ->
         raise BpttError(f"--horizon must be at least 1, got {horizon}")
     norm = Normaliser.from_dict(stored["norm"])
     model = file.model.to(device).eval()
-    features, targets = stored["features"], stored["targets"]
+    features, targets, columns = stored["features"], stored["targets"], stored["columns"]
+    calendar = stored_calendar(stored)
     if context is not None:
         names, histories = context.names, context.values
         last_time = [str(pd.Timestamp(t[-1])) for t in context.times] if context.times else None
@@ -275,27 +505,39 @@ def generate_forecast(file, device, context=None, horizon: int | None = None) ->
         freq = stored.get("freq")
         state = tuple(s.to(device) for s in tail["state"])
     require_rollout_fits(model.config, horizon, len(names))
-    notes = []
-    others = [f for f in features if f not in targets]
-    if others and horizon > 1:
-        how = f"their values one season ({season} steps) earlier" if season else "their last values"
-        notes.append(f"inputs {', '.join(stored['columns'][f] for f in others)} are not forecast: the future uses {how}")
-    first = np.concatenate([norm.apply(h[-1:])[:, features] for h in histories])
-    known = np.concatenate([norm.apply(seasonal_fill(h, horizon, season)[: horizon - 1])[None, :, features]
-                            for h in histories])  # (G, H-1, F) assumed future inputs
-    predicted = rollout(model, state, torch.from_numpy(first).to(device), torch.from_numpy(known).to(device),
-                        feedback(features, targets), horizon)  # (G, H, O)
-    values = norm.invert(predicted.cpu().double().numpy(), targets)
-    times, past = None, None
+    times = None
     if last_time and freq:
         step = pd.tseries.frequencies.to_offset(freq)
         times = [pd.date_range(pd.Timestamp(t), periods=horizon + 1, freq=step)[1:] for t in last_time]
+    elif calendar:
+        raise BpttError("this model reads calendar inputs, but the data has no regular time step to continue "
+                        "its times with; give --context rows at a regular step")
+    notes = []
+    computed = set(calendar_names(calendar))
+    others = [f for f in features if f not in targets and columns[f] not in computed]
+    if others and horizon > 1:
+        how = f"their values one season ({season} steps) earlier" if season else "their last values"
+        notes.append(f"inputs {', '.join(columns[f] for f in others)} are not forecast: the future uses {how}")
+    first = np.concatenate([norm.apply(h[-1:])[:, features] for h in histories])
+    known = np.concatenate([norm.apply(future_inputs(h, horizon, season, columns, calendar,
+                                                     None if times is None else times[i]))[None, :, features]
+                            for i, h in enumerate(histories)])  # (G, H-1, F) the future inputs
+    head = OutputHead.stored(stored, file.config)
+    first, known, feed = torch.from_numpy(first).to(device), torch.from_numpy(known).to(device), feedback(features, targets)
+    outputs = rollout(model, state, first, known, feed, horizon, head)  # (G, H, K*O)
+    values = norm.invert(head.point(outputs).cpu().double().numpy(), targets)  # (G, H, O)
+    bands = rollout_bands(model, state, first, known, feed, horizon, head, outputs)  # (G, H, L, O)
+    bands = None if bands is None else norm.invert(bands.cpu().double().numpy(), targets)
+    past = None
+    if times is not None:
         past = (context.times[-1] if context is not None
                 else pd.date_range(end=pd.Timestamp(last_time[-1]), periods=len(histories[-1]), freq=step))
-    shown = SimpleNamespace(targets=targets, columns=stored["columns"], names=names,
+    shown = SimpleNamespace(targets=targets, columns=columns, names=names,
                             group_column=stored.get("group_column"))
+    band = {} if bands is None else {"band_low": bands[-1][:, 0], "band_high": bands[-1][:, -1]}
     plot = picture(shown, len(names) - 1, histories[-1], past, None if times is None else times[-1], horizon,
-                   f"{horizon}-step forecast", forecast_values=values[-1])
+                   f"{horizon}-step forecast", forecast_values=values[-1], **band) | band_label(head)
     return {"kind": stored["kind"], "names": names, "values": values, "times": times, "notes": notes,
+            "bands": bands, "levels": list(head.levels),
             "targets": stored["target_names"], "time_column": stored.get("time_column"),
             "group_column": stored.get("group_column"), "horizon": horizon, "plot": plot}

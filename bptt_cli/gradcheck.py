@@ -678,6 +678,16 @@ def _sample_cost(sample: Problem, passes: int, started: float) -> dict:
 # ---------------------------------------------------------------- all four
 
 
+def _through_time(model: RecurrentModel, problem: Problem, settings: Settings) -> dict:
+    """Checks 3 and 4, or why a bidirectional model skips them: a backward direction reads each sequence from
+    its end, so neither a step-by-step state Jacobian nor a truncation window means anything for it."""
+    if model.config.bidirectional:
+        why = ("a bidirectional model reads each sequence from its end too: it trains on whole sequences "
+               "(--window 0), so there is no step-to-step state to follow and no window to choose")
+        return {"flow": {"skipped": why}, "truncation": {"skipped": why}}
+    return {"flow": check_flow(model, problem, settings), "truncation": check_truncation(model, problem, settings)}
+
+
 def run_gradcheck(
     model: RecurrentModel,
     problem: Problem,
@@ -696,8 +706,7 @@ def run_gradcheck(
     results = {
         "finite_difference": check_finite_differences(model, problem, settings),
         "forward_mode": check_forward_mode(model, problem, settings),
-        "flow": check_flow(model, problem, settings),
-        "truncation": check_truncation(model, problem, settings),
+        **_through_time(model, problem, settings),
     }
     verdicts = [results["finite_difference"]["passed"], results["forward_mode"]["passed"]]
     config = model.config
@@ -710,6 +719,7 @@ def run_gradcheck(
             "embed": config.embed,
             "vocab": config.input_size,
             "parameters": sum(p.numel() for p in _named_params(model).values()),
+            "bidirectional": config.bidirectional,
         },
         "data": {"source": problem.source, "steps": problem.steps},
         "dtype": "float64",

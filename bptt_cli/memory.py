@@ -29,15 +29,20 @@ TARGET_VALUES = 2  # the loss keeps the int64 targets: two float32 values' worth
 MEMINFO = Path("/proc/meminfo")
 
 
+def _directions(config: ModelConfig) -> int:
+    return 2 if getattr(config, "bidirectional", False) else 1  # --print-config's shape lacks the field
+
+
 def parameter_count(config: ModelConfig) -> int:
     """The model's parameters, from its configuration alone (tied weights counted once)."""
     spec = cell_spec(config.cell)
     width = config.embed if config.tokens else config.input_size
     count = config.input_size * config.embed if config.tokens else 0
+    directions = _directions(config)
     for layer in range(config.layers):
-        inputs = width if layer == 0 else config.hidden
-        count += spec.gates * config.hidden * (inputs + config.hidden + 2)  # W_ih, W_hh and two biases
-    count += config.output_size * (config.hidden + 1)
+        inputs = width if layer == 0 else config.hidden * directions
+        count += directions * spec.gates * config.hidden * (inputs + config.hidden + 2)  # W_ih, W_hh, two biases
+    count += config.output_size * (config.hidden * directions + 1)
     if config.tie_weights:
         count -= config.output_size * config.hidden
     return count
@@ -51,7 +56,8 @@ def activation_values_per_step(config: ModelConfig) -> float:
     between the layers and before the decoder.
     """
     width = config.embed if config.tokens else config.input_size
-    values = width + config.layers * cell_spec(config.cell).memory_factor * config.hidden + config.output_size
+    values = (width + config.layers * _directions(config) * cell_spec(config.cell).memory_factor * config.hidden
+              + config.output_size)
     values += TARGET_VALUES
     if config.dropout > 0:  # a mask value per unit at the input and each layer's output (the LSTM's
         # layer-by-layer path also keeps each layer's input: 2 per unit, GRU and RNN 1; 1.5 is within 15 % of both)

@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bptt_cli.choices import MISSING
+from bptt_cli import distributed
+from bptt_cli.choices import CALENDAR_PARTS, MISSING
 from bptt_cli.errors import BpttError
 from bptt_cli.input_paths import check_input
 from bptt_cli.losses import IGNORE_LABEL
@@ -34,6 +35,8 @@ THOUSANDS = r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?"  # 1,234 or -12,345.5: digits group
 # Seasons that follow from a regular time step: one day of sub-daily data, a week of days, a year of months.
 SEASONS = {pd.Timedelta("15min"): 96, pd.Timedelta("30min"): 48, pd.Timedelta("1h"): 24, pd.Timedelta("1D"): 7,
            pd.Timedelta("7D"): 52}
+# The cycle of each calendar input (choices.CALENDAR_PARTS): hour of the day, day of the week, day of the year.
+CALENDAR_PERIODS = {"hour": pd.Timedelta("1D"), "week": pd.Timedelta("7D"), "year": pd.Timedelta("365.25D")}
 
 
 @dataclass
@@ -46,6 +49,9 @@ class SeriesSpec:
     time_column: str | None = None  # None: detected when exactly one column parses as dates
     group_column: str | None = None  # one series per value
     missing: str = "error"
+    # auto | none | parts of choices.CALENDAR_PARTS ("hour,week"); a trained model stores the parts it reads
+    # (older model files have none)
+    calendar: str = "none"
 
 
 @dataclass
@@ -64,6 +70,7 @@ class SeriesData:
     group_column: str | None
     freq: str | None  # the regular time step as a pandas offset string
     notes: list[str]
+    calendar: list[str] = field(default_factory=list)  # calendar parts, whose columns end ``columns``
 
 
 def _fail(path: Path, message: str) -> BpttError:
@@ -251,6 +258,76 @@ def season_of(freq: str | None) -> int | None:
         return None
 
 
+# ---------------------------------------------------------------- calendar inputs
+
+
+def calendar_names(parts: list[str]) -> list[str]:
+    """The input columns of calendar parts: a sine and a cosine each (``hour_sin``, ``hour_cos``, ...)."""
+    return [f"{part}_{wave}" for part in parts for wave in ("sin", "cos")]
+
+
+def calendar_values(times, parts: list[str]) -> np.ndarray:
+    """The calendar inputs (N, 2 * parts) at ``times``: where each time falls in its day, week and year,
+    as the sine and cosine of that phase, so the last moment of a cycle sits next to its first.
+
+    Local wall-clock time for times with a zone; the year's phase counts 366 days in leap years.
+    """
+    stamps = pd.DatetimeIndex(times)
+    seconds = (stamps.hour * 3600 + stamps.minute * 60 + stamps.second + stamps.microsecond / 1e6).to_numpy(np.float64)
+    day = seconds / 86400.0  # (N,) fraction of the day gone
+    phases = {"hour": day,
+              "week": (stamps.day_of_week.to_numpy(np.float64) + day) / 7.0,
+              "year": (stamps.day_of_year.to_numpy(np.float64) - 1 + day) / (365.0 + stamps.is_leap_year)}
+    angles = np.stack([2 * np.pi * phases[part] for part in parts], axis=1)  # (N, parts)
+    return np.stack([np.sin(angles), np.cos(angles)], axis=2).reshape(len(stamps), 2 * len(parts))
+
+
+def parse_calendar(text: str) -> list[str] | None:
+    """The parts ``--calendar`` names, [] for none, None for auto; an unknown part is refused."""
+    words = [w.strip().lower() for w in str(text).split(",") if w.strip()]
+    if words in (["auto"], []):
+        return None if words else []
+    if words == ["none"]:
+        return []
+    unknown = [w for w in words if w not in CALENDAR_PARTS]
+    if unknown:
+        raise BpttError(f"--calendar: unknown part {unknown[0]!r}; give auto, none, or some of "
+                        f"{', '.join(CALENDAR_PARTS)} separated by commas (e.g. hour,week)")
+    return [p for p in CALENDAR_PARTS if p in words]
+
+
+def stored_calendar(stored: dict) -> list[str]:
+    """The calendar parts a model file's data description reads (none in files from before them)."""
+    return parse_calendar((stored.get("settings") or {}).get("calendar", "none")) or []
+
+
+def choose_calendar(text: str, freq: str | None, span: pd.Timedelta | None, time_column: str | None,
+                    path: Path) -> list[str]:
+    """The calendar parts a training run reads, from ``--calendar`` and the data's time step and span.
+
+    ``auto`` takes each part whose cycle is longer than the time step and at most half the longest
+    series' span (a cycle seen at least twice): half-hourly data of one year gets hour and week, daily
+    data of three years week and year. Named parts are checked against the step.
+    """
+    parts = parse_calendar(text)
+    if not time_column:
+        if parts:
+            raise _fail(path, f"--calendar {text}: the data has no time column to read a calendar from; "
+                              "name one with --time-column, or drop --calendar")
+        return []
+    step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq)) if freq else None
+    if parts is None:
+        if step is None or span is None:
+            return []
+        return [p for p in CALENDAR_PARTS if step < CALENDAR_PERIODS[p] and span >= 2 * CALENDAR_PERIODS[p]]
+    for part in parts:
+        if step is None or step >= CALENDAR_PERIODS[part]:
+            every = f"the time step is {step}" if step is not None else "the data has no regular time step"
+            raise _fail(path, f"--calendar {part}: {every}, so the {part}'s phase does not vary from row to row; "
+                              "leave it out, or use --calendar auto")
+    return parts
+
+
 def _choose_columns(frame: pd.DataFrame, spec: SeriesSpec, exclude: set[str], need: list[str] | None,
                     path: Path) -> tuple[list[str], list[str], list[str]]:
     """Features, targets and the numeric columns they use, checked against the file's columns."""
@@ -370,7 +447,7 @@ def load_series(path: str | Path, spec: SeriesSpec, classes: list[str] | None = 
     codes = codes[order]
     bounds = np.flatnonzero(np.diff(codes)) + 1
     starts = np.concatenate(([0], bounds))
-    values = np.split(frame[columns].to_numpy(dtype=np.float64)[order], bounds)
+    table = frame[columns].to_numpy(dtype=np.float64)[order]  # (rows, C) every series, one after another
     labels = None
     if label_column:
         ids, classes = _label_ids(frame[label_column].astype(str).to_numpy()[order], classes, label_column, path)
@@ -380,8 +457,25 @@ def load_series(path: str | Path, spec: SeriesSpec, classes: list[str] | None = 
         stamps = frame[time_column].to_numpy()[order]
         times = np.split(stamps, bounds)
         freq = _time_notes(stamps, starts, time_column, path, notes)
+    if need is not None:  # a trained model reads the parts it stored
+        calendar = parse_calendar(spec.calendar) or []
+    else:
+        calendar = choose_calendar(spec.calendar, freq, _longest_span(times) if times else None, time_column, path)
+    if calendar:
+        names = calendar_names(calendar)
+        taken = [n for n in names if n in frame.columns]
+        if taken:
+            raise _fail(path, f"column {taken[0]!r} has the name of a calendar input; rename it, or --calendar none")
+        table = np.concatenate([table, calendar_values(stamps, calendar)], axis=1)
+        columns, features = columns + names, features + names
+    values = np.split(table, bounds)
     return SeriesData(columns, features, targets if spec.task == "forecast" else [label_column], values, labels,
-                      classes, times, [str(u) for u in uniques], time_column, spec.group_column, freq, notes)
+                      classes, times, [str(u) for u in uniques], time_column, spec.group_column, freq, notes, calendar)
+
+
+def _longest_span(times: list[np.ndarray]) -> pd.Timedelta:
+    """The time from the first to the last row of the longest series."""
+    return max(pd.Timestamp(t[-1]) - pd.Timestamp(t[0]) for t in times)
 
 
 # ---------------------------------------------------------------- normalisation
@@ -447,12 +541,15 @@ def split_pieces(lengths: list[int], streams: int, min_length: int) -> list[tupl
     return pieces
 
 
-def pack(inputs: list[np.ndarray], targets: list[np.ndarray], streams: int, align_end: bool = False) -> Streams:
+def pack(inputs: list[np.ndarray], targets: list[np.ndarray], streams: int, align_end: bool = False,
+         mark_padding: bool = False) -> Streams:
     """Pack sequences (L_i, F) with their targets (L_i, ...) into at most ``streams`` streams.
 
     Longest first, each to the emptiest stream; ``align_end`` instead puts one
     sequence per stream, ending at the last step, so the final state of stream
-    b is the state at the end of sequence b.
+    b is the state at the end of sequence b. ``mark_padding`` also resets where a
+    stream's padding begins, so that its last sequence ends there (a bidirectional
+    model reads each sequence backwards from its end).
     """
     lengths = np.array([len(x) for x in inputs], dtype=np.int64)
     if align_end:
@@ -484,8 +581,47 @@ def pack(inputs: list[np.ndarray], targets: list[np.ndarray], streams: int, alig
     y[t, b] = flat_y
     resets = np.zeros((steps, batch), dtype=bool)
     resets[start_of, stream_of] = True
+    if mark_padding:
+        filled = np.zeros(batch, dtype=np.int64)
+        np.maximum.at(filled, stream_of, start_of + lengths)
+        padded = np.flatnonzero(filled < steps)
+        resets[filled[padded], padded] = True
     where = list(zip(stream_of.tolist(), start_of.tolist(), lengths.tolist()))
     return Streams(torch.from_numpy(x), torch.from_numpy(y), resets, where)
+
+
+@dataclass
+class SequenceBatches:
+    """Whole sequences, ``size`` to an update, in an order drawn anew each epoch from the seed and the epoch.
+
+    What the trainer takes instead of streams when every update is full BPTT over whole labelled
+    sequences: an epoch has ceil(N / size) updates rather than one, and a resumed run draws the same
+    order with no generator state to store. The last batch of an epoch is filled up from its first
+    sequences, so every batch has ``size`` streams (the state's shape never changes).
+    """
+
+    inputs: list[np.ndarray]  # per sequence (L_i, F)
+    targets: list[np.ndarray]  # per sequence (L_i,) labels
+    size: int  # sequences per update (--batch-size), at most the sequences there are
+    seed: int
+    mark_padding: bool = False  # reset where a stream's padding begins (bidirectional models)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.inputs) / self.size)
+
+    @property
+    def longest(self) -> int:
+        return max(len(x) for x in self.inputs)
+
+    def batch(self, epoch: int, index: int) -> Streams:
+        """Update ``index`` of ``epoch``: its sequences one per stream from step 0, padded to the longest."""
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.inputs))
+        chosen = np.concatenate([order, order])[index * self.size : (index + 1) * self.size]
+        streams = pack([self.inputs[i] for i in chosen], [self.targets[i] for i in chosen], self.size,
+                       mark_padding=self.mark_padding)
+        inputs, targets, resets = (distributed.shard_streams(s) for s in (streams.inputs, streams.targets,
+                                                                           streams.resets))
+        return Streams(inputs, targets, resets, [])
 
 
 def check_window(window: int, longest: int, what: str) -> None:

@@ -34,6 +34,7 @@ from bptt_cli.gradcheck import choose_window, training_sample, window_cosine
 from bptt_cli.memory import available_bytes, require_fits, training_estimate, update_flops
 from bptt_cli.models import RecurrentModel, State
 from bptt_cli.schedule import LearningRateSchedule
+from bptt_cli.series import SequenceBatches
 from bptt_cli.streams import Window, plan_windows
 
 
@@ -315,6 +316,7 @@ class _Run:
     already_complete: bool = False  # resumed from the checkpoint of a run that had finished: nothing to do
     last_log: dict = field(default_factory=dict)
     interrupted_best: float = math.inf  # the validation loss at a stop inside an epoch
+    batches: SequenceBatches | None = None  # whole sequences, a batch of them per update, instead of windows
 
 
 class Trainer:
@@ -418,12 +420,15 @@ class Trainer:
 
     def fit(
         self,
-        inputs: torch.Tensor,
-        targets: torch.Tensor,
+        inputs: torch.Tensor | SequenceBatches,
+        targets: torch.Tensor | None,
         resets: np.ndarray | None = None,
         resume: dict | None = None,
     ) -> dict:
         """Train on streams ``inputs``/``targets`` of shape (T, B, ...); returns the run summary.
+
+        ``inputs`` may instead be ``SequenceBatches`` (``targets`` and ``resets`` None): every update is
+        then one batch of whole sequences from zeros, and an epoch has as many updates as batches.
 
         ``resets`` (T, B) marks the steps where a stream begins a new sequence
         (its state is zeroed there, so nothing flows from one sequence into the
@@ -443,12 +448,20 @@ class Trainer:
               resume: dict | None) -> _Run:
         """Check the streams against the options, restore a checkpoint, and tell the reporter the plan."""
         c, model = self.config, self.model
+        batches = inputs if isinstance(inputs, SequenceBatches) else None
+        if batches is not None:  # its first batch stands for the streams until an epoch takes its own
+            first = batches.batch(1, 0)
+            inputs, targets, resets = first.inputs, first.targets, first.resets
         inputs, targets = inputs.to(self.device), targets.to(self.device)
         reset_mask = None
         if resets is not None:
             reset_mask = (torch.as_tensor(resets, dtype=torch.bool, device=self.device), resets.any(axis=1))
-        steps, batch = inputs.shape[0], inputs.shape[1]
+        steps = batches.longest if batches is not None else inputs.shape[0]
+        batch = inputs.shape[1]
         if c.auto_window:
+            if batches is not None:
+                raise BpttError("--window auto chooses a window over streams, and these sequences are trained "
+                                "whole, in batches; give --window 0 or a number of steps")
             self._resolve_window(inputs, targets, reset_mask, batch, resume)
             c = self.config
         if c.window > steps:
@@ -456,13 +469,14 @@ class Trainer:
                 f"--window {c.window} is longer than each of the {batch} streams ({steps} steps); "
                 "use a smaller --window or --batch-size"
             )
-        per_epoch = len(plan_windows(steps, c.window, c.stride))
+        per_epoch = len(batches) if batches is not None else len(plan_windows(steps, c.window, c.stride))
         total_steps = int(min(c.max_steps or math.inf, per_epoch * c.epochs))
         self.schedule = LearningRateSchedule(c.schedule, c.warmup, total_steps)
         self.position, self.timing, self.total_updates = Position(), _Timing(), total_steps
         state = model.init_state(batch, self.device)
         entries = sum(p.numel() for p in self.params) if c.clip_value > 0 else 0
-        run = _Run(inputs, targets, reset_mask, steps, batch, state, _Interval(list(self.groups), self.device, entries))
+        run = _Run(inputs, targets, reset_mask, steps, batch, state, _Interval(list(self.groups), self.device, entries),
+                   batches=batches)
         if resume is not None:
             run.state = self._restore(resume, batch)
             self.timing.before = self.position.seconds
@@ -556,9 +570,10 @@ class Trainer:
             at.epoch_rng = self.rng.bit_generator.state
         else:  # resuming mid-epoch: re-plan the same cut points
             self.rng.bit_generator.state = at.epoch_rng
-        windows = plan_windows(run.steps, c.window, c.stride, c.window_jitter, self.rng)
+        batched = run.batches is not None
+        windows = run.batches if batched else plan_windows(run.steps, c.window, c.stride, c.window_jitter, self.rng)
         for index in range(at.window_index, len(windows)):
-            self._train_window(run, windows[index])
+            self._train_window(run, self._take_batch(run, index) if batched else windows[index])
             run.stop = self._should_stop()
             if distributed.active() and distributed.any_rank(run.stop != "completed"):  # all ranks stop together
                 run.stop = run.stop if run.stop != "completed" else "signal"
@@ -566,6 +581,16 @@ class Trainer:
                 return
             if c.checkpoint_every and at.step % c.checkpoint_every == 0 and at.window_index < len(windows):
                 self._checkpoint(run.state)
+
+    def _take_batch(self, run: _Run, index: int) -> Window:
+        """Batch ``index`` of this epoch's whole sequences into ``run``, from zeros: the window of one update."""
+        streams = run.batches.batch(self.position.epoch, index)
+        resets = torch.as_tensor(streams.resets, device=self.device)
+        run.inputs, run.targets = streams.inputs.to(self.device), streams.targets.to(self.device)
+        run.resets = (resets, streams.resets.any(axis=1))
+        run.state = self.model.init_state(run.batch, self.device)
+        steps = streams.inputs.shape[0]
+        return Window(0, steps, 0, steps)
 
     def _train_window(self, run: _Run, window: Window) -> None:
         """One update over ``window``: learning rate, step, skipped-update bookkeeping, diagnostics."""
@@ -743,6 +768,7 @@ class Trainer:
                 self.save_best({"step": at.step, "epoch": at.epoch, "val_loss": None})
                 return math.inf
             figures = self.validate_fn(self.model)
+            chooses = figures.pop("chooses", True)  # False: too few points to choose on; the latest model is kept
             loss = figures["loss"]
             if not math.isfinite(loss):
                 raise RunFailed(
@@ -753,7 +779,7 @@ class Trainer:
                 self.schedule.observe(loss)
             record = {"step": at.step, "epoch": at.epoch, **{f"val_{k}": v for k, v in figures.items()},
                       "best": loss < at.best, "saved": False}
-            if loss < at.best:  # the callback may add to the record what it kept instead
+            if loss < at.best or not chooses:  # the callback may add to the record what it kept instead
                 record["saved"] = self.save_best(record) is not False
         self.reporter.validation(record)
         return loss

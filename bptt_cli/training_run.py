@@ -71,7 +71,8 @@ def train(kind: DataKind, data: str | Path, output: str | Path, options, setup: 
     return {**result, **prepared.result, **scored, **({"existing_model": existing} if existing else {})}
 
 
-TEST_FIGURES = ("loss", "perplexity", "bits_per_token", "accuracy", "macro_f1", "mae", "rmse", "smape", "mase")
+TEST_FIGURES = ("loss", "perplexity", "bits_per_token", "accuracy", "macro_f1", "mae", "rmse", "smape", "mase",
+                "baselines")
 
 
 def _score_test(output: Path, test: str | Path, options, setup: RunSetup) -> dict:

@@ -30,6 +30,10 @@ class AudioOptions:
     n_mfcc: int = kind_option(13, shape=True)
     hop_ms: float = 10.0
     win_ms: float = 25.0
+    cmvn: bool = False  # per-sequence mean and variance normalisation of the frames
+    deltas: bool = kind_option(False, shape=True)  # frames' slopes appended: twice the inputs
+    trim_db: float | None = None  # WAV: leading and trailing silence cut
+    bidirectional: bool = kind_option(False, shape=True)  # labelled sequences only, with --window 0
 
 
 def is_pattern(data: str | Path) -> bool:
@@ -69,7 +73,8 @@ class AudioKind(SequenceKind, name="audio", what="feature files", holds="feature
             if options.features and not any(p.suffix.lower() == ".wav" for p in list_files(data)):
                 raise BpttError("--features logmel|mfcc is for WAV files; .npy, .npz and .ts files bring their own features")
             settings = FeatureSettings(options.features[0] if options.features else "logmel", options.n_mels,
-                                       options.n_mfcc, options.hop_ms, options.win_ms)
+                                       options.n_mfcc, options.hop_ms, options.win_ms, cmvn=options.cmvn,
+                                       deltas=options.deltas, trim_db=options.trim_db)
         found = load_audio(data, labels, settings, stored.get("classes") if stored else None)
         width = found.frames[0].shape[1]
         if stored and width != len(stored["columns"]):

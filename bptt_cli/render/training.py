@@ -242,8 +242,11 @@ class TrainReporter:
         if "test_file" not in result:
             return []
         names = {**TEST_ROWS, "bits_per_token": f"bits/{self.unit}"}
+        baselines = [[f"test {names['bits_per_token']}, {b['name']}", b["bits_per_token"]] if "bits_per_token" in b
+                     else [f"test accuracy, {b['name']}", b["accuracy"]] for b in result.get("test_baselines", [])]
         return [["test file", result["test_file"]]] + [
-            [f"test {label}", result[f"test_{name}"]] for name, label in names.items() if f"test_{name}" in result]
+            [f"test {label}", result[f"test_{name}"]] for name, label in names.items() if f"test_{name}" in result
+        ] + baselines
 
     def close(self) -> None:
         if self.progress is not None:

@@ -1,0 +1,142 @@
+"""Spoken digits from voices the model never heard: leave-one-voice-out with espeak-ng voices.
+
+The shared set (sample_data/digits) holds one voice. This script makes more with
+espeak-ng (Debian: ``apt-get install -y espeak-ng``) into a cache folder (never
+committed), then for each voice trains bptt on the others and scores the held-out
+voice with ``bptt evaluate --json``: the model's accuracy beside the majority class
+and the two 1-nearest-neighbour baselines (mean+std of frames, and DTW on the
+frames) that evaluate prints, fitted on the same training files.
+
+    python benchmarks/digits_voices.py                      # leave-one-voice-out, bptt's default features
+    python benchmarks/digits_voices.py --train en-us        # train on the shared voice only, score the others
+    python benchmarks/digits_voices.py -- --cmvn --deltas   # anything after -- goes to 'bptt train'
+
+Training files: each training voice at SPEEDS words/min and with the VARIANTS
+(espeak-ng's pitch/formant variants) when ``--augment`` is on; test files: the
+held-out voice at SPEEDS, plain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from common import machine_line
+
+from bptt_cli import baselines
+from bptt_cli.audio import FeatureSettings, load_audio
+from bptt_cli.series import Normaliser
+
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+VOICES = ["en-us", "en-gb", "en-gb-scotland", "en-029", "en-us-nyc"]
+SPEEDS = [110, 130, 150, 170, 190]
+VARIANTS = ["", "+m3", "+f2"]  # plain, a lower male and a female variant of each voice
+TRAIN = ["--model", "gru", "--hidden", "64", "--layers", "1", "--window", "0", "--batch-size", "16",
+         "--clip", "1.0", "--epochs", "60", "--seed", "0", "--val-fraction", "0"]
+
+
+def file_name(word: int, voice: str, variant: str, speed: int) -> str:
+    return f"{word}_{WORDS[word]}_{voice}{variant.replace('+', '_')}_s{speed}.wav"
+
+
+def generate(folder: Path, voices: list[str], variants: list[str]) -> None:
+    """Every digit in every voice, variant and speed, written once (later runs reuse the folder)."""
+    if shutil.which("espeak-ng") is None:
+        sys.exit("needs espeak-ng: apt-get install -y espeak-ng")
+    folder.mkdir(parents=True, exist_ok=True)
+    for voice in voices:
+        for variant in variants:
+            for speed in SPEEDS:
+                for word in range(10):
+                    path = folder / file_name(word, voice, variant, speed)
+                    if not path.exists():
+                        subprocess.run(["espeak-ng", "-v", voice + variant, "-s", str(speed), "-w", str(path),
+                                        WORDS[word]], check=True)
+
+
+def labels_csv(path: Path, files: list[str]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "label"])
+        writer.writerows([f, WORDS[int(f.split("_")[0])]] for f in files)
+    return path
+
+
+def dtw_accuracy(folder: Path, train_csv: Path, test_csv: Path, settings: FeatureSettings) -> float:
+    """DTW 1-NN accuracy on the test files, the training files as references, frames normalised as bptt does."""
+    train = load_audio(folder, train_csv, FeatureSettings(**settings.to_dict()))
+    test = load_audio(folder, test_csv, FeatureSettings(**settings.to_dict()), train.classes)
+    norm = Normaliser.fit(train.frames)
+    baselines.REFERENCE_BUDGET = float("inf")  # every training file a reference, however many
+    reference = baselines.label_reference([norm.apply(f) for f in train.frames], train.labels, len(train.classes), True)
+    truth = np.concatenate(test.labels)
+    rows = baselines.label_baselines(reference, [norm.apply(f) for f in test.frames], truth, train.classes)
+    return next(r["accuracy"] for r in rows if r["name"] == baselines.DTW)
+
+
+def score(folder: Path, held: str, train_voices: list[str], variants: list[str], extra: list[str]) -> dict:
+    """Train on ``train_voices`` (all variants), score ``held`` (plain): the evaluate --json figures, and DTW
+    1-NN on plain log-mel frames and on the frames the model reads (``--cmvn``, ``--deltas``, ``--trim-db`` in ``extra``)."""
+    train = [file_name(w, v, x, s) for v in train_voices for x in variants for s in SPEEDS for w in range(10)]
+    test = [file_name(w, held, "", s) for s in SPEEDS for w in range(10)]
+    digest = hashlib.sha256(" ".join(TRAIN + extra + train).encode()).hexdigest()[:10]
+    tag = f"{held}-{digest}"
+    model = folder / f"{tag}.pt"
+    train_csv, test_csv = labels_csv(folder / f"{tag}-train.csv", train), labels_csv(folder / f"{tag}-test.csv", test)
+    started = time.perf_counter()
+    if not model.exists():  # a model trained by the same command on the same files is reused
+        subprocess.run(["bptt", "train", str(folder), "--labels", str(train_csv), "-o", str(model), *TRAIN, *extra],
+                       check=True, stderr=subprocess.DEVNULL)
+    seconds = time.perf_counter() - started
+    out = subprocess.run(["bptt", "evaluate", str(model), str(folder), "--labels", str(test_csv), "--json"],
+                         check=True, capture_output=True, text=True)
+    figures = json.loads(out.stdout)
+    sample_rate = 22050  # espeak-ng's rate: the same frames for every file
+    plain = dtw_accuracy(folder, train_csv, test_csv, FeatureSettings(sample_rate=sample_rate))
+    trim = float(extra[extra.index("--trim-db") + 1]) if "--trim-db" in extra else None
+    own = FeatureSettings(sample_rate=sample_rate, cmvn="--cmvn" in extra, deltas="--deltas" in extra, trim_db=trim)
+    return {"held": held, "seconds": seconds, "accuracy": figures["accuracy"], "points": figures["sequences"],
+            **{row["name"]: row["accuracy"] for row in figures["baselines"] if row["name"] != baselines.DTW},
+            "DTW 1-NN, log-mel": plain, "DTW 1-NN, the model's frames": dtw_accuracy(folder, train_csv, test_csv, own)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "bptt-digits-voices",
+                        help="where the generated WAVs and models go")
+    parser.add_argument("--train", default=None, help="train on this voice only and score every other voice "
+                        "(default: leave one voice out, train on the rest)")
+    parser.add_argument("--no-augment", action="store_true", help="train on the plain voices only (no variants)")
+    parser.add_argument("extra", nargs="*", help="options for 'bptt train' (after --)")
+    args = parser.parse_args()
+    variants = [""] if args.no_augment else VARIANTS
+    generate(args.cache, VOICES, VARIANTS)
+    print(machine_line())
+    print(f"bptt train {' '.join(TRAIN + args.extra)}; training variants {variants or ['plain']}, speeds {SPEEDS}")
+    rows = []
+    for held in VOICES:
+        if held == args.train:
+            continue
+        train_voices = [args.train] if args.train else [v for v in VOICES if v != held]
+        rows.append(score(args.cache, held, train_voices, variants, args.extra))
+        row = rows[-1]
+        print(f"{held:16} bptt {row['accuracy']:6.1%}  " + "  ".join(
+            f"{k} {row[k]:6.1%}" for k in row if k not in ("held", "seconds", "accuracy", "points"))
+              + f"  ({row['points']} utterances, trained in {row['seconds']:.0f} s)", flush=True)
+    names = [k for k in rows[0] if k not in ("held", "seconds", "points")]
+    total = sum(r["points"] for r in rows)
+    mean = {k: sum(r[k] * r["points"] for r in rows) / total for k in names}
+    print("all voices       " + "  ".join(f"{k if k != 'accuracy' else 'bptt'} {v:6.1%}" for k, v in mean.items()))
+
+
+if __name__ == "__main__":
+    main()
