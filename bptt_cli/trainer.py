@@ -459,9 +459,9 @@ class Trainer:
         steps = batches.longest if batches is not None else inputs.shape[0]
         batch = inputs.shape[1]
         if c.auto_window:
-            if batches is not None:
+            if batches is not None or model.config.bidirectional:
                 raise BpttError("--window auto chooses a window over streams, and these sequences are trained "
-                                "whole, in batches; give --window 0 or a number of steps")
+                                "whole (in batches, or read backwards by --bidirectional); give --window 0")
             self._resolve_window(inputs, targets, reset_mask, batch, resume)
             c = self.config
         if c.window > steps:
