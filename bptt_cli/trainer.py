@@ -17,13 +17,13 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Protocol
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils import clip_grads_with_norm_, get_total_norm
+from torch.nn.utils import clip_grad_value_, clip_grads_with_norm_, get_total_norm
 
 from bptt_cli import distributed
 from bptt_cli.averaging import WeightAverage, parse_average
@@ -32,7 +32,8 @@ from bptt_cli.device import autocast
 from bptt_cli.dropout import Regularisers
 from bptt_cli.errors import BpttError, RunFailed
 from bptt_cli.losses import next_token_loss
-from bptt_cli.memory import require_fits, training_estimate, update_flops
+from bptt_cli.gradcheck import choose_window, training_sample, window_cosine
+from bptt_cli.memory import available_bytes, require_fits, training_estimate, update_flops
 from bptt_cli.models import RecurrentModel, State
 from bptt_cli.schedule import LearningRateSchedule
 from bptt_cli.series import SequenceBatches
@@ -44,6 +45,8 @@ class TrainConfig:
     """How to train; every field is a ``bptt train`` option of the same name."""
 
     window: int = 50  # K: steps back-propagated per update; 0 = full BPTT over each stream
+    auto_window: bool = False  # --window auto: K chosen from the data before the first update (``window`` is then 0)
+    min_cosine: float = 0.9  # --window auto: the gradient cosine against full BPTT that the window must reach
     stride: int | None = None  # new steps per update (default K); < K overlaps windows
     window_jitter: float = 0.0  # spread of each update's length, as a fraction of the stride
     stateless: bool = False  # start every window from zeros instead of the carried state
@@ -58,6 +61,7 @@ class TrainConfig:
     schedule: str = "constant"
     warmup: int = 0
     clip: float = 1.0  # global gradient-norm limit; 0 turns clipping off
+    clip_value: float = 0.0  # each gradient entry clipped to +-this (char-rnn's 5), after the norm; 0 turns it off
     log_every: int = 100  # steps between diagnostics (the only host syncs)
     checkpoint_every: int | None = None  # steps between checkpoints (also at every epoch end)
     on_nan: str = "stop"  # stop: fail at the next log point; skip: drop that update (one host sync per step)
@@ -87,6 +91,10 @@ class TrainConfig:
             (self.lr > 0, f"--lr must be positive, got {self.lr}"),
             (self.weight_decay >= 0, f"--weight-decay must be 0 or more, got {self.weight_decay}"),
             (self.clip >= 0, f"--clip must be 0 (off) or positive, got {self.clip}"),
+            (self.clip_value >= 0, f"--clip-value must be 0 (off) or positive, got {self.clip_value}"),
+            (0 < self.min_cosine <= 1, f"--min-cosine must be in (0, 1], got {self.min_cosine}"),
+            (not (self.auto_window and self.stride is not None),
+             "--stride needs a number of steps for --window, not auto; give --window K or leave out --stride"),
             (self.log_every >= 1, f"--log-every must be at least 1, got {self.log_every}"),
             (self.max_steps is None or self.max_steps >= 1, f"--max-steps must be at least 1, got {self.max_steps}"),
             (self.patience is None or self.patience >= 1, f"--patience must be at least 1, got {self.patience}"),
@@ -143,6 +151,7 @@ class Reporter(Protocol):
     def log(self, record: dict) -> None: ...
     def validation(self, record: dict) -> None: ...
     def sample(self, record: dict) -> None: ...
+    def window_check(self, record: dict) -> None: ...
     def note(self, message: str) -> None: ...
 
 
@@ -238,22 +247,28 @@ class WindowStep(nn.Module):
 class _Interval:
     """Diagnostics summed on the device between two log points (no host sync until ``read``)."""
 
-    def __init__(self, groups: list[str], device: torch.device):
+    def __init__(self, groups: list[str], device: torch.device, entries: int = 0):
+        """``entries``: gradient entries per update that --clip-value looks at (0: it is off)."""
         self.names = groups
         self.device = device
+        self.entries = entries
         self.reset()
 
     def reset(self) -> None:
         zeros = lambda *shape: torch.zeros(*shape, dtype=torch.float64, device=self.device)  # noqa: E731
         self.loss, self.norm, self.norm_max, self.clipped = zeros(()), zeros(()), zeros(()), zeros(())
+        self.values_clipped = zeros(())  # gradient entries --clip-value cut, summed over the interval
         self.groups = zeros(len(self.names))
         self.penalty, self.penalised = zeros(()), False  # --ar and --tar's penalty, beside the data loss
         self.steps = 0
         self.tokens = 0
         self.started = time.perf_counter()
 
-    def add(self, loss: torch.Tensor, total: torch.Tensor, groups: torch.Tensor, clip: float, tokens: int) -> None:
+    def add(self, loss: torch.Tensor, total: torch.Tensor, groups: torch.Tensor, clip: float, tokens: int,
+            values_clipped: torch.Tensor | None = None) -> None:
         self.loss += loss.detach()
+        if values_clipped is not None:
+            self.values_clipped += values_clipped
         self.norm += total
         self.norm_max = torch.maximum(self.norm_max, total.double())
         if clip > 0:
@@ -270,16 +285,18 @@ class _Interval:
         """The interval's means; this is the one host sync per interval."""
         n = max(1, self.steps)
         loss = distributed.all_sum(self.loss.clone()) / distributed.world()  # the mean over ranks
-        numbers = torch.cat([torch.stack([loss, self.norm, self.norm_max, self.clipped, self.penalty]),
-                             self.groups]).tolist()
+        numbers = torch.cat([torch.stack([loss, self.norm, self.norm_max, self.clipped, self.values_clipped,
+                                          self.penalty]), self.groups]).tolist()
         elapsed = time.perf_counter() - self.started
-        penalty = numbers.pop(4) / n
+        value_clip = {"value_clip_share": numbers[4] / (n * self.entries)} if self.entries else {}
+        penalty = numbers[5] / n
         return {
             "train_loss": numbers[0] / n,
             "grad_norm_mean": numbers[1] / n,
             "grad_norm_max": numbers[2],
             "clip_share": numbers[3] / n,
-            "layer_grad_norms": {name: v / n for name, v in zip(self.names, numbers[4:])},
+            **value_clip,
+            "layer_grad_norms": {name: v / n for name, v in zip(self.names, numbers[6:])},
             "tokens_per_second": self.tokens * distributed.world() / elapsed if elapsed > 0 else 0.0,
             "interval_steps": self.steps,
             **({"penalty": penalty} if self.penalised else {}),
@@ -393,6 +410,10 @@ class Trainer:
         self.signals = 0  # SIGINT/SIGTERM received during fit
         self.checkpointed_step: int | None = None  # the update of the last checkpoint written
         self.checkpoint_refused = False  # the last checkpoint was not written (the file belongs to another run)
+        self.values_clipped: torch.Tensor | None = None  # gradient entries --clip-value cut in the last update
+        self.window_choice: dict | None = None  # --window auto: the window chosen, its cosine and memory
+        self.window_sample = None  # --window auto: the training streams the cosines are measured on
+        self.window_cosine: float | None = None  # --window auto: the window's cosine at the last epoch end
         self.timing = _Timing()
         self.total_updates = 0  # of this run, once planned
         self.position = Position()
@@ -434,10 +455,19 @@ class Trainer:
             return None
         if self.config.clip > 0:
             clip_grads_with_norm_(self.params, self.config.clip, total)
+        if self.config.clip_value > 0:
+            self.values_clipped = self._clip_values(self.config.clip_value)
         self.optimizer.step()
         if self.average is not None:
             self.average.update()
         return loss, total, norms, carried
+
+    def _clip_values(self, limit: float) -> torch.Tensor:
+        """Clip every gradient entry to +-``limit`` (char-rnn's rule); returns how many it cut, on the device."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        cut = torch.stack([(g.abs() > limit).sum() for g in grads]).sum().double()
+        clip_grad_value_(self.params, limit)
+        return cut
 
     def fit(
         self,
@@ -479,6 +509,12 @@ class Trainer:
             reset_mask = (torch.as_tensor(resets, dtype=torch.bool, device=self.device), resets.any(axis=1))
         steps = batches.longest if batches is not None else inputs.shape[0]
         batch = inputs.shape[1]
+        if c.auto_window:
+            if batches is not None or model.config.bidirectional:
+                raise BpttError("--window auto chooses a window over streams, and these sequences are trained "
+                                "whole (in batches, or read backwards by --bidirectional); give --window 0")
+            self._resolve_window(inputs, targets, reset_mask, batch, resume)
+            c = self.config
         if c.window > steps:
             raise BpttError(
                 f"--window {c.window} is longer than each of the {batch} streams ({steps} steps); "
@@ -491,7 +527,8 @@ class Trainer:
         state = model.init_state(batch, self.device)
         if self.average is not None and c.optimizer != "nt-asgd":  # an EMA starts at the initial weights
             self.average.start()
-        run = _Run(inputs, targets, reset_mask, steps, batch, state, _Interval(list(self.groups), self.device),
+        entries = sum(p.numel() for p in self.params) if c.clip_value > 0 else 0
+        run = _Run(inputs, targets, reset_mask, steps, batch, state, _Interval(list(self.groups), self.device, entries),
                    batches=batches)
         if resume is not None:
             run.state = self._restore(resume, batch)
@@ -508,6 +545,8 @@ class Trainer:
             "parameters": sum(p.numel() for p in model.parameters()),
             "resumed_at_step": self.position.step if resume is not None else None,
         }
+        if self.window_choice is not None:
+            plan["window_choice"] = self.window_choice
         memory = training_estimate(model.config, c.optimizer, c.window or steps, batch, c.precision)
         plan["memory"] = memory.to_dict()
         if c.window == 0:
@@ -520,6 +559,39 @@ class Trainer:
             with self.timing.measure("validation"):
                 self.validate_fn(self.model)
         return run
+
+    def _resolve_window(self, inputs: torch.Tensor, targets: torch.Tensor, reset_mask, batch: int,
+                        resume: dict | None) -> None:
+        """--window auto: the shortest window whose gradient reaches --min-cosine of full BPTT's on a sample of
+        the training streams, within the memory; a resumed run keeps the window its checkpoint was chosen with."""
+        c, config = self.config, self.model.config
+        self.window_sample = training_sample(inputs, targets, None if reset_mask is None else reset_mask[0],
+                                             self.loss_fn)
+        if resume is not None:
+            if resume.get("window_choice") is None:
+                raise BpttError(f"--resume: --window is auto but the checkpoint was made with --window "
+                                f"{resume.get('window', 'K')}; resume with that --window")
+            self.window_choice = {**resume["window_choice"], "resumed": True}
+        else:
+            available = available_bytes()
+
+            def fits(window: int) -> bool:
+                need = training_estimate(config, c.optimizer, window, batch, c.precision).total
+                return config.force or available is None or need <= available
+
+            choice = choose_window(self.model, self.window_sample, c.min_cosine, fits, distributed.all_sum)
+            memory = training_estimate(config, c.optimizer, choice["window"], batch, c.precision)
+            self.window_choice = {**choice, "activation_bytes": memory.activations, "memory_bytes": memory.total,
+                                  "available_bytes": available, "resumed": False}
+        self.config = replace(c, window=self.window_choice["window"])
+
+    def _window_check(self) -> None:
+        """--window auto, at an epoch's end: how close the window's gradient still comes to full BPTT's."""
+        at, c = self.position, self.config
+        check = window_cosine(self.model, self.window_sample, c.window, distributed.all_sum)
+        self.window_cosine = check["cosine"]
+        self.reporter.window_check({"step": at.step, "epoch": at.epoch, **check, "min_cosine": c.min_cosine,
+                                    "below_min_cosine": check["cosine"] < c.min_cosine})
 
     def _finished(self) -> bool:
         """Whether the restored position is the end of the run: every epoch, --max-steps, or --patience reached."""
@@ -594,7 +666,7 @@ class Trainer:
             loss, total, norms, run.state = updated
             tokens = (window.end - window.loss_from) * run.batch
             at.tokens += tokens
-            run.interval.add(loss, total, norms, c.clip, tokens)
+            run.interval.add(loss, total, norms, c.clip, tokens, self.values_clipped)
             if self.penalty is not None:
                 run.interval.add_penalty(self.penalty)
         self.reporter.step(at.step, at.epoch)
@@ -616,6 +688,8 @@ class Trainer:
         if run.interval.steps:
             run.last_log = self._log(run.interval)
         if run.stop == "completed":  # the epoch ran to its end
+            if c.auto_window:
+                self._window_check()
             loss = self._validate(observe=True)
             at.best, at.stale = (loss, 0) if loss < at.best else (at.best, at.stale + 1)
             self._maybe_start_averaging()
@@ -658,6 +732,8 @@ class Trainer:
             "training_seconds": max(0.0, elapsed - timing.validation - timing.checkpoints),
             "validation_seconds": timing.validation,
             "checkpoint_seconds": timing.checkpoints,
+            **({"window_choice": self.window_choice, "window_cosine": self.window_cosine}
+               if self.window_choice is not None else {}),
         }
 
     def _should_stop(self) -> str:
@@ -688,6 +764,8 @@ class Trainer:
             "window_rng": self.rng.bit_generator.state,  # where the jittered windows of the next epoch come from
             "average": self.average.state_dict() if self.average is not None else None,  # the weights as trained
             # are "weights"; the averaged ones, which the model file holds, go on from here
+            "window": self.config.window,  # as trained: --window auto's choice
+            "window_choice": self.window_choice,  # --window auto: how it was chosen (None for a fixed window)
         }
 
     def _checkpoint(self, state: State) -> None:

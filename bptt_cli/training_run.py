@@ -177,10 +177,18 @@ def run_training(
             record.update(_kept_model(files, existing))
         return written
 
-    trainer = Trainer(
-        model, train_config, device, reporter, validate, save_best, loss_fn,
-        save_checkpoint=lambda training: files.save_checkpoint(training, run_config), sample=sample,
-    )
+    # the checkpoint holds (and a resume compares) the run as it computes: --precision auto as the precision
+    # it chose here, --window auto as the trainer's window (which the trainer checks on resume)
+    run_config = {**run_config, "precision": train_config.precision}
+    auto = train_config.auto_window
+    if auto:
+        must_match = tuple(key for key in must_match if key != "window")
+
+    def save_checkpoint(training: dict) -> bool:
+        return files.save_checkpoint(training, {**run_config, **({"window": training["window"]} if auto else {})})
+
+    trainer = Trainer(model, train_config, device, reporter, validate, save_best, loss_fn,
+                      save_checkpoint=save_checkpoint, sample=sample)
     saved = files.load_checkpoint(run_config, must_match) if resume else None
     with trainer.stop_on_signals():
         result = trainer.fit(inputs, targets, resets, saved)
