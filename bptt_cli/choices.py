@@ -14,6 +14,7 @@ ON_NAN = ("stop", "skip")  # owned by trainer.py
 SERIES_TASKS = ("forecast", "tag")  # owned by series.py
 MISSING = ("error", "ffill", "interpolate", "drop")  # owned by series.py
 LOSSES = ("mse", "huber")  # losses on numeric targets
+ANCHORS = ("last", "none")  # what a series forecast starts from (kinds/series.py)
 PRECISIONS = ("fp32", "bf16")  # owned by device.py
 BAD_ROW_RULES = ("skip", "stop")  # what bptt predict does with a row it cannot read
 PREDICT_FORMATS = ("auto", "csv", "json")  # bptt predict's output; auto: json for JSON-lines input

@@ -21,7 +21,7 @@ import torch
 
 from bptt_cli.errors import BpttError
 from bptt_cli.memory import require_rollout_fits
-from bptt_cli.models import RecurrentModel, State
+from bptt_cli.models import RecurrentModel, State, next_step
 from bptt_cli.series import Normaliser
 
 DEFAULT_HORIZON = 24
@@ -64,17 +64,21 @@ def rollout(
     ``known`` (N, H - 1, F) holds the inputs of the following steps; for each
     (target, feature) pair in ``feed`` the model's prediction replaces that
     feature, so targets are the model's own and other features are given.
+    A model with a direct head decodes ``leads`` steps at once: it reads those
+    steps back (one fused call) only when the horizon is longer.
     """
-    x, predictions = first, []
-    for k in range(horizon):  # one recurrent step per lead time, over every origin at once
-        out, state = model.recur(x.unsqueeze(0), state)  # (1, N, hidden)
-        step = model.decode(out[0])  # (N, O)
-        predictions.append(step)
-        if k + 1 < horizon:
-            x = known[:, k].clone()
-            for target, feature in feed:
-                x[:, feature] = step[:, target]
-    return torch.stack(predictions, dim=1)
+    leads, outputs = model.config.leads, model.config.output_size
+    x, predictions, done = first.unsqueeze(0), [], 0
+    while True:  # over every origin at once: one decode per block of leads
+        out, state = model.recur(x, state)  # (steps, N, hidden)
+        block = model.decode(out[-1], x[-1]).unflatten(-1, (leads, outputs))[:, : horizon - done]  # (N, take, O)
+        predictions.append(block)
+        done += block.shape[1]
+        if done == horizon:
+            return torch.cat(predictions, dim=1)
+        x = known[:, done - block.shape[1] : done].transpose(0, 1).clone()  # (take, N, F): the block's steps
+        for target, feature in feed:
+            x[:, :, feature] = block[:, :, target].transpose(0, 1)
 
 
 def seasonal_fill(history: np.ndarray, horizon: int, season: int | None) -> np.ndarray:
@@ -196,7 +200,7 @@ def _forecasts(model, seq, norm: Normaliser, starts: list[int], horizon: int, se
         lead = np.arange(1, horizon + 1)
         if horizon == 1:  # one pass gives every one-step forecast
             out, _ = model.recur(x.unsqueeze(1), model.init_state(1, device))
-            predicted = model.decode(out[:, 0])[origins].unsqueeze(1)
+            predicted = next_step(model.decode(out[:, 0], x), model.config)[origins].unsqueeze(1)
         else:
             state = states_at(model, x, origins, device)
             known = x[origins[:, None] + lead[None, :-1]]  # (N, H-1, F): the real inputs after the origin

@@ -194,7 +194,7 @@ class WindowStep(nn.Module):
         else:
             outputs, end_state = run(window.start, window.end, state)
             carried = state if window.carry == window.start else end_state
-        return model.decode(outputs[window.loss_from - window.start :]), carried
+        return model.decode(outputs[window.loss_from - window.start :], inputs[window.loss_from : window.end]), carried
 
 
 class _Interval:

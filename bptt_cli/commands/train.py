@@ -13,6 +13,7 @@ from bptt_cli.commands.options import (
     Cell,
     Config,
     Device,
+    Anchor,
     Missing,
     OnNan,
     OptimizerKind,
@@ -55,6 +56,8 @@ def train(
     missing: Annotated[Missing, typer.Option("--missing", help="Missing values: error, ffill, interpolate or drop the rows.", rich_help_panel=SERIES)] = Missing.error,
     loss: Annotated[SeriesLoss, typer.Option("--loss", help="Loss on numeric targets.", rich_help_panel=SERIES)] = SeriesLoss.mse,
     season: Annotated[Optional[int], typer.Option("--season", min=1, help="Steps per season (default: from the time step, e.g. 48 for half-hours).", rich_help_panel=SERIES)] = None,
+    leads: Annotated[Optional[int], typer.Option("--leads", min=1, help="Steps ahead the model forecasts at once from each state, a direct multi-step head (default: a season, else 24); 1: the next step only, rolled out.", rich_help_panel=SERIES)] = None,
+    anchor: Annotated[Anchor, typer.Option("--anchor", help="last: predict the change from the last value (an untrained model is persistence); none: predict the value itself.", rich_help_panel=SERIES)] = Anchor.last,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="CSV with columns file,label: one class per feature file (loss on its last frame).", rich_help_panel=SERIES)] = None,
     n_mels: Annotated[int, typer.Option("--n-mels", min=1, help="Mel bands of WAV features.", rich_help_panel=SERIES)] = 40,
     n_mfcc: Annotated[int, typer.Option("--n-mfcc", min=1, help="Coefficients per frame with --features mfcc.", rich_help_panel=SERIES)] = 13,
@@ -111,6 +114,13 @@ def train(
     from bptt_cli.run_config import plain_values, to_yaml
 
     run_config = plain_values({k: v for k, v in options.items() if k != "ctx"})
+    if data is not None:  # the kind's own defaults, e.g. a small model for a CSV series
+        from bptt_cli.kinds import detect
+
+        untouched = {name for name in run_config if ctx.get_parameter_source(name).name == "DEFAULT"}
+        run_config.update(detect(data).defaults(run_config, untouched))
+        hidden, layers, window, epochs, patience = (run_config[k] for k in ("hidden", "layers", "window", "epochs",
+                                                                             "patience"))
     if print_config:
         from types import SimpleNamespace
 
