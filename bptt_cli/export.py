@@ -144,11 +144,19 @@ def data_description(file: ModelFile) -> dict:
     data = file.data
     columns = data["columns"]
     forecast = data["task"] == "forecast"
+    y = "class logits, one per entry of classes"
+    if forecast:
+        y = {"gaussian": "blocks of len(target_columns): the normalised mean, then s with std = softplus(s) + 0.001 "
+                         "(normalised units; times std[target_columns] for the data's)",
+             "quantile": "one block of len(target_columns) per entry of quantiles, each normalised (sort the blocks "
+                         "for ordered levels)"}.get(data.get("loss"),
+                                                    "next-step targets, normalised: y * std[target_columns] + mean[target_columns]")
     return {
         "task": data["task"],
         "x": "(row[feature_columns] - mean[feature_columns]) / std[feature_columns]",
-        "y": ("next-step targets, normalised: y * std[target_columns] + mean[target_columns]" if forecast
-              else "class logits, one per entry of classes"),
+        "y": y,
+        "loss": data.get("loss"),
+        "quantiles": data.get("quantiles") or None,
         "normalisation": {"columns": columns, **data["norm"]},
         "feature_columns": [columns[i] for i in data["features"]],
         "target_columns": [columns[i] for i in data["targets"]],

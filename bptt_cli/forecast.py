@@ -15,11 +15,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import pandas as pd
 import torch
 
 from bptt_cli.errors import BpttError
+from bptt_cli.losses import OutputHead, level_name, pinball
 from bptt_cli.memory import require_rollout_fits
 from bptt_cli.models import RecurrentModel, State, next_step
 from bptt_cli.series import Normaliser
@@ -58,27 +61,29 @@ def rollout(
     known: torch.Tensor | None,
     feed: list[tuple[int, int]],
     horizon: int,
+    head: OutputHead = OutputHead(),
 ) -> torch.Tensor:
-    """Predictions (N, H, O) from N states, starting by reading ``first`` (N, F).
+    """The model's outputs (N, H, K*O) from N states, starting by reading ``first`` (N, F).
 
     ``known`` (N, H - 1, F) holds the inputs of the following steps; for each
-    (target, feature) pair in ``feed`` the model's prediction replaces that
-    feature, so targets are the model's own and other features are given.
-    A model with a direct head decodes ``leads`` steps at once: it reads those
-    steps back (one fused call) only when the horizon is longer.
+    (target, feature) pair in ``feed`` the model's point forecast (the mean or
+    the median of a probabilistic ``head``) replaces that feature, so targets are
+    the model's own and other features are given. A model with a direct head
+    decodes ``leads`` steps at once: it reads those steps back (one fused call)
+    only when the horizon is longer.
     """
-    leads, outputs = model.config.leads, model.config.output_size
     x, predictions, done = first.unsqueeze(0), [], 0
     while True:  # over every origin at once: one decode per block of leads
         out, state = model.recur(x, state)  # (steps, N, hidden)
-        block = model.decode(out[-1], x[-1]).unflatten(-1, (leads, outputs))[:, : horizon - done]  # (N, take, O)
-        predictions.append(block)
+        block = model.decode(out[-1], x[-1]).unflatten(-1, (model.config.leads, -1))[:, : horizon - done]
+        predictions.append(block)  # (N, take, K*O)
         done += block.shape[1]
         if done == horizon:
             return torch.cat(predictions, dim=1)
         x = known[:, done - block.shape[1] : done].transpose(0, 1).clone()  # (take, N, F): the block's steps
+        point = head.point(block).transpose(0, 1)  # (take, N, O)
         for target, feature in feed:
-            x[:, :, feature] = block[:, :, target].transpose(0, 1)
+            x[:, :, feature] = point[:, :, target]
 
 
 def seasonal_fill(history: np.ndarray, horizon: int, season: int | None) -> np.ndarray:
@@ -101,13 +106,45 @@ def baselines(truth: np.ndarray, origins: np.ndarray, horizon: int, season: int 
     return found
 
 
-def origins_for(length: int, horizon: int, season: int | None, start: int = 0) -> np.ndarray:
+@dataclass(frozen=True)
+class OriginPlan:
+    """Where rolling forecasts start: ``count`` evenly spaced origins (--origins N), one every ``every``
+    steps (--every K), or by default one every horizon, so each point is forecast once."""
+
+    count: int | None = None
+    every: int | None = None
+
+    def __post_init__(self):
+        if self.count is not None and self.every is not None:
+            raise BpttError(f"--origins {self.count} and --every {self.every} both pick the origins; give one of them")
+        for option, value in (("--origins", self.count), ("--every", self.every)):
+            if value is not None and value < 1:
+                raise BpttError(f"{option} must be at least 1, got {value}")
+
+
+def check_backtest(stored: dict, forecasts: Path | None, plan: OriginPlan) -> None:
+    """--forecasts, --origins and --every are for forecasting models: refuse them for any other, before work."""
+    given = [name for name, value in (("--forecasts", forecasts), ("--origins", plan.count), ("--every", plan.every))
+             if value is not None]
+    if given and stored.get("task") != "forecast":
+        what = stored.get("task") or "text"
+        raise BpttError(f"{' and '.join(given)}: for forecasting models; this one is a {what} model")
+
+
+def origins_for(length: int, horizon: int, season: int | None, start: int = 0,
+                plan: OriginPlan = OriginPlan()) -> np.ndarray:
     """Forecast origins from which every baseline exists and the whole horizon is inside the data.
 
-    Origins are ``horizon`` apart, so each point is forecast once per horizon.
+    By default origins are ``horizon`` apart, so each point is forecast once per horizon.
     """
     first = max(start, (season - 1) if season else 0)
-    return np.arange(first, length - horizon, horizon, dtype=np.int64)
+    if plan.count is None:
+        return np.arange(first, length - horizon, plan.every or horizon, dtype=np.int64)
+    last = length - horizon - 1
+    if last - first + 1 < plan.count:
+        raise BpttError(f"--origins {plan.count}: only {max(0, last - first + 1)} origin(s) fit in a series of "
+                        f"{length} rows at --horizon {horizon}; give fewer --origins or more rows")
+    return np.linspace(first, last, plan.count).round().astype(np.int64)
 
 
 def errors(truth: np.ndarray, forecast: np.ndarray, scale: np.ndarray, seasonal_scale: np.ndarray | None = None) -> dict:
@@ -160,61 +197,185 @@ def classification(truth: np.ndarray, predicted: np.ndarray, classes: list[str])
 # ---------------------------------------------------------------- scoring a model's forecasts
 
 
+@dataclass
+class Scored:
+    """Every forecast scored at one horizon, in original units: what the tables and a backtest file hold."""
+
+    truth: np.ndarray  # (N, H, O) what happened after each of N origins
+    point: np.ndarray  # (N, H, O) the model's point forecast
+    baselines: dict[str, np.ndarray]  # name -> (N, H, O)
+    sequence: np.ndarray  # (N,) the sequence of each origin
+    origin: np.ndarray  # (N,) the origin: the last row read before the forecast
+    bands: np.ndarray | None = None  # (N, H, L, O) the model's forecast at each level of a probabilistic head
+    sigma: np.ndarray | None = None  # (N, H, O) a gaussian head's standard deviation
+    baseline_bands: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (N, H, L, O)
+    names: list[str] = field(default_factory=list)  # of the sequences
+    times: list[np.ndarray] | None = None  # of the sequences' rows, when the data has times
+
+
 def evaluate_forecasts(model: RecurrentModel, seq, norm: Normaliser, starts: list[int], horizon: int,
-                       season: int | None, stored: dict, data: Path, device) -> dict:
-    """Errors of the model and the baselines at one step and at ``horizon`` steps, on the same points."""
+                       season: int | None, stored: dict, data: Path, device, plan: OriginPlan = OriginPlan()) -> dict:
+    """Errors of the model and the baselines at one step and at ``horizon`` steps, on the same points; with a
+    probabilistic model, also pinball loss (CRPS for a gaussian) and the coverage of every interval."""
     scale = np.asarray(stored["mase_scale"])
     # the seasonal scale was measured at the model's season: another --season has none
     seasonal = stored.get("mase_seasonal_scale") if season == stored.get("season") else None
     seasonal = None if seasonal is None else np.asarray(seasonal)
+    head = OutputHead.stored(stored, None)
+    offsets, notes = (baseline_offsets(seq, starts, horizon, season, head.levels) if head.probabilistic
+                      else ({}, []))
     out: dict = {}
     for h in sorted({1, horizon}):
-        truth, predicted, base, last = _forecasts(model, seq, norm, starts, h, season, device)
-        if len(truth) == 0:
+        scored = _forecasts(model, seq, norm, starts, h, season, device, head,
+                            plan if h == horizon else OriginPlan(), {k: v[:h] for k, v in offsets.items()})
+        if len(scored.truth) == 0:
             raise BpttError(f"{data}: too short to score a {h}-step forecast"
                             + (f" after a season of {season}" if season else "") + "; give more rows or a smaller --horizon")
-        out[str(h)] = {"model": errors(truth, predicted, scale, seasonal)}
-        for name, values in base.items():
-            out[str(h)][name] = errors(truth, values, scale, seasonal)
-        out[str(h)]["points"] = int(truth.shape[0] * truth.shape[1])
-    i, origin = last  # the last window scored at the longest horizon: what --plot draws
+        out[str(h)] = {name: errors(scored.truth, values, scale, seasonal)
+                       | interval_scores(scored.truth, bands, head, sigma)
+                       for name, values, bands, sigma in _forecasters(scored)}
+        out[str(h)]["points"] = int(scored.truth.shape[0] * scored.truth.shape[1])
+    return {"task": "forecast", "horizons": out, "targets": stored["target_names"], "points": out["1"]["points"],
+            "season": season, "notes": notes, "levels": list(head.levels), "intervals": interval_names(head),
+            "plot": _last_picture(seq, scored, horizon, head), "backtest": scored}
+
+
+def _forecasters(scored: Scored):
+    """(name, point forecasts, bands, gaussian sigma) of the model, then of each baseline."""
+    yield "model", scored.point, scored.bands, scored.sigma
+    for name, values in scored.baselines.items():
+        yield name, values, scored.baseline_bands.get(name), None
+
+
+def _last_picture(seq, scored: Scored, horizon: int, head: OutputHead) -> dict:
+    """What --plot draws: the last window scored at the longest horizon, with the outermost interval."""
+    i, origin = int(scored.sequence[-1]), int(scored.origin[-1])
     times = seq.times[i] if seq.times else None
     after = slice(origin + 1, origin + 1 + horizon)
+    lines = {"forecast_values": scored.point[-1], "actual_values": scored.truth[-1],
+             "persistence_values": scored.baselines["persistence"][-1]}
+    if scored.bands is not None:
+        lines |= {"band_low": scored.bands[-1][:, 0], "band_high": scored.bands[-1][:, -1]}
     plot = picture(seq, i, seq.values[i][: origin + 1], None if times is None else times[: origin + 1],
-                   None if times is None else times[after], horizon, f"the last {horizon}-step window scored",
-                   forecast_values=predicted[-1], actual_values=truth[-1], persistence_values=base["persistence"][-1])
-    return {"task": "forecast", "horizons": out, "targets": stored["target_names"], "points": out["1"]["points"],
-            "season": season, "plot": plot}
+                   None if times is None else times[after], horizon, f"the last {horizon}-step window scored", **lines)
+    return plot | band_label(head)
 
 
-def _forecasts(model, seq, norm: Normaliser, starts: list[int], horizon: int, season: int | None, device):
-    """Truth, model and baseline forecasts (N, H, O) in original units, from every origin of every sequence,
-    and (sequence, origin) of the last one."""
+def band_label(head: OutputHead) -> dict:
+    """The legend entry of a picture's band, when the head has one."""
+    if not head.intervals:
+        return {}
+    low, high, nominal = head.intervals[0]
+    return {"band_label": f"{nominal:.0%} interval ({level_name(head.levels[low])}-{level_name(head.levels[high])})"}
+
+
+def interval_names(head: OutputHead) -> list[dict]:
+    """Each interval a head forecasts: its levels and nominal coverage."""
+    return [{"low": head.levels[lo], "high": head.levels[hi], "nominal": round(nominal, 10)}
+            for lo, hi, nominal in head.intervals]
+
+
+def interval_scores(truth: np.ndarray, bands: np.ndarray | None, head: OutputHead,
+                    sigma: np.ndarray | None = None) -> dict:
+    """Pinball loss (mean over points, levels and targets), the share of points inside each interval, and
+    for a gaussian forecast its CRPS; nothing for a point forecast."""
+    if bands is None:
+        return {}
+    levels = np.asarray(head.levels)[:, None]
+    found = {"pinball": float(pinball(bands, truth[..., None, :], levels).mean())}
+    if sigma is not None:
+        found["crps"] = float(gaussian_crps(truth, bands[..., len(head.levels) // 2, :], sigma).mean())
+    found["coverage"] = [float(((bands[..., lo, :] <= truth) & (truth <= bands[..., hi, :])).mean())
+                         for lo, hi, _ in head.intervals]
+    return found
+
+
+def gaussian_crps(actual: np.ndarray, mean: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """The continuous ranked probability score of N(mean, sigma) at ``actual``, in the data's units."""
+    z = (actual - mean) / sigma
+    cdf = torch.special.ndtr(torch.from_numpy(z)).numpy()
+    pdf = np.exp(-0.5 * z**2) / np.sqrt(2 * np.pi)
+    return sigma * (z * (2 * cdf - 1) + 2 * pdf - 1 / np.sqrt(np.pi))
+
+
+def baseline_offsets(seq, starts: list[int], horizon: int, season: int | None,
+                     levels: tuple[float, ...]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Each baseline's empirical interval: the quantiles at ``levels`` of its in-sample errors at every lead
+    (H, L, O), measured on the rows before scoring starts (the training part); a note when there are none."""
+    history = [v[:s, seq.targets] for v, s in zip(seq.values, starts)]
+    notes = []
+    if not any(len(h) > _lag(horizon, season) for h in history):
+        history = [v[:, seq.targets] for v in seq.values]
+        notes.append("the baselines' intervals come from their errors on DATA itself (it has no training part "
+                     "before the scored rows): optimistic")
+    lags = {"persistence": list(range(1, horizon + 1))}
+    if season:
+        lags["seasonal_naive"] = [_lag(lead, season) for lead in range(1, horizon + 1)]
+    found = {}
+    for name, per_lead in lags.items():
+        rows = []
+        for lag in per_lead:
+            residuals = [h[lag:] - h[:-lag] for h in history if len(h) > lag]
+            if not residuals:
+                return {}, [f"too few rows before the scored part to measure the baselines' {horizon}-step errors"]
+            rows.append(np.quantile(np.concatenate(residuals), levels, axis=0))  # (L, O)
+        found[name] = np.stack(rows)
+    return found, notes
+
+
+def _lag(lead: int, season: int | None) -> int:
+    """How far back from the forecast point a baseline's value lies: the lead itself for persistence, the
+    whole seasons covering it for seasonal naive."""
+    return season * int(np.ceil(lead / season)) if season else lead
+
+
+def _forecasts(model, seq, norm: Normaliser, starts: list[int], horizon: int, season: int | None, device,
+               head: OutputHead, plan: OriginPlan, offsets: dict[str, np.ndarray]) -> Scored:
+    """Truth, model and baseline forecasts (N, H, O) in original units, from every origin of every sequence."""
     feed = feedback(seq.features, seq.targets)
-    truths, predictions, bases, last = [], [], {}, None
+    lead = np.arange(1, horizon + 1)
+    parts: dict[str, list] = {}
     for i, values in enumerate(seq.values):  # one iteration per series
-        origins = origins_for(len(values), horizon, season, max(0, starts[i] - 1))
+        origins = origins_for(len(values), horizon, season, max(0, starts[i] - 1), plan)
         if len(origins) == 0:
             continue
-        x = torch.from_numpy(seq.frames(norm, i)).to(device)  # (L, F)
-        lead = np.arange(1, horizon + 1)
-        if horizon == 1:  # one pass gives every one-step forecast
-            out, _ = model.recur(x.unsqueeze(1), model.init_state(1, device))
-            predicted = next_step(model.decode(out[:, 0], x), model.config)[origins].unsqueeze(1)
-        else:
-            state = states_at(model, x, origins, device)
-            known = x[origins[:, None] + lead[None, :-1]]  # (N, H-1, F): the real inputs after the origin
-            predicted = rollout(model, state, x[origins], known, feed, horizon)
-        predictions.append(norm.invert(predicted.detach().cpu().double().numpy(), seq.targets))
+        outputs = _model_outputs(model, torch.from_numpy(seq.frames(norm, i)).to(device), origins, horizon,
+                                 feed, head, device).double().cpu()
         target_values = values[:, seq.targets]
-        truths.append(target_values[origins[:, None] + lead[None, :]])
+        found = {"truth": target_values[origins[:, None] + lead[None, :]],
+                 "point": norm.invert(head.point(outputs).numpy(), seq.targets),
+                 "sequence": np.full(len(origins), i), "origin": origins}
+        if head.probabilistic:
+            found["bands"] = norm.invert(head.bands(outputs).numpy(), seq.targets)
+        if head.loss == "gaussian":
+            found["sigma"] = head.scale(outputs).numpy() * norm.std[seq.targets]
         for name, forecast_values in baselines(target_values, origins, horizon, season).items():
-            bases.setdefault(name, []).append(forecast_values)
-        last = (i, int(origins[-1]))
-    if not truths:
-        return np.zeros((0, horizon, len(seq.targets))), None, {}, None
-    return (np.concatenate(truths), np.concatenate(predictions),
-            {name: np.concatenate(parts) for name, parts in bases.items()}, last)
+            found[name] = forecast_values
+            if name in offsets:
+                found[f"{name} bands"] = forecast_values[:, :, None, :] + offsets[name][None]
+        for key, value in found.items():
+            parts.setdefault(key, []).append(value)
+    if not parts:
+        empty = np.zeros((0, horizon, len(seq.targets)))
+        return Scored(empty, empty, {}, np.zeros(0, np.int64), np.zeros(0, np.int64), names=seq.names)
+    joined = {key: np.concatenate(value) for key, value in parts.items()}
+    names = [n for n in ("persistence", "seasonal_naive") if n in joined]
+    return Scored(joined["truth"], joined["point"], {n: joined[n] for n in names}, joined["sequence"],
+                  joined["origin"], joined.get("bands"), joined.get("sigma"),
+                  {n: joined[f"{n} bands"] for n in names if f"{n} bands" in joined}, seq.names, seq.times)
+
+
+@torch.no_grad()
+def _model_outputs(model, x: torch.Tensor, origins: np.ndarray, horizon: int, feed, head: OutputHead,
+                   device) -> torch.Tensor:
+    """The model's outputs (N, H, K*O) from each origin of one normalised series x (L, F)."""
+    if horizon == 1:  # one pass gives every one-step forecast
+        out, _ = model.recur(x.unsqueeze(1), model.init_state(1, device))
+        return next_step(model.decode(out[:, 0], x), model.config)[origins].unsqueeze(1)
+    lead = np.arange(1, horizon + 1)
+    state = states_at(model, x, origins, device)
+    known = x[origins[:, None] + lead[None, :-1]]  # (N, H-1, F): the real inputs after the origin
+    return rollout(model, state, x[origins], known, feed, horizon, head)
 
 
 def feedback(features: list[int], targets: list[int]) -> list[tuple[int, int]]:
@@ -287,9 +448,11 @@ def generate_forecast(file, device, context=None, horizon: int | None = None) ->
     first = np.concatenate([norm.apply(h[-1:])[:, features] for h in histories])
     known = np.concatenate([norm.apply(seasonal_fill(h, horizon, season)[: horizon - 1])[None, :, features]
                             for h in histories])  # (G, H-1, F) assumed future inputs
-    predicted = rollout(model, state, torch.from_numpy(first).to(device), torch.from_numpy(known).to(device),
-                        feedback(features, targets), horizon)  # (G, H, O)
-    values = norm.invert(predicted.cpu().double().numpy(), targets)
+    head = OutputHead.stored(stored, file.config)
+    outputs = rollout(model, state, torch.from_numpy(first).to(device), torch.from_numpy(known).to(device),
+                      feedback(features, targets), horizon, head).cpu().double()  # (G, H, K*O)
+    values = norm.invert(head.point(outputs).numpy(), targets)  # (G, H, O)
+    bands = norm.invert(head.bands(outputs).numpy(), targets) if head.probabilistic else None  # (G, H, L, O)
     times, past = None, None
     if last_time and freq:
         step = pd.tseries.frequencies.to_offset(freq)
@@ -298,8 +461,10 @@ def generate_forecast(file, device, context=None, horizon: int | None = None) ->
                 else pd.date_range(end=pd.Timestamp(last_time[-1]), periods=len(histories[-1]), freq=step))
     shown = SimpleNamespace(targets=targets, columns=stored["columns"], names=names,
                             group_column=stored.get("group_column"))
+    band = {} if bands is None else {"band_low": bands[-1][:, 0], "band_high": bands[-1][:, -1]}
     plot = picture(shown, len(names) - 1, histories[-1], past, None if times is None else times[-1], horizon,
-                   f"{horizon}-step forecast", forecast_values=values[-1])
+                   f"{horizon}-step forecast", forecast_values=values[-1], **band) | band_label(head)
     return {"kind": stored["kind"], "names": names, "values": values, "times": times, "notes": notes,
+            "bands": bands, "levels": list(head.levels),
             "targets": stored["target_names"], "time_column": stored.get("time_column"),
             "group_column": stored.get("group_column"), "horizon": horizon, "plot": plot}

@@ -23,6 +23,7 @@ from bptt_cli import __version__
 from bptt_cli.atomic import atomic_write
 from bptt_cli.errors import BpttError
 from bptt_cli.input_paths import check_input
+from bptt_cli.losses import OutputHead
 from bptt_cli.models import CELL_SPECS, ModelConfig, RecurrentModel
 from bptt_cli.text import TOKENIZERS, Tokenizer
 
@@ -221,6 +222,21 @@ def _normaliser(norm: Any, width: int) -> None:
     need(all(v > 0 for v in norm["std"]), "data norm std holds zero or negative values")
 
 
+def _baseline(raw: dict, config: ModelConfig) -> None:
+    """The counts or reference set evaluate's baselines read (absent from older files) fit the model."""
+    from bptt_cli import baselines
+
+    if raw.get("baseline") is None:
+        return
+    if config.tokens:
+        reason = baselines.check_token_counts(raw["baseline"], config.output_size)
+    elif raw.get("task") == "forecast":
+        reason = "a forecasting model holds a labelling baseline"
+    else:
+        reason = baselines.check_label_reference(raw["baseline"], config.output_size, config.input_size)
+    need(reason is None, reason or "")
+
+
 def _data(raw: Any, config: ModelConfig) -> None:
     """What series and audio models keep about their data fits the model's inputs and outputs."""
     from bptt_cli.kinds import KINDS  # here, not at the top: the kinds build on model files
@@ -230,6 +246,7 @@ def _data(raw: Any, config: ModelConfig) -> None:
     need(name in KINDS, f"data kind {name!r} is not one of {', '.join(KINDS)}")
     need(KINDS[name].tokens == config.tokens,
          f"a {'token' if config.tokens else 'feature'} model holds {name!r} data")
+    _baseline(raw, config)
     if config.tokens:
         return
     columns = raw.get("columns")
@@ -239,7 +256,10 @@ def _data(raw: Any, config: ModelConfig) -> None:
     need(len(features) == config.input_size, f"{len(features)} feature columns but {config.input_size} model inputs")
     if raw.get("task") == "forecast":
         targets = _indices(raw.get("targets"), len(columns), "targets")
-        need(len(targets) == config.output_size, f"{len(targets)} targets but {config.output_size} model outputs")
+        per_target = OutputHead.stored(raw, None).per_target  # 2 for a gaussian head, one per quantile level
+        need(len(targets) * per_target == config.output_size,
+             f"{len(targets)} targets but {config.output_size} model outputs"
+             + (f" ({per_target} wanted per target by its {raw.get('loss')} loss)" if per_target != 1 else ""))
     else:
         classes = raw.get("classes")
         need(isinstance(classes, list) and len(classes) == config.output_size >= 2,

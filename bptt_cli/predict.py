@@ -23,7 +23,7 @@ import torch
 from bptt_cli import forecast
 from bptt_cli.atomic import atomic_write
 from bptt_cli.errors import BpttError
-from bptt_cli.losses import class_sum
+from bptt_cli.losses import OutputHead, class_sum, level_name
 from bptt_cli.memory import require_rollout_fits
 from bptt_cli.models import next_step
 from bptt_cli.series import Normaliser
@@ -117,6 +117,7 @@ class SeriesPredictor(Predictor):
         self.names, self.features, self.targets = data["columns"], data["features"], data["targets"]
         self.time_column, self.season = data.get("time_column"), data.get("season")
         self.feed = forecast.feedback(self.features, self.targets)
+        self.head = OutputHead.stored(data, file.config)  # a gaussian or quantile model also prints its levels
         self.keep = max(1, self.season or 1)  # rows of history kept to fill future inputs one season back
 
     def needed(self) -> list[str]:
@@ -125,7 +126,8 @@ class SeriesPredictor(Predictor):
 
     def columns(self) -> list[str]:
         lead = [""] if self.horizon == 1 else [f"+{k}" for k in range(1, self.horizon + 1)]
-        names = [f"{self.names[t]}{suffix}" for suffix in lead for t in self.targets]
+        levels = [""] + [f"_{level_name(q)}" for q in self.head.levels]  # Demand, Demand_p10, ... per lead
+        names = [f"{self.names[t]}{level}{suffix}" for suffix in lead for level in levels for t in self.targets]
         return ([self.time_column] if self.time_column else []) + names
 
     def _values(self, record: dict) -> tuple[np.ndarray, pd.Timestamp | None]:
@@ -160,11 +162,15 @@ class SeriesPredictor(Predictor):
         else:
             known = self.norm.apply(forecast.seasonal_fill(history, self.horizon, self.season)[: self.horizon - 1])
             known = torch.from_numpy(known[None, :, self.features]).to(self.device)
-            predicted = forecast.rollout(self.model, self.stream.state, x, known, self.feed, self.horizon)
+            predicted = forecast.rollout(self.model, self.stream.state, x, known, self.feed, self.horizon, self.head)
             _, state = self.model.recur(x.unsqueeze(0), self.stream.state)
         self.stream = StreamState(state, self.stream.rows + 1, str(when) if when is not None else None,
                                   history, None, self.stream.header)
-        forecast_values = self.norm.invert(predicted[0].double().cpu().numpy(), self.targets)  # (H, O)
+        outputs = predicted[0].double().cpu()  # (H, K*O)
+        parts = [self.head.point(outputs).unsqueeze(1)]  # (H, 1, O), then the levels (H, L, O)
+        if self.head.probabilistic:
+            parts.append(self.head.bands(outputs))
+        forecast_values = self.norm.invert(torch.cat(parts, dim=1).numpy(), self.targets)  # (H, 1 [+ L], O)
         result: dict = {}
         if self.time_column:
             step = pd.tseries.frequencies.to_offset(self.file.data["freq"]) if self.file.data.get("freq") else None

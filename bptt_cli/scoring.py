@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from bptt_cli import distributed
-from bptt_cli.losses import IGNORE_LABEL, class_sum, regression_sum
+from bptt_cli.losses import IGNORE_LABEL, OutputHead, class_sum
 from bptt_cli.models import RecurrentModel, State
 from bptt_cli.series import Streams
 
@@ -35,7 +35,7 @@ def stream_pass(model: RecurrentModel, streams: Streams, device: torch.device) -
     return torch.cat(outputs).cpu(), state
 
 
-def scored_sums(seq, outputs: torch.Tensor, streams: Streams, loss_name: str = "mse") -> torch.Tensor:
+def scored_sums(seq, outputs: torch.Tensor, streams: Streams, head: OutputHead = OutputHead()) -> torch.Tensor:
     """What validation figures are made of, as sums that add up over ranks: (loss, scored count, hits).
 
     ``seq`` is the data the streams came from: its ``classifies`` says which loss scores them.
@@ -44,7 +44,7 @@ def scored_sums(seq, outputs: torch.Tensor, streams: Streams, loss_name: str = "
         total, count = class_sum(outputs, streams.targets)
         hits = ((outputs.argmax(-1) == streams.targets) & (streams.targets != IGNORE_LABEL)).sum()
     else:
-        total, count = regression_sum(loss_name, outputs, streams.targets)
+        total, count = head.sums(outputs, streams.targets)
         hits = torch.zeros(())
     return torch.stack([total.double(), count.double(), hits.double()])
 
@@ -66,8 +66,8 @@ def columns_of_this_rank(streams: Streams) -> Streams:
 
 
 def ranked_sums(model: RecurrentModel, streams: Streams, device: torch.device, seq,
-                loss_name: str = "mse") -> tuple[torch.Tensor, State]:
+                head: OutputHead = OutputHead()) -> tuple[torch.Tensor, State]:
     """One validation pass shared out over the ranks: the all-reduced sums, and this rank's final state."""
     mine = columns_of_this_rank(streams)
     outputs, state = stream_pass(model, mine, device)
-    return distributed.all_sum(scored_sums(seq, outputs, mine, loss_name)), state
+    return distributed.all_sum(scored_sums(seq, outputs, mine, head)), state

@@ -19,6 +19,9 @@ def evaluate(
     season: Annotated[Optional[int], typer.Option("--season", min=1, help="Steps per season for the seasonal-naive baseline (default: the model's).", rich_help_panel=SERIES)] = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="CSV with columns file,label: one class per feature file.", rich_help_panel=SERIES)] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Also draw the last --horizon window scored: context, forecast, actual values and persistence (.png or .svg; needs bptt\\[plot]).", rich_help_panel=SERIES, show_default=False)] = None,
+    forecasts: Annotated[Optional[Path], typer.Option("--forecasts", help="Also write every --horizon forecast scored to this CSV, one row per (origin, lead, target): the origin, lead, target, forecast, actual value, each baseline's forecast (and interval columns for a gaussian or quantile model). The weights stay fixed across origins: no refit.", rich_help_panel=SERIES, show_default=False)] = None,
+    origins: Annotated[Optional[int], typer.Option("--origins", min=1, help="Score the --horizon forecasts from N evenly spaced rolling origins over the scored part of each series (default: one every --horizon steps).", rich_help_panel=SERIES, show_default=False)] = None,
+    every: Annotated[Optional[int], typer.Option("--every", min=1, help="Score the --horizon forecasts from an origin every K steps (instead of --origins).", rich_help_panel=SERIES, show_default=False)] = None,
     exact: Annotated[bool, typer.Option("--exact", help="Text: score in one stream from the first token to the last (slow). By default many streams run side by side, each warmed up on the text before its part: within 1e-4 bits of the exact figure, and the output says how it was computed.")] = False,
     device: Device = "auto",
     threads: Threads = None,
@@ -26,28 +29,43 @@ def evaluate(
     config: Config = None,
 ) -> None:
     """Score MODEL on DATA with the state carried throughout: loss and perplexity for text; MAE, RMSE,
-    sMAPE and MASE against persistence and seasonal naive for series; accuracy, macro-F1 and confusion for labels.
+    sMAPE and MASE against persistence and seasonal naive for series (with pinball loss, CRPS and interval
+    coverage for gaussian and quantile models); accuracy, macro-F1 and confusion for labels.
+
+    Forecasts from every origin use the same weights (a backtest without refitting); --forecasts keeps them.
 
     Example: bptt evaluate shakespeare.pt other_text.txt --json;
-    bptt evaluate demand.pt sample_data/elecdemand.csv --horizon 48 --season 48 --plot eval.png
+    bptt evaluate demand.pt sample_data/elecdemand.csv --horizon 48 --season 48 --plot eval.png;
+    bptt evaluate demand.pt sample_data/elecdemand.csv --horizon 48 --every 24 --forecasts backtest.csv
     """
     from bptt_cli import kinds
     from bptt_cli.device import resolve_device, set_threads
+    from bptt_cli.forecast import OriginPlan, check_backtest
     from bptt_cli.modelfile import load_model_file
     from bptt_cli.render.evaluation import render_scores
 
     set_threads(threads)
     target = resolve_device(device)
+    plan = OriginPlan(origins, every)
     file = load_model_file(model_file)
     kind = kinds.of_model(file)
-    request = kinds.Request(labels=labels, horizon=horizon, season=season, plot=plot, exact=exact)
+    request = kinds.Request(labels=labels, horizon=horizon, season=season, plot=plot, exact=exact, origins=plan)
     kind.check_request(file, request, "evaluate")
+    check_backtest(file.data, forecasts, plan)
+    if forecasts is not None:
+        from bptt_cli.output_paths import check_output
+
+        check_output(forecasts, "csv", "--forecasts", inputs=(model_file, data, labels))
     if plot is not None:  # before any work, so a long scoring never ends in a failed picture
         from bptt_cli.render.plotting import check_plot
 
         check_plot(plot)
     figures = kind.evaluate(file, data, target, request)
     render_scores(figures, as_json=json)
+    if forecasts is not None:
+        from bptt_cli.render.forecast import render_backtest
+
+        render_backtest(figures, forecasts)
     if plot is not None:
         from bptt_cli.render.forecast import render_forecast_plot
 

@@ -63,6 +63,7 @@ class Request:
     output: Path | None = None
     plot: Path | None = None
     exact: bool = False  # evaluate text in one stream from the first token to the last
+    origins: Any = None  # forecast.OriginPlan: where evaluate's rolling forecasts start
 
 
 @dataclass

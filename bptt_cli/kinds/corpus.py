@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bptt_cli import distributed
+from bptt_cli import baselines, distributed
 from bptt_cli.errors import BpttError
 from bptt_cli.evaluation import summarise
 from bptt_cli.kinds.audio import FEATURE_SUFFIXES, is_pattern, pattern_files
@@ -111,7 +111,8 @@ class CorpusKind(TextKind, name="corpus", what="text corpora", holds="a text cor
                 return summarise(total, int(count))
 
             validate = validate if val_streams is not None else None
-            make_file, score_other, sample = token_run_files(run, model, tokenizer, summary, self.name, validate)
+            make_file, score_other, sample = token_run_files(run, model, tokenizer, summary, self.name, validate,
+                                                             train_docs)
 
             built = sum(c.built for c in caches)
             if built and not options.no_cache:
@@ -173,7 +174,8 @@ class CorpusKind(TextKind, name="corpus", what="text corpora", holds="a text cor
         outputs, _ = stream_pass(file.model.to(device), streams, device)
         total, count, _ = scored_sums(_Scored, outputs, streams).tolist()
         return {**summarise(total, int(count)), "tokens": int(count), "unknown_tokens": unknown,
-                "tokenizer": file.tokenizer.kind, "documents": len(documents)}
+                "tokenizer": file.tokenizer.kind, "documents": len(documents),
+                "baselines": baselines.token_baselines(file.data.get("baseline"), documents)}
 
     def gradcheck_problem(self, file: ModelFile, data: Path, request: Request):
         from bptt_cli import gradcheck

@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bptt_cli import distributed, forecast
+from bptt_cli import baselines, distributed, forecast
 from bptt_cli.audio import list_files
 from bptt_cli.choices import ANCHORS
 from bptt_cli.errors import BpttError
 from bptt_cli.kinds.base import DataKind, Prepared, Request
-from bptt_cli.losses import IGNORE_LABEL, class_loss, regression_loss
+from bptt_cli.losses import IGNORE_LABEL, PROBABILISTIC, OutputHead, class_loss, regression_loss
 from bptt_cli.modelfile import ModelFile
 from bptt_cli.models import RecurrentModel, State
 from bptt_cli.scoring import ranked_sums, scored_figures, scored_sums, stream_pass
@@ -161,20 +161,22 @@ class _Training:
 
 def forecast_leads(seq: Sequences, options, init_from) -> int:
     """How many steps ahead a series model decodes at once: --leads, else a season (a default horizon without
-    one); a warm start keeps its model's; 1 for other data."""
+    one); a warm start keeps its model's; 1 for other data and for probabilistic losses (one step, rolled out)."""
     if init_from is not None:
         return init_from.model.config.leads
-    if seq.task != "forecast" or not hasattr(options, "leads"):
+    if seq.task != "forecast" or not hasattr(options, "leads") or getattr(options, "loss", "mse") in PROBABILISTIC:
         return 1
     return options.leads or getattr(options, "season", None) or season_of(seq.freq) or forecast.DEFAULT_HORIZON
 
 
-def anchor_inputs(seq: Sequences, anchor: str) -> list[int]:
+def anchor_inputs(seq: Sequences, anchor: str, head: OutputHead) -> list[int]:
     """The input feature each target continues, for a model that predicts the change from the last value;
-    [] (no anchor) when asked for none, for labels, or when a target is not among the inputs."""
+    [] (no anchor) when asked for none, for labels, for a probabilistic head (its scales are no change of a
+    value), or when a target is not among the inputs."""
     if anchor not in ANCHORS:
         raise BpttError(f"--anchor is one of {', '.join(ANCHORS)}, got {anchor!r}")
-    if anchor == "none" or seq.task != "forecast" or not set(seq.targets) <= set(seq.features):
+    if (anchor == "none" or seq.task != "forecast" or head.probabilistic
+            or not set(seq.targets) <= set(seq.features)):
         return []
     return [seq.features.index(t) for t in seq.targets]
 
@@ -201,8 +203,9 @@ class SequenceKind(DataKind):
         """DATA as sequences; ``stored`` (a model file's data description) fixes how it is read."""
         raise NotImplementedError
 
-    def loss_name(self, options) -> str:
-        return getattr(options, "loss", "mse")
+    def head(self, options) -> OutputHead:
+        """How the model's outputs read, from --loss and --quantiles (feature data has no --quantiles)."""
+        return OutputHead.of(getattr(options, "loss", "mse"), getattr(options, "quantiles", None))
 
     # ------------------------------------------------------------ training
 
@@ -246,7 +249,7 @@ class SequenceKind(DataKind):
 
     @contextlib.contextmanager
     def prepare(self, data: Path, options, run):
-        regression_loss(self.loss_name(options))  # an unknown --loss fails before the data is read
+        head = self.head(options)  # an unknown --loss or bad --quantiles fails before the data is read
         split_data = self._split_data(data, options, run)
         pairs, streams = self._streams(split_data, run)
         seq, norm, device = split_data.seq, split_data.norm, run.device
@@ -256,12 +259,17 @@ class SequenceKind(DataKind):
         else:
             config = run.model_config
             config.tokens, config.input_size = False, len(seq.features)
-            config.output_size = len(seq.classes) if seq.classifies else len(seq.targets)
-            config.anchor, config.leads = anchor_inputs(seq, getattr(options, "anchor", "none")), seq.leads
+            config.output_size = len(seq.classes) if seq.classifies else len(seq.targets) * head.per_target
+            config.anchor, config.leads = anchor_inputs(seq, getattr(options, "anchor", "none"), head), seq.leads
             model = RecurrentModel(config)
         season = getattr(options, "season", None) or season_of(seq.freq)
         described = seq.describe(norm, season)
+        if seq.classifies:  # what evaluate's majority-class and nearest-neighbour baselines compare with
+            labels = [y[-1:] if seq.task == "sequence" else y for _, y in pairs]
+            described["baseline"] = baselines.label_reference([x for x, _ in pairs], labels, len(seq.classes),
+                                                              seq.task == "sequence")
         if seq.task == "forecast":
+            described.update(head.describe())
             history = [seq.values[i][: split_data.ends[i], seq.targets] for i in split_data.train_ids]
             described["mase_scale"] = forecast.naive_scale(history).tolist()
             if season and any(len(h) > season for h in history):
@@ -279,7 +287,7 @@ class SequenceKind(DataKind):
 
         inputs, targets, resets = (distributed.shard_streams(s) for s in (streams.inputs, streams.targets, streams.resets))
         yield Prepared(model, inputs, targets, resets,
-                       class_loss if seq.classifies else regression_loss(self.loss_name(options)),
+                       class_loss if seq.classifies else regression_loss(head),
                        validate, make_file, summary["data_sha256"], score_other,
                        result={"task": seq.task, "sequences": len(seq.values), "streams": streams.inputs.shape[1],
                                "train_steps": summary["train_steps"], "val_steps": summary.get("val_steps", 0)})
@@ -298,7 +306,7 @@ class SequenceKind(DataKind):
         own_tail = run.val is None and seq.task == "forecast" and not distributed.active()
 
         def validate(model: RecurrentModel) -> dict:
-            sums, state = ranked_sums(model, scoring, run.device, seq, self.loss_name(options))
+            sums, state = ranked_sums(model, scoring, run.device, seq, self.head(options))
             if own_tail:  # with several ranks the model file's tail state is computed anew
                 ends_here["state"] = state
             return scored_figures(seq, sums)
@@ -312,12 +320,18 @@ class SequenceKind(DataKind):
                 return None, "it reads other columns, targets or classes"
             if file.model.config.leads != seq.leads:
                 return None, f"it forecasts {file.model.config.leads} step(s) at once, this run {seq.leads}"
+            head, theirs = self.head(options), OutputHead.stored(stored, file.config)
+            distributions = {head.loss, theirs.loss} & set(PROBABILISTIC)
+            if not seq.classifies and distributions and theirs != head:
+                return None, "it forecasts with another --loss or --quantiles"
             own = Normaliser.from_dict(stored["norm"])
+            if distributions and own.to_dict() != split_data.norm.to_dict():
+                return None, "its scales are in another normalisation"
             outputs, _ = stream_pass(file.model.to(run.device), scoring_streams(held, own, starts, batch), run.device)
-            if not seq.classifies:  # its predictions, back to original units, then in this run's
+            if not seq.classifies and not distributions:  # its predictions, back to original units, then in this run's
                 wanted = seq.targets
                 outputs = torch.from_numpy(split_data.norm.apply(own.invert(outputs.double().numpy(), wanted), wanted))
-            return scored_figures(seq, scored_sums(seq, outputs, scoring, self.loss_name(options)))["loss"], ""
+            return scored_figures(seq, scored_sums(seq, outputs, scoring, head))["loss"], ""
 
         return validate, ends_here, score_other
 
@@ -353,12 +367,13 @@ class SequenceKind(DataKind):
             streams = scoring_streams(seq, norm, starts, SCORING_STREAMS)
             outputs, _ = stream_pass(model, streams, device)
             scored = streams.targets != IGNORE_LABEL
-            figures = forecast.classification(streams.targets[scored].numpy(), outputs.argmax(-1)[scored].numpy(),
-                                              seq.classes)
+            truth = streams.targets[scored].numpy()
+            figures = forecast.classification(truth, outputs.argmax(-1)[scored].numpy(), seq.classes)
             figures["sequences" if seq.task == "sequence" else "frames"] = int(scored.sum())
-            return {**result, "task": seq.task, **figures}
-        return {**result, **forecast.evaluate_forecasts(model, seq, norm, starts, horizon,
-                                                        request.season or stored.get("season"), stored, data, device)}
+            return {**result, "task": seq.task, **figures, "baselines": _label_baselines(stored, seq, norm, truth)}
+        figures = forecast.evaluate_forecasts(model, seq, norm, starts, horizon, request.season or stored.get("season"),
+                                              stored, data, device, request.origins or forecast.OriginPlan())
+        return {**figures, "notes": [*result["notes"], *figures["notes"]]}
 
     def generate(self, file: ModelFile, device, request: Request) -> dict:
         context = None
@@ -376,9 +391,18 @@ class SequenceKind(DataKind):
         norm = Normaliser.from_dict(stored["norm"])
         longest = max(range(len(seq.values)), key=lambda i: len(seq.values[i]))
         inputs, targets = seq.pairs(norm, longest)
-        loss = (file.config or {}).get("loss", "mse")
-        return gradcheck.feature_problem(inputs, targets, seq.task, loss if loss in ("mse", "huber") else "mse",
+        return gradcheck.feature_problem(inputs, targets, seq.task, OutputHead.stored(stored, file.config),
                                          source=f"{data} (sequence {seq.names[longest]})")
+
+
+def _label_baselines(stored: dict, seq: Sequences, norm: Normaliser, truth: np.ndarray) -> list[dict]:
+    """The baselines on the points the model was scored on: each sequence's label in order beside its frames,
+    or the scored frames' labels (``truth``) for per-frame labels."""
+    if seq.task != "sequence":
+        return baselines.label_baselines(stored.get("baseline"), [], truth, seq.classes)
+    frames = [seq.frames(norm, i) for i in range(len(seq.values))]
+    labels = np.array([y[0] for y in seq.labels], dtype=np.int64)
+    return baselines.label_baselines(stored.get("baseline"), frames, labels, seq.classes)
 
 
 def _scored_starts(file: ModelFile, seq: Sequences, data: Path) -> tuple[list[int], list[str]]:

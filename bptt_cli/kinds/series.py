@@ -23,7 +23,8 @@ class SeriesOptions:
     time_column: str | None = None
     group_column: str | None = None
     missing: str = "error"  # one of choices.MISSING
-    loss: str = "mse"  # one of choices.LOSSES
+    loss: str = kind_option("mse", shape=True)  # one of choices.LOSSES; gaussian and quantile change the outputs
+    quantiles: str | None = kind_option(None, shape=True)  # --quantiles 0.1,0.5,0.9 with --loss quantile
     season: int | None = None  # steps per season; None: from the time step when it has a natural one
     leads: int | None = kind_option(None, shape=True)  # steps decoded at once; None: a season (1: next step only)
     anchor: str = kind_option("last", shape=True)  # one of choices.ANCHORS: last (predict the change) | none

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bptt_cli import distributed
+from bptt_cli import baselines, distributed
 from bptt_cli.errors import BpttError
 from bptt_cli.evaluation import (
     EVALUATE_CONTEXT,
@@ -81,14 +81,19 @@ def token_model(run, tokenizer) -> RecurrentModel:
     return RecurrentModel(run.model_config)
 
 
-def token_run_files(run, model: RecurrentModel, tokenizer: Tokenizer, summary: dict, kind: str, validate):
-    """What text and corpora runs share: the model file for a validation record, the loss of another
+def token_run_files(run, model: RecurrentModel, tokenizer: Tokenizer, summary: dict, kind: str, validate,
+                    training: list[np.ndarray]):
+    """What text and corpora runs share: the model file for a validation record (with the unigram and bigram
+    counts of the ``training`` documents, counted once, for evaluate's baselines), the loss of another
     model file on the run's validation tokens (only a model with this run's vocabulary reads them alike),
     and a sample of the model's text (``--sample-every``)."""
+    counts: dict = {}
 
     def make_file(record: dict) -> ModelFile:
         best = {"best_step": record["step"], "best_epoch": record["epoch"], "best_val_loss": record["val_loss"]}
-        return ModelFile(model, tokenizer, run.run_config, {**summary, **best}, {"kind": kind})
+        if not counts:
+            counts.update(baselines.token_counts(training, tokenizer.size))
+        return ModelFile(model, tokenizer, run.run_config, {**summary, **best}, {"kind": kind, "baseline": counts})
 
     def score_other(file: ModelFile) -> tuple[float | None, str]:
         if validate is None:
@@ -151,7 +156,8 @@ class TextKind(DataKind, name="text", what="text", holds="text", options=TextOpt
                 return summarise(total, int(count))
 
             validate = validate if val_ids is not None else None
-            make_file, score_other, sample = token_run_files(run, model, tokenizer, summary, self.name, validate)
+            make_file, score_other, sample = token_run_files(run, model, tokenizer, summary, self.name, validate,
+                                                             [train_ids])
             notes = []
             if cache.built and not options.no_cache:
                 notes.append(f"the text's {len(ids):,} tokens are cached in {cache.path}; later runs reuse them")
@@ -185,7 +191,8 @@ class TextKind(DataKind, name="text", what="text", holds="text", options=TextOpt
         context = context if streams > 1 else 0  # one stream reads from the first token: nothing before it
         total, count = token_loss(file.model.to(device), ids, device, streams=streams, context=context)
         return {**summarise(total, count), "tokens": count, "unknown_tokens": unknown,
-                "tokenizer": file.tokenizer.kind, "streams": streams, "context": context, "exact": streams == 1}
+                "tokenizer": file.tokenizer.kind, "streams": streams, "context": context, "exact": streams == 1,
+                "baselines": baselines.token_baselines(file.data.get("baseline"), [ids])}
 
     def generate(self, file: ModelFile, device, request: Request) -> TextSample:
         from bptt_cli.generation import generate

@@ -34,6 +34,24 @@ def scoring_rows(figures: dict) -> list[list]:
     return [["scored in", how]]
 
 
+def render_baselines(figures: dict) -> None:
+    """The model beside its baselines on the same points (files from before baselines were stored have none)."""
+    rows = figures.get("baselines")
+    if not rows:
+        return
+    if "task" in figures:  # labels: accuracy on the sequences or frames the model was scored on
+        unit = "sequences" if "sequences" in figures else "frames"
+        model = ["this model", figures["accuracy"], figures["macro_f1"], figures[unit]]
+        table = [model, *([r["name"], r["accuracy"], r["macro_f1"], r["points"]] for r in rows)]
+        print_table("baselines (fitted on the training data)", ["", "accuracy", "macro-F1", f"{unit} scored"], table)
+        return
+    unit = "char" if figures["tokenizer"] == "char" else "token"
+    model = ["this model", figures["bits_per_token"], figures["perplexity"], figures["tokens"]]
+    table = [model, *([r["name"], r["bits_per_token"], r["perplexity"], r["tokens"]] for r in rows)]
+    print_table("baselines (fitted on the training text)", ["", f"bits per {unit}", "perplexity", "tokens scored"],
+                table)
+
+
 def render_scores(figures: dict, as_json: bool) -> None:
     """Any model's scores: series and feature models' figures name their task, token models' do not."""
     if "task" in figures:
@@ -42,3 +60,5 @@ def render_scores(figures: dict, as_json: bool) -> None:
         render_sequence_scores(figures, as_json)
     else:
         render_text_scores(figures, as_json)
+    if not as_json:
+        render_baselines(figures)

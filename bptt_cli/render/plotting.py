@@ -386,9 +386,13 @@ def plot_forecast(
     height: int | None = None,
     title: str | None = None,
     time_label: str | None = None,
+    band_low: Any = None,
+    band_high: Any = None,
+    band_label: str = "interval",
 ) -> Path:
     """One panel per target: the context the model read, its forecast, and when given what really
-    happened and the persistence baseline (the last value held), so the forecast is judged by eye.
+    happened, the persistence baseline (the last value held) and the forecast's interval as a shaded
+    band (``band_low`` .. ``band_high``), so the forecast is judged by eye.
 
     Values are (T, targets) arrays, or (T,) for one target; ``height`` defaults to 260 px per target.
     ``time_label`` names the x axis (default: "time" for dates, else "step").
@@ -400,12 +404,17 @@ def plot_forecast(
     actual = None if actual_values is None else _columns(actual_values, len(forecast_x), len(names), "actual_values")
     naive = None if persistence_values is None else _columns(
         persistence_values, len(forecast_x), len(names), "persistence_values")
+    low = None if band_low is None else _columns(band_low, len(forecast_x), len(names), "band_low")
+    high = None if band_high is None else _columns(band_high, len(forecast_x), len(names), "band_high")
     height = height or min(SIZE_RANGE[1], 120 + 260 * len(names))
     with _drawing(path, width, height) as figure:
         axes = np.atleast_1d(figure.subplots(len(names), 1, sharex=True, squeeze=False)[:, 0])
         for i, (ax, name) in enumerate(zip(axes, names)):
             first = i == 0  # label each line once, for the figure's legend
             ax.plot(context_x, context[:, i], color="0.2", label="context" if first else None)
+            if low is not None and high is not None:
+                ax.fill_between(forecast_x, low[:, i], high[:, i], color="C1", alpha=0.25, linewidth=0,
+                                label=band_label if first else None)
             if naive is not None:
                 ax.plot(forecast_x, naive[:, i], color="0.55", linestyle="--",
                         label="persistence (last value)" if first else None)
