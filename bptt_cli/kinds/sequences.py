@@ -329,8 +329,9 @@ class SequenceKind(DataKind):
                 return None, "its scales are in another normalisation"
             outputs, _ = stream_pass(file.model.to(run.device), scoring_streams(held, own, starts, batch), run.device)
             if not seq.classifies and not distributions:  # its predictions, back to original units, then in this run's
-                wanted = seq.targets
-                outputs = torch.from_numpy(split_data.norm.apply(own.invert(outputs.double().numpy(), wanted), wanted))
+                wanted, by_lead = seq.targets, outputs.double().numpy().reshape(*outputs.shape[:-1], seq.leads, -1)
+                outputs = torch.from_numpy(split_data.norm.apply(own.invert(by_lead, wanted), wanted)
+                                           .reshape(outputs.shape))
             return scored_figures(seq, scored_sums(seq, outputs, scoring, head))["loss"], ""
 
         return validate, ends_here, score_other
