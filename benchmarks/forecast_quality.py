@@ -136,10 +136,10 @@ def score_peers(model_path: Path, data: Path, horizons: list[int]) -> dict[str, 
     return found
 
 
-def run_series(spec: str, max_time: str, workdir: Path) -> dict:
+def run_series(spec: str, max_time: str, workdir: Path, number: int) -> dict:
     """Train, evaluate and score the peers on one series; its row of figures."""
     path, *flags = shlex.split(spec)
-    model = workdir / (Path(path).stem + ".pt")
+    model = workdir / f"{number}-{Path(path).stem}.pt"  # one file per spec: the same CSV may come with other flags
     began = time.perf_counter()
     trained = bptt("train", path, "-o", str(model), "--max-time", max_time, "--quiet", *flags)
     trained_for = time.perf_counter() - began
@@ -147,7 +147,7 @@ def run_series(spec: str, max_time: str, workdir: Path) -> dict:
     season = stored.get("season") or forecast.DEFAULT_HORIZON
     scored = bptt("evaluate", str(model), path, "--horizon", str(season))
     horizons = sorted({1, season})
-    row = {"series": Path(path).name, "flags": " ".join(flags), "season": season, "train_seconds": trained_for,
+    row = {"series": Path(path).name + (" (univariate)" if "--features" in flags else ""), "flags": " ".join(flags), "season": season, "train_seconds": trained_for,
            "steps": trained.get("steps"), "stop": trained.get("stop_reason"), "mase": {}}
     for h in horizons:
         figures = scored["horizons"][str(h)]
@@ -187,8 +187,8 @@ def main() -> None:
     require_statsforecast(args.install)
     rows = []
     with tempfile.TemporaryDirectory(prefix="forecast-quality-") as workdir:
-        for spec in args.series:
-            rows.append(run_series(spec, args.max_time, Path(workdir)))
+        for number, spec in enumerate(args.series):
+            rows.append(run_series(spec, args.max_time, Path(workdir), number))
             r = rows[-1]
             print(f"{r['series']} {r['flags']}: trained {r['train_seconds']:.0f} s, {r['steps']} updates, "
                   f"stopped by {r['stop']}", file=sys.stderr)
