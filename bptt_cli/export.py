@@ -33,7 +33,7 @@ from bptt_cli.atomic import atomic_write, write_bytes
 from bptt_cli.errors import BpttError, RunFailed
 from bptt_cli.modelfile import ModelFile, load_model_file
 from bptt_cli.output_paths import check_output as check_path
-from bptt_cli.models import RecurrentModel
+from bptt_cli.models import RecurrentModel, anchored
 from bptt_cli.series import stored_calendar
 
 FORMATS = {".onnx": "onnx", ".pt2": "pt2"}
@@ -108,7 +108,8 @@ class StatefulStep(nn.Module):
             step = CELL_STEPS[model.config.cell](w_hh, b_hh)
             carry, inputs = scan(step, tuple(s[layer] for s in state), inputs @ w_ih.T + b_ih)  # (T, B, hidden)
             ends.append(carry)
-        return (model.decoder(inputs), *(torch.stack(parts) for parts in zip(*ends)))
+        y = anchored(model.decoder(inputs), x, model.config.anchor * model.config.leads)
+        return (y, *(torch.stack(parts) for parts in zip(*ends)))
 
 
 # ---------------------------------------------------------------- names, shapes and the sidecar
@@ -127,7 +128,7 @@ def signature(model: RecurrentModel) -> dict:
     return {
         "inputs": [{"name": "x", "shape": x[0], "dtype": x[1]},
                    *({"name": p, "shape": state_shape, "dtype": "float32"} for p in parts)],
-        "outputs": [{"name": "y", "shape": ["time", "batch", config.output_size], "dtype": "float32"},
+        "outputs": [{"name": "y", "shape": ["time", "batch", config.output_size * config.leads], "dtype": "float32"},
                     *({"name": f"{p}_next", "shape": state_shape, "dtype": "float32"} for p in parts)],
         "state": {
             "parts": parts, "shape": state_shape, "initial": "zeros",

@@ -24,7 +24,7 @@ import torch
 from bptt_cli.errors import BpttError
 from bptt_cli.losses import OutputHead, level_name, pinball
 from bptt_cli.memory import require_rollout_fits
-from bptt_cli.models import RecurrentModel, State
+from bptt_cli.models import RecurrentModel, State, next_step
 from bptt_cli.series import Normaliser, calendar_names, calendar_values, read_future, stored_calendar
 
 DEFAULT_HORIZON = 24
@@ -72,20 +72,23 @@ def rollout(
     (target, feature) pair in ``feed`` the model's point forecast (the mean or
     the median of a probabilistic ``head``; or what ``choose`` makes of the
     outputs, e.g. a draw) replaces that feature, so targets are the model's own
-    and other features are given.
+    and other features are given. A model with a direct head decodes ``leads``
+    steps at once: it reads those steps back (one fused call) only when the
+    horizon is longer.
     """
     choose = choose or head.point
-    x, predictions = first, []
-    for k in range(horizon):  # one recurrent step per lead time, over every origin at once
-        out, state = model.recur(x.unsqueeze(0), state)  # (1, N, hidden)
-        step = model.decode(out[0])  # (N, K*O)
-        predictions.append(step)
-        if k + 1 < horizon:
-            x = known[:, k].clone()
-            point = choose(step)
-            for target, feature in feed:
-                x[:, feature] = point[:, target]
-    return torch.stack(predictions, dim=1)
+    x, predictions, done = first.unsqueeze(0), [], 0
+    while True:  # over every origin at once: one decode per block of leads
+        out, state = model.recur(x, state)  # (steps, N, hidden)
+        block = model.decode(out[-1], x[-1]).unflatten(-1, (model.config.leads, -1))[:, : horizon - done]
+        predictions.append(block)  # (N, take, K*O)
+        done += block.shape[1]
+        if done == horizon:
+            return torch.cat(predictions, dim=1)
+        x = known[:, done - block.shape[1] : done].transpose(0, 1).clone()  # (take, N, F): the block's steps
+        point = choose(block.flatten(0, 1)).unflatten(0, block.shape[:2]).transpose(0, 1)  # (take, N, O)
+        for target, feature in feed:
+            x[:, :, feature] = point[:, :, target]
 
 
 @torch.no_grad()
@@ -426,7 +429,7 @@ def _model_outputs(model, x: torch.Tensor, origins: np.ndarray, horizon: int, fe
     forecast at each level (N, H, L, O) for a probabilistic head."""
     if horizon == 1:  # one pass gives every one-step forecast
         out, _ = model.recur(x.unsqueeze(1), model.init_state(1, device))
-        outputs = model.decode(out[:, 0])[origins].unsqueeze(1)
+        outputs = next_step(model.decode(out[:, 0], x), model.config)[origins].unsqueeze(1)
         return outputs, head.bands(outputs) if head.probabilistic else None
     lead = np.arange(1, horizon + 1)
     state = states_at(model, x, origins, device)

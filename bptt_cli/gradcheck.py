@@ -161,7 +161,8 @@ def synthetic_features(model: RecurrentModel, steps: int, seed: int = 0) -> Prob
     """Seeded normal frames and next-frame targets, for a feature model without data."""
     generator = torch.Generator().manual_seed(seed)
     frames = torch.randn(steps + 1, model.config.input_size, generator=generator, dtype=torch.float64)
-    targets = torch.randn(steps, model.config.output_size, generator=generator, dtype=torch.float64)
+    targets = torch.randn(steps, model.config.output_size * model.config.leads, generator=generator,
+                          dtype=torch.float64)
     return feature_problem(frames[:-1].numpy(), targets.numpy(), "forecast", source="synthetic")
 
 
@@ -387,7 +388,7 @@ def check_flow(model: RecurrentModel, problem: Problem, settings: Settings) -> d
     for t in range(steps):
         _, state = model.recur(inputs[t : t + 1], state)
         states.append(state)
-    logits = model.decode(state[0][-1:])  # top layer h_T, (1, 1, V)
+    logits = model.decode(state[0][-1:], inputs[steps - 1 : steps])  # top layer h_T, (1, 1, V)
     loss = problem.loss(logits, problem.targets[steps - 1 : steps, :1])
     parts = [s for st in states for s in st]
     grads = torch.autograd.grad(loss, parts, allow_unused=True)

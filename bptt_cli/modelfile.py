@@ -149,11 +149,14 @@ def finite_tensors(values: Any, what: str) -> None:
             finite_tensors(value, f"{what} {i}")
 
 
+LATER_MODEL_FIELDS = ("anchor", "leads")  # model_config fields older files lack: their defaults rebuild those models
+
+
 def _model_config(raw: Any) -> ModelConfig:
     need(isinstance(raw, dict), "model_config is not a mapping")
     raw = {"bidirectional": False, **raw}  # files written before --bidirectional existed
     stored = list(ModelConfig().to_dict())  # what a model file holds (not run-time switches such as force)
-    missing = [name for name in stored if name not in raw]
+    missing = [name for name in stored if name not in raw and name not in LATER_MODEL_FIELDS]
     need(not missing, f"model_config lacks {', '.join(missing)}")
     for name in ("input_size", "output_size", "embed", "hidden", "layers"):
         need(is_whole(raw[name], 1), f"model_config {name} is {raw[name]!r}, not a positive whole number")
@@ -162,7 +165,7 @@ def _model_config(raw: Any) -> ModelConfig:
     need(raw["cell"] in CELL_SPECS, f"model_config cell {raw['cell']!r} is not one of {', '.join(CELL_SPECS)}")
     dropout = raw["dropout"]
     need(type(dropout) in (int, float) and 0 <= dropout < 1, f"model_config dropout {dropout!r} is not in [0, 1)")
-    config = ModelConfig(**{name: raw[name] for name in stored})
+    config = ModelConfig(**{name: raw[name] for name in stored if name in raw})
     try:
         config.validate()
     except BpttError as err:

@@ -42,6 +42,10 @@ class ModelConfig:
     dropout: float = 0.0  # on embeddings, between layers and before the decoder
     tie_weights: bool = False  # decoder shares the embedding matrix (needs embed == hidden)
     bidirectional: bool = False  # each layer also reads every sequence backwards; the decoder sees both
+    # per output, the input feature it continues: the model predicts the change from that input's value
+    # (a zero decoder, so an untrained model is persistence); empty: the decoder's output is the prediction
+    anchor: list[int] = field(default_factory=list)
+    leads: int = 1  # steps ahead decoded at once from each state (a direct multi-step head), lead by lead
     # build and train even when the memory estimate exceeds what the machine has available (--force);
     # a choice of this run, not a property of the model: model files do not store it
     force: bool = field(default=False, compare=False)
@@ -51,6 +55,11 @@ class ModelConfig:
         for name in ("hidden", "layers", "embed"):
             if getattr(self, name) < 1:
                 raise BpttError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.leads < 1:
+            raise BpttError(f"--leads must be at least 1, got {self.leads}")
+        if self.anchor and (len(self.anchor) != self.output_size
+                            or not all(isinstance(i, int) and 0 <= i < self.input_size for i in self.anchor)):
+            raise BpttError(f"the anchor {self.anchor} does not name one input for each of {self.output_size} outputs")
         if not 0.0 <= self.dropout < 1.0:
             raise BpttError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.tie_weights and not self.tokens:
@@ -96,9 +105,12 @@ class RecurrentModel(nn.Module):
             dropout=config.dropout if config.layers > 1 else 0.0,
             bidirectional=config.bidirectional,
         )
-        self.decoder = nn.Linear(config.hidden * config.directions, config.output_size)
+        self.decoder = nn.Linear(config.hidden * config.directions, config.output_size * config.leads)
         if config.tie_weights:
             self.decoder.weight = self.embedding.weight
+        if config.anchor:  # an untrained model forecasts the last value at every lead
+            nn.init.zeros_(self.decoder.weight)
+            nn.init.zeros_(self.decoder.bias)
         self.regularisers = Regularisers()  # what training drops besides --dropout; the trainer sets it
         self._masks: dict[str, torch.Tensor] | None = None  # inside ``one_window``: its masks, drawn once
 
@@ -242,13 +254,20 @@ class RecurrentModel(nn.Module):
 
         return run
 
-    def decode(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Outputs (..., hidden) -> logits or predictions (..., output_size)."""
-        return self.decoder(self.drop_output(hidden))
+    def decode(self, hidden: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """Outputs (..., hidden) -> logits or predictions (..., leads * output_size), lead-major.
+
+        An anchored model adds the anchor inputs of the same steps (``inputs`` (..., F)) to the decoder's output.
+        """
+        return self.decode_dropped(self.drop_output(hidden), inputs)
+
+    def decode_dropped(self, dropped: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """``decode`` of outputs that went through ``drop_output`` already (activation regularisation reads them)."""
+        return anchored(self.decoder(dropped), inputs, self.config.anchor * self.config.leads)
 
     def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         out, state = self.recur(x, state)
-        return self.decode(out), state
+        return self.decode(out, x), state
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by the part of the model they belong to, for per-layer gradient norms."""
@@ -297,6 +316,18 @@ def mirrored_steps(resets: torch.Tensor | None, steps: int, batch: int, device) 
 def _mirror(values: torch.Tensor, mirror: torch.Tensor) -> torch.Tensor:
     """``values`` (T, B, F) with every sequence reversed in place (its own inverse)."""
     return values.gather(0, mirror.unsqueeze(-1).expand_as(values))
+
+
+def anchored(change: torch.Tensor, inputs: torch.Tensor | None, anchor: list[int]) -> torch.Tensor:
+    """The decoder's ``change`` added back to the anchor inputs (the last values); unchanged without an anchor."""
+    if not anchor:
+        return change
+    return change + inputs[..., anchor].to(change.dtype)
+
+
+def next_step(outputs: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """The one-step predictions (..., output_size) of decoded outputs (..., leads * output_size)."""
+    return outputs[..., : config.output_size]
 
 
 def recurrent_groups(rnn: nn.Module, cell: str) -> dict[str, list[nn.Parameter]]:

@@ -25,6 +25,7 @@ from bptt_cli.atomic import atomic_write
 from bptt_cli.errors import BpttError
 from bptt_cli.losses import OutputHead, class_sum, level_name
 from bptt_cli.memory import require_rollout_fits
+from bptt_cli.models import next_step
 from bptt_cli.series import Normaliser, calendar_names, calendar_values, stored_calendar
 from bptt_cli.token_cache import sha256
 
@@ -174,7 +175,7 @@ class SeriesPredictor(Predictor):
         history = np.concatenate([previous[-(self.keep - 1):] if self.keep > 1 else previous[:0], values[None, :]])
         if self.horizon == 1:
             out, state = self.model.recur(x.unsqueeze(0), self.stream.state)  # (1, 1, hidden): one step
-            predicted = self.model.decode(out[0]).unsqueeze(1)  # (1, 1, K*O)
+            predicted = next_step(self.model.decode(out[0], x), self.model.config).unsqueeze(1)  # (1, 1, K*O)
             bands = self.head.bands(predicted) if self.head.probabilistic else None
         else:
             known = self.norm.apply(forecast.future_inputs(history, self.horizon, self.season, self.names,

@@ -31,7 +31,7 @@ def stream_pass(model: RecurrentModel, streams: Streams, device: torch.device) -
         end = min(start + chunk, x.shape[0])
         cuts = np.flatnonzero(streams.resets[start:end].any(axis=1)).tolist()
         out, state = model.recur(x[start:end], state, resets[start:end], cuts)
-        outputs.append(model.decode(out).float())
+        outputs.append(model.decode(out, x[start:end]).float())
     model.train(was_training)
     return torch.cat(outputs).cpu(), state
 

@@ -213,14 +213,14 @@ class WindowStep(nn.Module):
         """
         with self.model.one_window():
             outputs, carried = self._recur(inputs, state, window, resets)
-            scored = outputs[window.loss_from - window.start :]
+            scored, read = outputs[window.loss_from - window.start :], inputs[window.loss_from : window.end]
             if not (self.ar or self.tar):
-                return self.model.decode(scored), carried, None
+                return self.model.decode(scored, read), carried, None
             dropped = self.model.drop_output(scored)
             penalty = self.ar * dropped.pow(2).mean()
             if len(scored) > 1:
                 penalty = penalty + self.tar * (scored[1:] - scored[:-1]).pow(2).mean()
-            return self.model.decoder(dropped), carried, penalty
+            return self.model.decode_dropped(dropped, read), carried, penalty
 
     def _recur(self, inputs: torch.Tensor, state: State, window: Window,
                resets: tuple[torch.Tensor, np.ndarray] | None) -> tuple[torch.Tensor, State]:

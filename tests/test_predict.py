@@ -35,13 +35,14 @@ def one_step_forecasts(model_path: Path, data: Path) -> np.ndarray:
     file = load_model_file(model_path)
     kind = kinds.KINDS["series"]
     seq = kind.read(data, kind.Options(), file.data)
+    from bptt_cli.models import next_step
     from bptt_cli.series import Normaliser
 
     norm = Normaliser.from_dict(file.data["norm"])
     x = torch.from_numpy(seq.frames(norm, 0)).unsqueeze(1)
     with torch.no_grad():
         out, _ = file.model.recur(x, file.model.init_state(1))
-        predicted = file.model.decode(out[:, 0]).double().numpy()
+        predicted = next_step(file.model.decode(out[:, 0], x[:, 0]), file.model.config).double().numpy()
     return norm.invert(predicted, seq.targets)
 
 

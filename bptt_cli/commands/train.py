@@ -14,6 +14,7 @@ from bptt_cli.commands.options import (
     Config,
     Device,
     DropoutKind,
+    Anchor,
     Missing,
     OnNan,
     OptimizerKind,
@@ -71,6 +72,8 @@ def train(
     calendar: Annotated[str, typer.Option("--calendar", help="Calendar inputs from the time column, as sin/cos pairs: auto (each of hour of day, day of week, day of year whose cycle is longer than the time step and seen twice in the data), none, or parts such as hour,week.", rich_help_panel=SERIES)] = "auto",
     resample: Annotated[Optional[str], typer.Option("--resample", help="Put each series on a regular grid first: a pandas offset (5min, 1h) or auto (the most common step); rows in one slot are averaged, and --missing fills the slots without a row.", rich_help_panel=SERIES, show_default=False)] = None,
     future: Annotated[Optional[list[str]], typer.Option("--future", help="Input column whose future values are known, e.g. a holiday flag (repeatable): 'bptt generate --future FILE' supplies them.", rich_help_panel=SERIES)] = None,
+    leads: Annotated[Optional[int], typer.Option("--leads", min=1, help="Steps ahead the model forecasts at once from each state, a direct multi-step head (default: a season, else 24); 1: the next step only, rolled out.", rich_help_panel=SERIES)] = None,
+    anchor: Annotated[Anchor, typer.Option("--anchor", help="last: predict the change from the last value (an untrained model is persistence); none: predict the value itself.", rich_help_panel=SERIES)] = Anchor.last,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="CSV with columns file,label: one class per feature file (loss on its last frame).", rich_help_panel=SERIES)] = None,
     n_mels: Annotated[int, typer.Option("--n-mels", min=1, help="Mel bands of WAV features.", rich_help_panel=SERIES)] = 40,
     n_mfcc: Annotated[int, typer.Option("--n-mfcc", min=1, help="Coefficients per frame with --features mfcc.", rich_help_panel=SERIES)] = 13,
@@ -140,6 +143,13 @@ def train(
     from bptt_cli.run_config import plain_values, to_yaml
 
     run_config = plain_values({k: v for k, v in options.items() if k != "ctx"})
+    if data is not None:  # the kind's own defaults, e.g. a small model for a CSV series
+        from bptt_cli.kinds import detect
+
+        untouched = {name for name in run_config if ctx.get_parameter_source(name).name == "DEFAULT"}
+        run_config.update(detect(data).defaults(run_config, untouched))
+        hidden, layers, window, epochs, patience = (run_config[k] for k in ("hidden", "layers", "window", "epochs",
+                                                                             "patience"))
     if print_config:
         from types import SimpleNamespace
 

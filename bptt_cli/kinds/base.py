@@ -121,6 +121,10 @@ class DataKind:
     def unit_for(self, options: Any) -> str:
         return self.unit
 
+    def defaults(self, values: dict, untouched: set[str]) -> dict:
+        """This kind's own defaults of ``bptt train`` options the user left ``untouched`` (``values``: all of them)."""
+        return {}
+
     @contextlib.contextmanager
     def prepare(self, data: Path, options: Any, run) -> Iterator[Prepared]:
         """Read and check DATA, build the model and its streams; nothing is written before this succeeds."""

@@ -18,6 +18,7 @@ import torch
 
 from bptt_cli import baselines, distributed, forecast
 from bptt_cli.audio import list_files
+from bptt_cli.choices import ANCHORS
 from bptt_cli.errors import BpttError
 from bptt_cli.kinds.base import DataKind, Prepared, Request
 from bptt_cli.losses import IGNORE_LABEL, PROBABILISTIC, OutputHead, class_loss, regression_loss
@@ -55,6 +56,7 @@ class Sequences:
     freq: str | None = None
     notes: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)  # how to read more of this data: series spec or audio features
+    leads: int = 1  # steps ahead a forecast target holds (the model's direct head), lead-major
 
     @property
     def classifies(self) -> bool:
@@ -73,7 +75,7 @@ class Sequences:
         """Inputs and targets of sequence i up to ``end``: next-step targets (NaN before ``scored_from``) or labels."""
         x = self.frames(norm, i, end)
         if self.task == "forecast":
-            y = norm.apply(self.values[i][:end])[1:, self.targets]
+            y = ahead(norm.apply(self.values[i][:end])[:, self.targets], self.leads)
             y[: max(0, scored_from - 1)] = np.nan
             return x[:-1], y
         if self.task == "sequence":
@@ -93,6 +95,13 @@ class Sequences:
             "time_column": self.time_column, "group_column": self.group_column, "freq": self.freq,
             "season": season, "settings": self.settings,
         }
+
+
+def ahead(values: np.ndarray, leads: int) -> np.ndarray:
+    """Targets (L - 1, leads * C) of each step of ``values`` (L, C): the next ``leads`` rows, NaN past the end."""
+    padded = np.concatenate([values, np.full((leads - 1, values.shape[1]), np.nan, values.dtype)])
+    steps = np.arange(1, len(values))[:, None] + np.arange(leads)[None, :]  # (L - 1, leads)
+    return padded[steps].reshape(len(values) - 1, -1)
 
 
 def scoring_streams(seq: Sequences, norm: Normaliser, starts: list[int], batch: int,
@@ -153,6 +162,28 @@ class _Training:
     val_keep: list[int]
     norm: Normaliser
     train_ids: list[int]
+
+
+def forecast_leads(seq: Sequences, options, init_from) -> int:
+    """How many steps ahead a series model decodes at once: --leads, else a season (a default horizon without
+    one); a warm start keeps its model's; 1 for other data and for probabilistic losses (one step, rolled out)."""
+    if init_from is not None:
+        return init_from.model.config.leads
+    if seq.task != "forecast" or not hasattr(options, "leads") or getattr(options, "loss", "mse") in PROBABILISTIC:
+        return 1
+    return options.leads or getattr(options, "season", None) or season_of(seq.freq) or forecast.DEFAULT_HORIZON
+
+
+def anchor_inputs(seq: Sequences, anchor: str, head: OutputHead) -> list[int]:
+    """The input feature each target continues, for a model that predicts the change from the last value;
+    [] (no anchor) when asked for none, for labels, for a probabilistic head (its scales are no change of a
+    value), or when a target is not among the inputs."""
+    if anchor not in ANCHORS:
+        raise BpttError(f"--anchor is one of {', '.join(ANCHORS)}, got {anchor!r}")
+    if (anchor == "none" or seq.task != "forecast" or head.probabilistic
+            or not set(seq.targets) <= set(seq.features)):
+        return []
+    return [seq.features.index(t) for t in seq.targets]
 
 
 def stream_count(steps: int, run) -> int:
@@ -223,10 +254,12 @@ class SequenceKind(DataKind):
     def _split_data(self, data: Path, options, run) -> _Training:
         stored = run.init_from.data if run.init_from is not None else None  # a warm start reads as the model did
         seq = self.read(data, options, stored, labels=getattr(options, "labels", None))
+        seq.leads = forecast_leads(seq, options, run.init_from)
         for note in seq.notes:
             run.reporter.note(note)
         if run.val is not None:
             val_seq = self.read(run.val, options, seq.describe(None, None), labels=getattr(options, "labels", None))
+            val_seq.leads = seq.leads
             ends, val_starts = [len(v) for v in seq.values], [0] * len(val_seq.values)
             val_keep = list(range(len(val_seq.values)))
         else:
@@ -279,6 +312,7 @@ class SequenceKind(DataKind):
             config = run.model_config
             config.tokens, config.input_size, config.bidirectional = False, len(seq.features), bidirectional
             config.output_size = len(seq.classes) if seq.classifies else len(seq.targets) * head.per_target
+            config.anchor, config.leads = anchor_inputs(seq, getattr(options, "anchor", "none"), head), seq.leads
             model = RecurrentModel(config)
         season = getattr(options, "season", None) or season_of(seq.freq)
         described = seq.describe(norm, season)
@@ -348,6 +382,8 @@ class SequenceKind(DataKind):
                        if k in ("kind", "task", "columns", "features", "targets", "classes"))
             if not same:
                 return None, "it reads other columns, targets or classes"
+            if file.model.config.leads != seq.leads:
+                return None, f"it forecasts {file.model.config.leads} step(s) at once, this run {seq.leads}"
             head, theirs = self.head(options), OutputHead.stored(stored, file.config)
             distributions = {head.loss, theirs.loss} & set(PROBABILISTIC)
             if not seq.classifies and distributions and theirs != head:
@@ -358,8 +394,9 @@ class SequenceKind(DataKind):
             their_streams = scoring_streams(held, own, starts, batch, file.model.config.bidirectional)
             outputs, _ = stream_pass(file.model.to(run.device), their_streams, run.device)
             if not seq.classifies and not distributions:  # its predictions, back to original units, then in this run's
-                wanted = seq.targets
-                outputs = torch.from_numpy(split_data.norm.apply(own.invert(outputs.double().numpy(), wanted), wanted))
+                wanted, by_lead = seq.targets, outputs.double().numpy().reshape(*outputs.shape[:-1], seq.leads, -1)
+                outputs = torch.from_numpy(split_data.norm.apply(own.invert(by_lead, wanted), wanted)
+                                           .reshape(outputs.shape))
             return scored_figures(seq, scored_sums(seq, outputs, scoring, head))["loss"], ""
 
         return validate, ends_here, score_other
@@ -421,6 +458,7 @@ class SequenceKind(DataKind):
 
         stored = file.data
         seq = self.read(data, self.Options(), stored, labels=request.labels)
+        seq.leads = file.model.config.leads
         norm = Normaliser.from_dict(stored["norm"])
         longest = max(range(len(seq.values)), key=lambda i: len(seq.values[i]))
         inputs, targets = seq.pairs(norm, longest)

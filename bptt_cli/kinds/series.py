@@ -30,9 +30,23 @@ class SeriesOptions:
     calendar: str = kind_option("auto", shape=True)  # --calendar: auto | none | hour,week,year (extra inputs)
     future: list[str] = kind_option(default_factory=list)  # --future: inputs whose future values are known
     resample: str | None = None  # --resample: a pandas offset (5min) or auto; the rows go on that grid first
+    leads: int | None = kind_option(None, shape=True)  # steps decoded at once; None: a season (1: next step only)
+    anchor: str = kind_option("last", shape=True)  # one of choices.ANCHORS: last (predict the change) | none
+
+
+# Defaults that train a series well in a few minutes on 2 cores (README, "Forecast quality"): a small model, and
+# epochs enough for early stopping on the chronological validation tail to end the run, not the epoch count.
+SERIES_DEFAULTS = {"hidden": 64, "layers": 1, "window": 48, "epochs": 500}
+SERIES_PATIENCE = 20  # validations (one per epoch) without a better loss; only where there is a validation tail
 
 
 class SeriesKind(SequenceKind, name="series", what="CSV data", holds="a CSV time series", options=SeriesOptions):
+    def defaults(self, values: dict, untouched: set[str]) -> dict:
+        found = {name: value for name, value in SERIES_DEFAULTS.items() if name in untouched}
+        if "patience" in untouched and (values.get("val") or values.get("val_fraction")):
+            found["patience"] = SERIES_PATIENCE
+        return found
+
     def predictor(self, file, model_path: Path, device, horizon: int = 1):
         from bptt_cli.predict import SeriesPredictor
 

@@ -1,0 +1,112 @@
+"""Issue 12: series forecasts that start from persistence (the anchor), decode a season at once (the direct
+head), and series defaults that train without tuning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from bptt_cli.forecast import rollout
+from bptt_cli.modelfile import read_payload
+from bptt_cli.models import ModelConfig, RecurrentModel
+
+SMALL = ["--hidden", "16", "--batch-size", "4", "--window", "24", "--threads", "1"]
+
+
+def daily_csv(path: Path, days: int = 20, seed: int = 0) -> Path:
+    """An hourly series with a daily cycle plus seeded noise, and an AR(1) wobble persistence can follow."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(days * 24)
+    wobble = np.zeros(len(t))
+    for i in range(1, len(t)):
+        wobble[i] = 0.8 * wobble[i - 1] + 0.3 * rng.standard_normal()
+    frame = pd.DataFrame({"time": pd.date_range("2024-01-01", periods=len(t), freq="1h").astype(str),
+                          "load": 10 + 3 * np.sin(2 * np.pi * t / 24) + wobble})
+    frame.to_csv(path, index=False)
+    return path
+
+
+def untrained(leads: int, anchor: list[int]) -> RecurrentModel:
+    torch.manual_seed(0)
+    return RecurrentModel(ModelConfig(cell="lstm", tokens=False, input_size=3, output_size=2, hidden=8, layers=1,
+                                      anchor=anchor, leads=leads)).eval()
+
+
+@pytest.mark.parametrize("leads", [1, 3])
+def test_an_untrained_anchored_model_forecasts_persistence_exactly(leads):
+    model = untrained(leads, anchor=[2, 0])  # output 0 continues input 2, output 1 continues input 0
+    first = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
+    known = torch.randn(5, 6, 3, generator=torch.Generator().manual_seed(2))
+    predicted = rollout(model, model.init_state(5), first, known, [(0, 2), (1, 0)], 7)  # 7 > leads: blocks fed back
+    assert predicted.shape == (5, 7, 2)
+    expected = first[:, [2, 0]].unsqueeze(1).expand(-1, 7, -1)
+    assert torch.equal(predicted, expected)
+
+
+def test_without_an_anchor_the_decoder_starts_random():
+    model = untrained(1, anchor=[])
+    assert model.decoder.weight.abs().sum() > 0
+    first = torch.zeros(2, 3)
+    assert not torch.equal(rollout(model, model.init_state(2), first, torch.zeros(2, 0, 3), [], 1)[:, 0], first[:, :2])
+
+
+def test_a_daily_cycle_is_forecast_below_both_baselines_after_a_short_training(tmp_path, run):
+    data = daily_csv(tmp_path / "daily.csv")
+    code, _, err = run("train", data, "-o", tmp_path / "m.pt", *SMALL, "--max-steps", "300", "--quiet")
+    assert code == 0, err
+    code, out, err = run("evaluate", tmp_path / "m.pt", data, "--horizon", "24", "--json")
+    assert code == 0, err
+    for horizon in ("1", "24"):
+        figures = json.loads(out)["horizons"][horizon]
+        assert figures["model"]["mase"] < figures["persistence"]["mase"], horizon
+        assert figures["model"]["mase"] < figures["seasonal_naive"]["mase"], horizon
+
+
+def test_the_model_file_keeps_the_anchor_and_the_season_of_leads(tmp_path, run):
+    data = daily_csv(tmp_path / "daily.csv", days=8)
+    code, _, err = run("train", data, "-o", tmp_path / "m.pt", *SMALL, "--max-steps", "2", "--quiet")
+    assert code == 0, err
+    config = read_payload(tmp_path / "m.pt")["model_config"]
+    assert (config["anchor"], config["leads"]) == ([0], 24)  # hourly data: a season of 24 steps
+    code, _, err = run("train", data, "-o", tmp_path / "one.pt", *SMALL, "--max-steps", "2", "--quiet",
+                       "--anchor", "none", "--leads", "1")
+    assert code == 0, err
+    config = read_payload(tmp_path / "one.pt")["model_config"]
+    assert (config["anchor"], config["leads"]) == ([], 1)
+
+
+def test_a_model_file_from_before_the_anchor_evaluates_as_before(tmp_path, run):
+    """Files written before anchors and direct heads lack both fields: they load as one-step, unanchored models."""
+    data = daily_csv(tmp_path / "daily.csv", days=8)
+    code, _, err = run("train", data, "-o", tmp_path / "m.pt", *SMALL, "--max-steps", "5", "--quiet",
+                       "--anchor", "none", "--leads", "1")
+    assert code == 0, err
+    code, before, err = run("evaluate", tmp_path / "m.pt", data, "--horizon", "6", "--json")
+    assert code == 0, err
+    payload = read_payload(tmp_path / "m.pt")
+    for name in ("anchor", "leads"):
+        del payload["model_config"][name]
+    torch.save(payload, tmp_path / "old.pt")
+    code, after, err = run("evaluate", tmp_path / "old.pt", data, "--horizon", "6", "--json")
+    assert code == 0, err
+    assert json.loads(after)["horizons"] == json.loads(before)["horizons"]
+
+
+def test_print_config_shows_the_series_defaults_and_text_keeps_its_own(tmp_path, run):
+    code, out, _ = run("train", daily_csv(tmp_path / "daily.csv", days=3), "--print-config")
+    assert code == 0
+    for line in ("hidden: 64", "layers: 1", "window: 48", "epochs: 500", "patience: 20", "anchor: last"):
+        assert line in out.splitlines()
+    code, out, _ = run("train", daily_csv(tmp_path / "d.csv", days=3), "--print-config", "--val-fraction", "0",
+                       "--hidden", "32")
+    assert "hidden: 32" in out.splitlines() and "patience: null" in out.splitlines()  # no tail to stop on
+    (tmp_path / "t.txt").write_text("hello world\n" * 20)
+    code, out, _ = run("train", tmp_path / "t.txt", "--print-config")
+    assert code == 0
+    for line in ("hidden: 256", "layers: 2", "window: 50", "epochs: 10", "patience: null"):
+        assert line in out.splitlines()
