@@ -171,9 +171,11 @@ def test_resuming_a_finished_run_trains_nothing_and_writes_nothing(options):
     reporter, again = Recorder(), []
     resumed = make_trainer(reporter=reporter, checkpoints=again, **options)
     resumed.save_best = lambda record: again.append(record)
+    began = time.perf_counter()
     result = resumed.fit(*streams(), resume=checkpoints[-1])
+    spent = time.perf_counter() - began  # the resumed run may add no more than its own time (a busy machine's too)
     assert result["already_complete"] and not result["resumable"] and result["stop_reason"] == "completed"
-    assert result["steps"] == first["steps"] and result["seconds"] == pytest.approx(first["seconds"], abs=0.05)
+    assert result["steps"] == first["steps"] and abs(result["seconds"] - first["seconds"]) <= spent + 0.05
     assert again == [] and reporter.starts == []  # no checkpoint, no model file, no plan
     for name, tensor in weights(done).items():
         assert torch.equal(resumed.model.state_dict()[name], tensor)
