@@ -166,7 +166,7 @@ def plan_line(stderr: str) -> str:
 
 def test_a_small_series_gets_fewer_streams_and_says_so(tmp_path, run):
     data = seasonal_csv(tmp_path / "s.csv", rows=2400)  # 2,159 training steps
-    code, stdout, stderr = run("train", data, "-o", tmp_path / "m.pt", *SMALL, "--window", "10")
+    code, stdout, stderr = run("train", data, "-o", tmp_path / "m.pt", *SMALL, "--window", "10", "--calendar", "none")
     assert code == 0, stderr
     assert json.loads(stdout)["streams"] == 9  # 2,159 // (10 * 20) = 10 wanted, under the default 32, in 9 pieces
     assert ("9 stream(s) of 240 steps instead of --batch-size 32, so that an epoch has 24 updates, not a handful; "
