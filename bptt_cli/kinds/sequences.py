@@ -25,7 +25,8 @@ from bptt_cli.losses import IGNORE_LABEL, PROBABILISTIC, OutputHead, class_loss,
 from bptt_cli.modelfile import ModelFile
 from bptt_cli.models import RecurrentModel, State
 from bptt_cli.scoring import ranked_sums, scored_figures, scored_sums, stream_pass
-from bptt_cli.series import Normaliser, SequenceBatches, Streams, check_window, pack, season_of, split_pieces
+from bptt_cli.series import (Normaliser, SequenceBatches, Streams, calendar_names, check_window, pack, season_of,
+                             split_pieces, stored_calendar)
 from bptt_cli.streams import plan_windows, tail_cut
 from bptt_cli.token_cache import sha256
 from bptt_cli.trainer import seed_everything
@@ -166,12 +167,22 @@ class _Training:
 
 def forecast_leads(seq: Sequences, options, init_from) -> int:
     """How many steps ahead a series model decodes at once: --leads, else a season (a default horizon without
-    one); a warm start keeps its model's; 1 for other data and for probabilistic losses (one step, rolled out)."""
+    one); a warm start keeps its model's; 1 for other data and for probabilistic losses (one step, rolled out).
+
+    A direct head decodes a block from the state alone, so it never reads the future values of inputs such as a
+    holiday flag or a temperature (--future): with inputs other than the targets and the calendar the default is
+    one step, rolled out over those values.
+    """
     if init_from is not None:
         return init_from.model.config.leads
     if seq.task != "forecast" or not hasattr(options, "leads") or getattr(options, "loss", "mse") in PROBABILISTIC:
         return 1
-    return options.leads or getattr(options, "season", None) or season_of(seq.freq) or forecast.DEFAULT_HORIZON
+    if options.leads:
+        return options.leads
+    calendar = set(calendar_names(stored_calendar({"settings": seq.settings})))
+    if any(f not in seq.targets and seq.columns[f] not in calendar for f in seq.features):
+        return 1
+    return getattr(options, "season", None) or season_of(seq.freq) or forecast.DEFAULT_HORIZON
 
 
 def anchor_inputs(seq: Sequences, anchor: str, head: OutputHead) -> list[int]:
