@@ -8,15 +8,16 @@ Two tasks, each with the default model (LSTM 2x256), AdamW at lr 2e-3, clip 1.0:
   streams in windows of 48, state carried and detached, masked MSE,
   ``clip_grad_norm_``, ``torch.optim.AdamW`` (its default, not fused).
 * classify: sample_data/vowels/JapaneseVowels_TRAIN.ts, one label per
-  utterance, full BPTT (--window 0), --batch-size 16. bptt packs the utterances
-  into 16 streams (state reset where each begins); the plain loop takes shuffled
-  batches of 16 whole utterances, pads them, runs ``pack_padded_sequence`` and
-  scores the last step of each.
+  utterance, full BPTT (--window 0), --batch-size 16. bptt trains on batches of
+  16 whole utterances (``SequenceBatches``: shuffled per epoch, padded, each from
+  zeros, one update per batch); the plain loop takes shuffled batches of 16 whole
+  utterances, pads them, runs ``pack_padded_sequence`` and scores the last step
+  of each.
 
 Each loop gets the same wall-clock budget from the same initial weights; then the
 validation loss that bptt's own validation pass computes (same held-out points
 for all) is read for each. The plain loop runs twice: its second run is the A/A
-control. Prints updates/s, CPU seconds, the validation loss reached and the CPU.
+control. Prints updates/s, CPU seconds, the validation loss (and accuracy) reached, and the machine.
 
     python benchmarks/series_throughput.py --task forecast --seconds 40
     python benchmarks/series_throughput.py --task classify --seconds 40
@@ -26,19 +27,17 @@ from __future__ import annotations
 
 import argparse
 import copy
-import itertools
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from evaluate_speed import cpu_line
+from common import machine_line
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from bptt_cli.kinds import KINDS, RunSetup
-from bptt_cli.losses import IGNORE_LABEL
 from bptt_cli.models import ModelConfig
 from bptt_cli.trainer import SilentReporter, TrainConfig, Trainer
 
@@ -84,17 +83,9 @@ def plain_forecast(model: PlainModel, inputs, targets, window: int, budget: floa
                 return updates
 
 
-def utterances(inputs, targets, resets) -> tuple[list[torch.Tensor], list[int]]:
-    """The packed streams cut back into whole utterances, each with its one label."""
-    found, labels = [], []
-    for b in range(inputs.shape[1]):
-        starts = np.flatnonzero(resets[:, b]).tolist() + [inputs.shape[0]]
-        for a, e in itertools.pairwise(starts):
-            scored = (targets[a:e, b] != IGNORE_LABEL).nonzero()
-            end = a + int(scored[-1]) + 1  # the label sits on the utterance's last step
-            found.append(inputs[a:end, b])
-            labels.append(int(targets[end - 1, b]))
-    return found, labels
+def utterances(batches) -> tuple[list[torch.Tensor], list[int]]:
+    """The whole training utterances bptt draws its batches from, each with its one label (on its last step)."""
+    return [torch.from_numpy(x) for x in batches.inputs], [int(y[-1]) for y in batches.targets]
 
 
 def plain_classify(model: PlainModel, sequences, labels, batch: int, budget: float, lr: float, clip: float) -> int:
@@ -150,32 +141,33 @@ def main() -> None:
             if args.task == "forecast":
                 updates = timed(lambda: plain_forecast(model, inputs, targets, window, budget, args.lr, args.clip))
             else:
-                sequences, labels = utterances(inputs, targets, prepared.resets)
+                sequences, labels = utterances(inputs)
                 updates = timed(lambda: plain_classify(model, sequences, labels, batch, budget, args.lr, args.clip))
             prepared.model.load_state_dict(model.state_dict())
-            figures[name] = (*updates, prepared.validate(prepared.model)["loss"])
+            figures[name] = (*updates, prepared.validate(prepared.model))
 
         def bptt_run():
             prepared.model.load_state_dict(start_weights)
             trainer = Trainer(prepared.model, train_config, CPU, SilentReporter(), None, lambda record: None,
                               prepared.loss_fn)
             figures["bptt Trainer"] = (*timed(lambda: trainer.fit(inputs, targets, prepared.resets)["steps"]),
-                                       prepared.validate(prepared.model)["loss"])
+                                       prepared.validate(prepared.model))
 
         plain_run("warm-up", args.warmup)  # oneDNN's first calls and the allocator's first pages, not timed
         del figures["warm-up"]
         plain_run("plain loop")
         bptt_run()
         plain_run("plain loop again (A/A)")
+    shape = f"{len(inputs)} batches of {inputs.size}" if targets is None else f"streams {tuple(inputs.shape)}"
     print(f"{args.task}: {data}, window {window or 'full'}, batch {batch}, {config.cell} {config.layers}x"
-          f"{config.hidden}, AdamW lr {args.lr:g}, clip {args.clip:g}, {args.seconds:g} s each; streams "
-          f"{tuple(inputs.shape)}; threads {torch.get_num_threads()}")
-    print(f"CPU: {cpu_line()}")
+          f"{config.hidden}, AdamW lr {args.lr:g}, clip {args.clip:g}, {args.seconds:g} s each; {shape}")
+    print(machine_line())
     plain_rate = figures["plain loop"][0] / figures["plain loop"][1]
-    for name, (updates, wall, cpu, loss) in figures.items():
+    for name, (updates, wall, cpu, scored) in figures.items():
         rate = updates / wall
+        accuracy = f", accuracy {scored['accuracy']:.4f}" if "accuracy" in scored else ""
         print(f"{name:24s} {updates:6d} updates  {wall:6.1f} s wall  {cpu:6.1f} s CPU  {rate:7.2f} updates/s "
-              f"({rate / plain_rate:5.2f}x plain)  validation loss {loss:.5f}")
+              f"({rate / plain_rate:5.2f}x plain)  validation loss {scored['loss']:.5f}{accuracy}")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from bptt_cli.errors import BpttError, RunFailed
 from bptt_cli.modelfile import ModelFile, load_model_file
 from bptt_cli.output_paths import check_output as check_path
 from bptt_cli.models import RecurrentModel
+from bptt_cli.series import stored_calendar
 
 FORMATS = {".onnx": "onnx", ".pt2": "pt2"}
 SIDECAR_FORMAT = "bptt-export"
@@ -160,7 +161,18 @@ def data_description(file: ModelFile) -> dict:
         "feature_columns": [columns[i] for i in data["features"]],
         "target_columns": [columns[i] for i in data["targets"]],
         "classes": data.get("classes"),
+        **({"calendar": calendar_description(data)} if stored_calendar(data) else {}),
     }
+
+
+def calendar_description(data: dict) -> dict:
+    """How the calendar feature columns are computed from the time column (they are not in the CSV)."""
+    phase = {"hour": "(seconds since midnight) / 86400",
+             "week": "(day of week, Monday = 0, + fraction of the day) / 7",
+             "year": "(day of year - 1 + fraction of the day) / (366 in leap years, else 365)"}
+    return {"time_column": data.get("time_column"),
+            **{f"{part}_{wave}": f"{wave}(2 * pi * {phase[part]})" for part in stored_calendar(data)
+               for wave in ("sin", "cos")}}
 
 
 def sidecar_path(path: Path) -> Path:
@@ -320,6 +332,9 @@ def export_model(model_path: str | Path, output: str | Path) -> Export:
     fmt = check_output(output, model_path)
     require_extra(fmt)
     file = load_model_file(model_path)
+    if file.model.config.bidirectional:
+        raise BpttError(f"{model_path}: a bidirectional model reads each sequence from its end, which an export "
+                        "that carries the state step by step cannot; export a model trained without --bidirectional")
     kind = kinds.of_model(file).name
     model = file.model.float().eval()
     program = trace(model)

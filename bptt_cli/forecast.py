@@ -25,9 +25,11 @@ from bptt_cli.errors import BpttError
 from bptt_cli.losses import OutputHead, level_name, pinball
 from bptt_cli.memory import require_rollout_fits
 from bptt_cli.models import RecurrentModel, State
-from bptt_cli.series import Normaliser
+from bptt_cli.series import Normaliser, calendar_names, calendar_values, read_future, stored_calendar
 
 DEFAULT_HORIZON = 24
+SAMPLED_PATHS = 200  # paths per origin behind a gaussian model's intervals beyond one step
+ROLLOUT_BATCH = 8192  # rows rolled out at once when sampling paths: bounds the state's memory
 PLOT_HORIZONS = 3  # a forecast picture shows this many horizons of context before the forecast
 PLOT_TARGETS = 6  # panels at most: audio frames have dozens of features, a picture shows the first few
 
@@ -62,14 +64,17 @@ def rollout(
     feed: list[tuple[int, int]],
     horizon: int,
     head: OutputHead = OutputHead(),
+    choose=None,
 ) -> torch.Tensor:
     """The model's outputs (N, H, K*O) from N states, starting by reading ``first`` (N, F).
 
     ``known`` (N, H - 1, F) holds the inputs of the following steps; for each
     (target, feature) pair in ``feed`` the model's point forecast (the mean or
-    the median of a probabilistic ``head``) replaces that feature, so targets are
-    the model's own and other features are given.
+    the median of a probabilistic ``head``; or what ``choose`` makes of the
+    outputs, e.g. a draw) replaces that feature, so targets are the model's own
+    and other features are given.
     """
+    choose = choose or head.point
     x, predictions = first, []
     for k in range(horizon):  # one recurrent step per lead time, over every origin at once
         out, state = model.recur(x.unsqueeze(0), state)  # (1, N, hidden)
@@ -77,10 +82,46 @@ def rollout(
         predictions.append(step)
         if k + 1 < horizon:
             x = known[:, k].clone()
-            point = head.point(step)
+            point = choose(step)
             for target, feature in feed:
                 x[:, feature] = point[:, target]
     return torch.stack(predictions, dim=1)
+
+
+@torch.no_grad()
+def sampled_bands(model: RecurrentModel, state: State, first: torch.Tensor, known: torch.Tensor | None,
+                  feed: list[tuple[int, int]], horizon: int, head: OutputHead, paths: int = SAMPLED_PATHS,
+                  seed: int = 0) -> torch.Tensor:
+    """A gaussian model's forecast at each level (N, H, L, O), normalised, from ``paths`` sampled paths per origin.
+
+    Each path feeds back a draw from the predicted normal instead of the mean, so the errors of the early
+    leads carry into the later ones; the predicted scale alone is the one-step scale at every lead, and its
+    intervals cover far less than their nominal share after a few steps. Lead 1 keeps the exact quantiles.
+    Origins go in chunks, so memory stays that of ``ROLLOUT_BATCH`` rows.
+    """
+    generator = torch.Generator(device=first.device).manual_seed(seed)
+    found = []
+    for begin in range(0, first.shape[0], max(1, ROLLOUT_BATCH // paths)):
+        end = min(first.shape[0], begin + max(1, ROLLOUT_BATCH // paths))
+        repeated = [s[:, begin:end].repeat_interleave(paths, dim=1) for s in state]
+        draws = []
+
+        def draw(step: torch.Tensor) -> torch.Tensor:
+            value = head.point(step) + head.scale(step) * torch.randn(
+                step.shape[0], step.shape[1] // 2, generator=generator, device=step.device, dtype=step.dtype)
+            draws.append(value)
+            return value
+
+        outputs = rollout(model, tuple(repeated), first[begin:end].repeat_interleave(paths, 0),
+                          None if known is None else known[begin:end].repeat_interleave(paths, 0), feed, horizon,
+                          head, draw)
+        draw(outputs[:, -1])  # the last lead is drawn too, though nothing reads it
+        samples = torch.stack(draws, dim=1).unflatten(0, (end - begin, paths))  # (n, S, H, O)
+        levels = torch.tensor(head.levels, dtype=samples.dtype, device=samples.device)
+        bands = torch.quantile(samples, levels, dim=1).permute(1, 2, 0, 3)  # (n, H, L, O)
+        bands[:, 0] = head.bands(outputs.unflatten(0, (end - begin, paths))[:, 0, 0])  # the same at every path
+        found.append(bands)
+    return torch.cat(found)
 
 
 def seasonal_fill(history: np.ndarray, horizon: int, season: int | None) -> np.ndarray:
@@ -90,6 +131,19 @@ def seasonal_fill(history: np.ndarray, horizon: int, season: int | None) -> np.n
         back = season * np.ceil(lead / season).astype(int) - lead  # steps back from the last row
         return history[len(history) - 1 - back]
     return np.repeat(history[-1:], horizon, axis=0)
+
+
+def future_inputs(history: np.ndarray, horizon: int, season: int | None, columns: list[str], calendar: list[str],
+                  times, given: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """The input rows (H - 1, C) read after ``history`` (L, C), in original units: the same step one season
+    earlier (or the last value), but the calendar columns computed from the future ``times`` (H,) and the
+    ``given`` columns' known future values (H,) from a future file."""
+    rows = seasonal_fill(history, horizon, season)[: horizon - 1].copy()
+    if calendar:
+        rows[:, [columns.index(n) for n in calendar_names(calendar)]] = calendar_values(times[: horizon - 1], calendar)
+    for name, values in (given or {}).items():
+        rows[:, columns.index(name)] = values[: horizon - 1]
+    return rows
 
 
 def baselines(truth: np.ndarray, origins: np.ndarray, horizon: int, season: int | None) -> dict[str, np.ndarray]:
@@ -274,16 +328,18 @@ def interval_names(head: OutputHead) -> list[dict]:
 
 def interval_scores(truth: np.ndarray, bands: np.ndarray | None, head: OutputHead,
                     sigma: np.ndarray | None = None) -> dict:
-    """Pinball loss (mean over points, levels and targets), the share of points inside each interval, and
-    for a gaussian forecast its CRPS; nothing for a point forecast."""
+    """Pinball loss (mean over points, levels and targets), the share of points inside each interval (overall
+    and at each lead: a rollout's later leads may be covered less), and for a gaussian forecast its CRPS;
+    nothing for a point forecast."""
     if bands is None:
         return {}
     levels = np.asarray(head.levels)[:, None]
     found = {"pinball": float(pinball(bands, truth[..., None, :], levels).mean())}
     if sigma is not None:
         found["crps"] = float(gaussian_crps(truth, bands[..., len(head.levels) // 2, :], sigma).mean())
-    found["coverage"] = [float(((bands[..., lo, :] <= truth) & (truth <= bands[..., hi, :])).mean())
-                         for lo, hi, _ in head.intervals]
+    inside = [(bands[..., lo, :] <= truth) & (truth <= bands[..., hi, :]) for lo, hi, _ in head.intervals]
+    found["coverage"] = [float(x.mean()) for x in inside]
+    found["coverage_by_lead"] = [x.mean(axis=(0, 2)).tolist() for x in inside]  # per interval, leads 1..H
     return found
 
 
@@ -336,15 +392,16 @@ def _forecasts(model, seq, norm: Normaliser, starts: list[int], horizon: int, se
         origins = origins_for(len(values), horizon, season, max(0, starts[i] - 1), plan)
         if len(origins) == 0:
             continue
-        outputs = _model_outputs(model, torch.from_numpy(seq.frames(norm, i)).to(device), origins, horizon,
-                                 feed, head, device).double().cpu()
+        outputs, bands = _model_outputs(model, torch.from_numpy(seq.frames(norm, i)).to(device), origins, horizon,
+                                        feed, head, device)
+        outputs = outputs.double().cpu()
         target_values = values[:, seq.targets]
         found = {"truth": target_values[origins[:, None] + lead[None, :]],
                  "point": norm.invert(head.point(outputs).numpy(), seq.targets),
                  "sequence": np.full(len(origins), i), "origin": origins}
-        if head.probabilistic:
-            found["bands"] = norm.invert(head.bands(outputs).numpy(), seq.targets)
-        if head.loss == "gaussian":
+        if bands is not None:
+            found["bands"] = norm.invert(bands.double().cpu().numpy(), seq.targets)
+        if head.loss == "gaussian" and horizon == 1:  # CRPS of the predicted normal: exact at one step only
             found["sigma"] = head.scale(outputs).numpy() * norm.std[seq.targets]
         for name, forecast_values in baselines(target_values, origins, horizon, season).items():
             found[name] = forecast_values
@@ -364,15 +421,50 @@ def _forecasts(model, seq, norm: Normaliser, starts: list[int], horizon: int, se
 
 @torch.no_grad()
 def _model_outputs(model, x: torch.Tensor, origins: np.ndarray, horizon: int, feed, head: OutputHead,
-                   device) -> torch.Tensor:
-    """The model's outputs (N, H, K*O) from each origin of one normalised series x (L, F)."""
+                   device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The model's outputs (N, H, K*O) from each origin of one normalised series x (L, F), and its
+    forecast at each level (N, H, L, O) for a probabilistic head."""
     if horizon == 1:  # one pass gives every one-step forecast
         out, _ = model.recur(x.unsqueeze(1), model.init_state(1, device))
-        return model.decode(out[:, 0])[origins].unsqueeze(1)
+        outputs = model.decode(out[:, 0])[origins].unsqueeze(1)
+        return outputs, head.bands(outputs) if head.probabilistic else None
     lead = np.arange(1, horizon + 1)
     state = states_at(model, x, origins, device)
     known = x[origins[:, None] + lead[None, :-1]]  # (N, H-1, F): the real inputs after the origin
-    return rollout(model, state, x[origins], known, feed, horizon, head)
+    outputs = rollout(model, state, x[origins], known, feed, horizon, head)
+    return outputs, rollout_bands(model, state, x[origins], known, feed, horizon, head, outputs)
+
+
+def rollout_bands(model, state, first, known, feed, horizon: int, head: OutputHead,
+                  outputs: torch.Tensor) -> torch.Tensor | None:
+    """The levels of a rolled-out forecast: sampled paths for a gaussian head, the levels the model
+    gives at each lead for a quantile head (fed its medians), None for a point forecast."""
+    if head.loss == "gaussian":
+        return sampled_bands(model, state, first, known, feed, horizon, head)
+    return head.bands(outputs) if head.probabilistic else None
+
+
+def known_future(stored: dict, names: list[str], times, horizon: int, future: Path | None,
+                 assume_seasonal: bool) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The future values (G, H) of the inputs that are neither targets nor calendar, from ``future``, and
+    notes; an input without them is refused unless ``assume_seasonal`` (then last season's, said in a note)."""
+    columns, season = stored["columns"], stored.get("season")
+    computed = set(calendar_names(stored_calendar(stored)))
+    others = [columns[f] for f in stored["features"] if f not in stored["targets"] and columns[f] not in computed]
+    if horizon < 2 or not others:  # a one-step forecast reads only the rows already there
+        return {}, []
+    marked = (stored.get("settings") or {}).get("future", [])
+    given = read_future(future, stored, names, times, others, marked) if future is not None else {}
+    unknown = [c for c in others if c not in given]
+    if unknown and not assume_seasonal:
+        raise BpttError(f"inputs {', '.join(unknown)} are not forecast and their future is unknown: give their "
+                        f"values at the {horizon} forecast times with --future FILE (a CSV with "
+                        f"{', '.join(([stored['time_column']] if stored.get('time_column') else []) + unknown)}), "
+                        "or --assume-seasonal to reuse last season's")
+    if not unknown:
+        return given, []
+    how = f"their values one season ({season} steps) earlier" if season else "their last values"
+    return given, [f"--assume-seasonal: inputs {', '.join(unknown)} are not forecast; the future uses {how}"]
 
 
 def feedback(features: list[int], targets: list[int]) -> list[tuple[int, int]]:
@@ -407,11 +499,14 @@ def picture(seq, i: int, history: np.ndarray, times, future_times, horizon: int,
 
 
 @torch.no_grad()
-def generate_forecast(file, device, context=None, horizon: int | None = None) -> dict:
+def generate_forecast(file, device, context=None, horizon: int | None = None, future: Path | None = None,
+                      assume_seasonal: bool = False) -> dict:
     """H future steps after the ``context`` sequences (or after the training data), in original units.
 
-    Inputs that are not targets are unknown in the future: they are taken from
-    one season earlier (or held at their last value), and a note says so.
+    Calendar inputs are computed at the future times. Other inputs that are not
+    targets come from the ``future`` CSV; without it they are refused, unless
+    ``assume_seasonal`` takes them from one season earlier (or holds their last
+    value), which a note says.
     """
     from types import SimpleNamespace
 
@@ -422,7 +517,8 @@ def generate_forecast(file, device, context=None, horizon: int | None = None) ->
         raise BpttError(f"--horizon must be at least 1, got {horizon}")
     norm = Normaliser.from_dict(stored["norm"])
     model = file.model.to(device).eval()
-    features, targets = stored["features"], stored["targets"]
+    features, targets, columns = stored["features"], stored["targets"], stored["columns"]
+    calendar = stored_calendar(stored)
     if context is not None:
         names, histories = context.names, context.values
         last_time = [str(pd.Timestamp(t[-1])) for t in context.times] if context.times else None
@@ -437,26 +533,30 @@ def generate_forecast(file, device, context=None, horizon: int | None = None) ->
         freq = stored.get("freq")
         state = tuple(s.to(device) for s in tail["state"])
     require_rollout_fits(model.config, horizon, len(names))
-    notes = []
-    others = [f for f in features if f not in targets]
-    if others and horizon > 1:
-        how = f"their values one season ({season} steps) earlier" if season else "their last values"
-        notes.append(f"inputs {', '.join(stored['columns'][f] for f in others)} are not forecast: the future uses {how}")
-    first = np.concatenate([norm.apply(h[-1:])[:, features] for h in histories])
-    known = np.concatenate([norm.apply(seasonal_fill(h, horizon, season)[: horizon - 1])[None, :, features]
-                            for h in histories])  # (G, H-1, F) assumed future inputs
-    head = OutputHead.stored(stored, file.config)
-    outputs = rollout(model, state, torch.from_numpy(first).to(device), torch.from_numpy(known).to(device),
-                      feedback(features, targets), horizon, head).cpu().double()  # (G, H, K*O)
-    values = norm.invert(head.point(outputs).numpy(), targets)  # (G, H, O)
-    bands = norm.invert(head.bands(outputs).numpy(), targets) if head.probabilistic else None  # (G, H, L, O)
-    times, past = None, None
+    times = None
     if last_time and freq:
         step = pd.tseries.frequencies.to_offset(freq)
         times = [pd.date_range(pd.Timestamp(t), periods=horizon + 1, freq=step)[1:] for t in last_time]
+    elif calendar:
+        raise BpttError("this model reads calendar inputs, but the data has no regular time step to continue "
+                        "its times with; give --context rows at a regular step")
+    given, notes = known_future(stored, names, times, horizon, future, assume_seasonal)
+    first = np.concatenate([norm.apply(h[-1:])[:, features] for h in histories])
+    known = np.concatenate([norm.apply(future_inputs(h, horizon, season, columns, calendar,
+                                                     None if times is None else times[i],
+                                                     {c: v[i] for c, v in given.items()}))[None, :, features]
+                            for i, h in enumerate(histories)])  # (G, H-1, F) the future inputs
+    head = OutputHead.stored(stored, file.config)
+    first, known, feed = torch.from_numpy(first).to(device), torch.from_numpy(known).to(device), feedback(features, targets)
+    outputs = rollout(model, state, first, known, feed, horizon, head)  # (G, H, K*O)
+    values = norm.invert(head.point(outputs).cpu().double().numpy(), targets)  # (G, H, O)
+    bands = rollout_bands(model, state, first, known, feed, horizon, head, outputs)  # (G, H, L, O)
+    bands = None if bands is None else norm.invert(bands.cpu().double().numpy(), targets)
+    past = None
+    if times is not None:
         past = (context.times[-1] if context is not None
                 else pd.date_range(end=pd.Timestamp(last_time[-1]), periods=len(histories[-1]), freq=step))
-    shown = SimpleNamespace(targets=targets, columns=stored["columns"], names=names,
+    shown = SimpleNamespace(targets=targets, columns=columns, names=names,
                             group_column=stored.get("group_column"))
     band = {} if bands is None else {"band_low": bands[-1][:, 0], "band_high": bands[-1][:, -1]}
     plot = picture(shown, len(names) - 1, histories[-1], past, None if times is None else times[-1], horizon,

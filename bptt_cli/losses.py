@@ -177,9 +177,14 @@ def class_total(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return class_sum(logits, targets)[0]
 
 
+def as_head(loss: str | OutputHead) -> OutputHead:
+    """A head itself, or the head of a loss name (a probabilistic one with its default levels)."""
+    return loss if isinstance(loss, OutputHead) else OutputHead.of(loss)
+
+
 def regression_total(loss: str | OutputHead):
     """The summed regression error alone, for gradcheck (float64 stays float64)."""
-    head = loss if isinstance(loss, OutputHead) else OutputHead.of(loss)
+    head = as_head(loss)
     return lambda predicted, targets: head.sums(predicted, targets)[0]
 
 

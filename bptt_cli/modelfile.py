@@ -151,12 +151,13 @@ def finite_tensors(values: Any, what: str) -> None:
 
 def _model_config(raw: Any) -> ModelConfig:
     need(isinstance(raw, dict), "model_config is not a mapping")
+    raw = {"bidirectional": False, **raw}  # files written before --bidirectional existed
     stored = list(ModelConfig().to_dict())  # what a model file holds (not run-time switches such as force)
     missing = [name for name in stored if name not in raw]
     need(not missing, f"model_config lacks {', '.join(missing)}")
     for name in ("input_size", "output_size", "embed", "hidden", "layers"):
         need(is_whole(raw[name], 1), f"model_config {name} is {raw[name]!r}, not a positive whole number")
-    for name in ("tokens", "tie_weights"):
+    for name in ("tokens", "tie_weights", "bidirectional"):
         need(type(raw[name]) is bool, f"model_config {name} is {raw[name]!r}, not true or false")
     need(raw["cell"] in CELL_SPECS, f"model_config cell {raw['cell']!r} is not one of {', '.join(CELL_SPECS)}")
     dropout = raw["dropout"]

@@ -8,15 +8,17 @@ and RNN, ``(h, c)`` for LSTM, so carrying and detaching never branch on the cell
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from bptt_cli.cells import CELL_SPECS, CellSpec, cell_spec
-from bptt_cli.dropout import dropout
+from bptt_cli.dropout import Regularisers, dropout, keep_mask
 from bptt_cli.errors import BpttError
 from bptt_cli.memory import require_fits, weights_estimate
 
@@ -39,6 +41,7 @@ class ModelConfig:
     layers: int = 2
     dropout: float = 0.0  # on embeddings, between layers and before the decoder
     tie_weights: bool = False  # decoder shares the embedding matrix (needs embed == hidden)
+    bidirectional: bool = False  # each layer also reads every sequence backwards; the decoder sees both
     # build and train even when the memory estimate exceeds what the machine has available (--force);
     # a choice of this run, not a property of the model: model files do not store it
     force: bool = field(default=False, compare=False)
@@ -58,6 +61,10 @@ class ModelConfig:
             )
 
     @property
+    def directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
     def spec(self) -> CellSpec:
         return cell_spec(self.cell)
 
@@ -67,7 +74,8 @@ class ModelConfig:
     def describe(self) -> str:
         """The options that size the model, for messages."""
         inputs = f"vocabulary {self.input_size}, --embed {self.embed}" if self.tokens else f"{self.input_size} features"
-        return f"a model of --model {self.cell} ({inputs}, --hidden {self.hidden}, --layers {self.layers})"
+        both = ", --bidirectional" if self.bidirectional else ""
+        return f"a model of --model {self.cell} ({inputs}, --hidden {self.hidden}, --layers {self.layers}{both})"
 
 
 class RecurrentModel(nn.Module):
@@ -86,17 +94,19 @@ class RecurrentModel(nn.Module):
             config.hidden,
             num_layers=config.layers,
             dropout=config.dropout if config.layers > 1 else 0.0,
+            bidirectional=config.bidirectional,
         )
-        self.decoder = nn.Linear(config.hidden, config.output_size)
+        self.decoder = nn.Linear(config.hidden * config.directions, config.output_size)
         if config.tie_weights:
             self.decoder.weight = self.embedding.weight
+        self.regularisers = Regularisers()  # what training drops besides --dropout; the trainer sets it
+        self._masks: dict[str, torch.Tensor] | None = None  # inside ``one_window``: its masks, drawn once
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
-        """Zeros of shape (layers, batch, hidden), one tensor per state part."""
+        """Zeros of shape (layers x directions, batch, hidden), one tensor per state part."""
         weight = self.decoder.weight
-        zeros = torch.zeros(
-            self.config.layers, batch_size, self.config.hidden, device=device or weight.device, dtype=weight.dtype
-        )
+        layers = self.config.layers * self.config.directions
+        zeros = torch.zeros(layers, batch_size, self.config.hidden, device=device or weight.device, dtype=weight.dtype)
         return tuple(zeros.clone() for _ in self.spec.state_parts)
 
     @staticmethod
@@ -111,55 +121,130 @@ class RecurrentModel(nn.Module):
         resets: torch.Tensor | None = None,
         cuts: Sequence[int] = (),
     ) -> tuple[torch.Tensor, State]:
-        """Run the recurrence: x (T, B) ids or (T, B, F) features -> outputs (T, B, hidden).
+        """Run the recurrence: x (T, B) ids or (T, B, F) features -> outputs (T, B, hidden x directions).
 
         Where a stream begins a new sequence (a new file or series), its state is
         zeroed: ``resets`` (T, B) marks those steps and ``cuts`` lists, from the
         host, the steps where any stream resets, so the fused kernel runs once per
         segment between cuts rather than once per step.
         """
-        inputs = self._drop(self.embedding(x)) if self.embedding is not None else x
-        pieces, start = [], 0
-        for cut in [*cuts, x.shape[0]]:
-            if cut > start:
-                out, state = self._fused(inputs[start:cut], state)
-                pieces.append(out)
-            if cut < x.shape[0]:
-                keep = (~resets[cut]).to(state[0].dtype).view(1, -1, 1)  # (1, B, 1)
-                state = tuple(s * keep for s in state)
-            start = cut
-        return (pieces[0] if len(pieces) == 1 else torch.cat(pieces)), state
+        inputs = self._drop(self._embed(x), "embedded") if self.embedding is not None else x
+        if self.config.bidirectional:
+            return self._both_ways(inputs, state, resets, cuts)
+        return _by_segments(self._fused, inputs, state, resets, cuts)
 
-    def _drop(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.config.dropout, self.training)
+    @contextlib.contextmanager
+    def one_window(self) -> Iterator[None]:
+        """Draw each mask once for everything run inside: locked dropout, weight drop and embedding dropout
+        stay the same over the window's steps (and its pieces), and change from one window to the next."""
+        self._masks = {}
+        try:
+            yield
+        finally:
+            self._masks = None
+
+    def _mask(self, name: str, shape: tuple[int, ...], p: float, like: torch.Tensor) -> torch.Tensor:
+        """The window's mask ``name``; outside ``one_window`` each call is a window of its own."""
+        if self._masks is None:
+            return keep_mask(shape, p, like)
+        if name not in self._masks:
+            self._masks[name] = keep_mask(shape, p, like)
+        return self._masks[name]
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The embeddings of ``x``; while training with --embed-dropout, whole rows (words) dropped."""
+        p, weight = self.regularisers.embed_dropout, self.embedding.weight
+        if not self.training or p == 0.0:
+            return self.embedding(x)
+        return F.embedding(x, weight * self._mask("embedding rows", (weight.shape[0], 1), p, weight))
+
+    def _drop(self, x: torch.Tensor, site: str) -> torch.Tensor:
+        """--dropout at ``site``: a new mask per element, or with --dropout-kind locked one (1, B, F) mask
+        per window, shared by its steps."""
+        p = self.config.dropout
+        if not self.training or p == 0.0 or self.regularisers.dropout_kind != "locked":
+            return dropout(x, p, self.training)
+        return x * self._mask(site, (1, *x.shape[1:]), p, x)
 
     def _fused(self, inputs: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        if self.training and self.rnn.dropout > 0 and inputs.device.type == "cpu":
-            return self._layer_by_layer(inputs, state)
+        own_layer = self.spec.cpu_layer(self.rnn, inputs)  # the GRU's CPU kernel (bptt_cli.gru_kernel)
+        if own_layer is not None or self.training and (self.regularisers.weight_drop > 0 or self.rnn.dropout > 0 and (
+                inputs.device.type == "cpu" or self.regularisers.dropout_kind == "locked")):
+            return self._layer_by_layer(inputs, state, own_layer)
         out, end = self.rnn(inputs, self.spec.hx(state))
         return out, (end if isinstance(end, tuple) else (end,))
 
-    def _layer_by_layer(self, inputs: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def _layer_by_layer(self, inputs: torch.Tensor, state: State, layer_function=None) -> tuple[torch.Tensor, State]:
         """The stacked layers one fused call each, with ``dropout`` between them.
 
         Equal to ``self.rnn`` with its own between-layer dropout, but the mask is
         the cheap one (the fused multi-layer call draws torch's, ~10 ns per value
-        on the CPU). Same weights, so model files do not change.
+        on the CPU). Same weights, so model files do not change. ``layer_function``
+        replaces torch's one-layer function (the cell's ``cpu_layer``).
         """
-        layer_function = self.spec.layer_function
+        layer_function = layer_function or self.spec.layer_function
         ends: list[State] = []
         for layer in range(self.config.layers):
             if layer:
-                inputs = self._drop(inputs)
+                inputs = self._drop(inputs, f"layer {layer}")
             weights = [getattr(self.rnn, f"{kind}_l{layer}") for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            weights[1] = self._drop_connect(weights[1], layer)
             entering = tuple(s[layer : layer + 1] for s in state)
             inputs, *end = layer_function(inputs, self.spec.hx(entering), weights, True, 1, 0.0, True, False, False)
             ends.append(tuple(end))
         return inputs, tuple(torch.cat(parts) for parts in zip(*ends))
 
+    def _drop_connect(self, weight_hh: torch.Tensor, layer: int) -> torch.Tensor:
+        """--weight-drop: the hidden-to-hidden weights masked once per window (the Parameter stays whole,
+        so the model file and evaluation hold the unmasked weights)."""
+        p = self.regularisers.weight_drop
+        if not self.training or p == 0.0:
+            return weight_hh
+        return weight_hh * self._mask(f"weight_hh {layer}", tuple(weight_hh.shape), p, weight_hh)
+
+    def drop_output(self, hidden: torch.Tensor) -> torch.Tensor:
+        """--dropout on the recurrent outputs, as the decoder reads them (activation regularisation needs them)."""
+        return self._drop(hidden, "output")
+
+    def _both_ways(self, inputs: torch.Tensor, state: State, resets: torch.Tensor | None,
+                   cuts: Sequence[int]) -> tuple[torch.Tensor, State]:
+        """Each layer reads every sequence forwards and backwards (one fused call per direction and segment).
+
+        The backward direction runs forwards over the inputs with each sequence reversed in place
+        (``mirrored_steps``), so resets and cuts stay where they are and its outputs are mirrored back.
+        A sequence must end where the next begins or at a reset: ``pack(..., mark_padding=True)`` marks
+        where a stream's padding starts. The end state is the last step's, in ``nn.LSTM``'s layout.
+        """
+        mirror = mirrored_steps(resets, *inputs.shape[:2], inputs.device)
+        ends: list[State] = []
+        for layer in range(self.config.layers):
+            if layer:
+                inputs = self._drop(inputs, f"layer {layer}")
+            outputs = []
+            for reverse in (False, True):
+                run = self._one_layer(layer, reverse)
+                entering = tuple(s[2 * layer + reverse : 2 * layer + reverse + 1] for s in state)
+                out, end = _by_segments(run, _mirror(inputs, mirror) if reverse else inputs, entering, resets, cuts)
+                outputs.append(_mirror(out, mirror) if reverse else out)
+                ends.append(end)
+            inputs = torch.cat(outputs, dim=-1)
+        return inputs, tuple(torch.cat(parts) for parts in zip(*ends))
+
+    def _one_layer(self, layer: int, reverse: bool):
+        """One direction of one layer as a fused call: (inputs, state) -> (outputs, end state)."""
+        suffix = f"_l{layer}" + ("_reverse" if reverse else "")
+        weights = [getattr(self.rnn, kind + suffix) for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+
+        def run(inputs: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+            out, *end = self.spec.layer_function(inputs, self.spec.hx(state), weights, True, 1, 0.0, self.training,
+                                                 False, False)
+            return out, tuple(end)
+
+        return run
+
     def decode(self, hidden: torch.Tensor) -> torch.Tensor:
         """Outputs (..., hidden) -> logits or predictions (..., output_size)."""
-        return self.decoder(self._drop(hidden))
+        return self.decoder(self.drop_output(hidden))
 
     def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         out, state = self.recur(x, state)
@@ -174,6 +259,44 @@ class RecurrentModel(nn.Module):
         shared = {id(p) for ps in groups.values() for p in ps}
         groups["decoder"] = [p for p in self.decoder.parameters() if id(p) not in shared]
         return groups
+
+
+def _by_segments(run, inputs: torch.Tensor, state: State, resets: torch.Tensor | None,
+                 cuts: Sequence[int]) -> tuple[torch.Tensor, State]:
+    """``run`` once per segment between ``cuts``, zeroing at each cut the state of the streams that reset there."""
+    pieces, start = [], 0
+    for cut in [*cuts, inputs.shape[0]]:
+        if cut > start:
+            out, state = run(inputs[start:cut], state)
+            pieces.append(out)
+        if cut < inputs.shape[0]:
+            keep = (~resets[cut]).to(state[0].dtype).view(1, -1, 1)  # (1, B, 1)
+            state = tuple(s * keep for s in state)
+        start = cut
+    return (pieces[0] if len(pieces) == 1 else torch.cat(pieces)), state
+
+
+def mirrored_steps(resets: torch.Tensor | None, steps: int, batch: int, device) -> torch.Tensor:
+    """(T, B) the step that mirrors each step within its sequence: a sequence over [s, e] maps t to s + e - t.
+
+    Sequences begin at step 0 and where ``resets`` is True, and end where the next begins or at the last
+    step; found with cumulative max and min on the device, without a host sync.
+    """
+    t = torch.arange(steps, device=device).unsqueeze(1).expand(steps, batch)
+    if resets is None:
+        return steps - 1 - t
+    begins = resets.clone()
+    begins[0] = True
+    ends = torch.ones_like(begins)
+    ends[:-1] = begins[1:]
+    first = torch.where(begins, t, 0).cummax(0).values
+    last = torch.where(ends, t, steps - 1).flip(0).cummin(0).values.flip(0)
+    return first + last - t
+
+
+def _mirror(values: torch.Tensor, mirror: torch.Tensor) -> torch.Tensor:
+    """``values`` (T, B, F) with every sequence reversed in place (its own inverse)."""
+    return values.gather(0, mirror.unsqueeze(-1).expand_as(values))
 
 
 def recurrent_groups(rnn: nn.Module, cell: str) -> dict[str, list[nn.Parameter]]:

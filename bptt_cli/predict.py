@@ -25,7 +25,7 @@ from bptt_cli.atomic import atomic_write
 from bptt_cli.errors import BpttError
 from bptt_cli.losses import OutputHead, class_sum, level_name
 from bptt_cli.memory import require_rollout_fits
-from bptt_cli.series import Normaliser
+from bptt_cli.series import Normaliser, calendar_names, calendar_values, stored_calendar
 from bptt_cli.token_cache import sha256
 
 STATE_FORMAT = "bptt-stream-state"
@@ -118,10 +118,16 @@ class SeriesPredictor(Predictor):
         self.feed = forecast.feedback(self.features, self.targets)
         self.head = OutputHead.stored(data, file.config)  # a gaussian or quantile model also prints its levels
         self.keep = max(1, self.season or 1)  # rows of history kept to fill future inputs one season back
+        self.calendar = stored_calendar(data)  # computed from each row's time, never read from the row
+        computed = calendar_names(self.calendar)
+        self.given = [c for c in self.names if c not in computed]  # the columns a row brings
+        self.given_index = [self.names.index(c) for c in self.given]
+        self.computed = [self.names.index(c) for c in computed]
+        self.step_offset = pd.tseries.frequencies.to_offset(data["freq"]) if data.get("freq") else None
 
     def needed(self) -> list[str]:
         """The columns a row must have."""
-        return ([self.time_column] if self.time_column else []) + list(self.names)
+        return ([self.time_column] if self.time_column else []) + list(self.given)
 
     def columns(self) -> list[str]:
         lead = [""] if self.horizon == 1 else [f"+{k}" for k in range(1, self.horizon + 1)]
@@ -130,14 +136,17 @@ class SeriesPredictor(Predictor):
         return ([self.time_column] if self.time_column else []) + names
 
     def _values(self, record: dict) -> tuple[np.ndarray, pd.Timestamp | None]:
-        missing = [c for c in self.names if c not in record or record[c] in (None, "")]
+        """The row's values (C,) in the model's column order, its calendar inputs computed from its time."""
+        missing = [c for c in self.given if c not in record or record[c] in (None, "")]
         if missing:
             raise BadRow(f"missing column(s) {', '.join(missing)}")
         try:
-            values = np.array([float(record[c]) for c in self.names], dtype=np.float64)
+            given = [float(record[c]) for c in self.given]
         except (TypeError, ValueError):
-            bad = next(c for c in self.names if not _is_number(record[c]))
+            bad = next(c for c in self.given if not _is_number(record[c]))
             raise BadRow(f"column {bad!r} is not a number ({record[bad]!r})") from None
+        values = np.zeros(len(self.names), dtype=np.float64)
+        values[self.given_index] = given
         if not np.isfinite(values).all():
             raise BadRow("a value is NaN or infinite")
         when = None
@@ -147,7 +156,15 @@ class SeriesPredictor(Predictor):
                 raise BadRow(f"time {record.get(self.time_column)!r} is not a date")
             if self.stream.last_time is not None and when <= pd.Timestamp(self.stream.last_time):
                 raise BadRow(f"time {when} does not come after the previous row's {self.stream.last_time}")
+            if self.calendar:
+                values[self.computed] = calendar_values([when], self.calendar)[0]
         return values, when
+
+    def _future_times(self, when: pd.Timestamp | None):
+        """The times of the ``horizon`` steps after ``when`` (None without a time column or a regular step)."""
+        if when is None or self.step_offset is None:
+            return None
+        return pd.date_range(when, periods=self.horizon + 1, freq=self.step_offset)[1:]
 
     @torch.no_grad()
     def step(self, record: dict) -> dict:
@@ -157,23 +174,25 @@ class SeriesPredictor(Predictor):
         history = np.concatenate([previous[-(self.keep - 1):] if self.keep > 1 else previous[:0], values[None, :]])
         if self.horizon == 1:
             out, state = self.model.recur(x.unsqueeze(0), self.stream.state)  # (1, 1, hidden): one step
-            predicted = self.model.decode(out[0]).unsqueeze(1)  # (1, 1, O)
+            predicted = self.model.decode(out[0]).unsqueeze(1)  # (1, 1, K*O)
+            bands = self.head.bands(predicted) if self.head.probabilistic else None
         else:
-            known = self.norm.apply(forecast.seasonal_fill(history, self.horizon, self.season)[: self.horizon - 1])
+            known = self.norm.apply(forecast.future_inputs(history, self.horizon, self.season, self.names,
+                                                           self.calendar, self._future_times(when)))
             known = torch.from_numpy(known[None, :, self.features]).to(self.device)
             predicted = forecast.rollout(self.model, self.stream.state, x, known, self.feed, self.horizon, self.head)
+            bands = forecast.rollout_bands(self.model, self.stream.state, x, known, self.feed, self.horizon,
+                                           self.head, predicted)
             _, state = self.model.recur(x.unsqueeze(0), self.stream.state)
         self.stream = StreamState(state, self.stream.rows + 1, str(when) if when is not None else None,
                                   history, None, self.stream.header)
-        outputs = predicted[0].double().cpu()  # (H, K*O)
-        parts = [self.head.point(outputs).unsqueeze(1)]  # (H, 1, O), then the levels (H, L, O)
-        if self.head.probabilistic:
-            parts.append(self.head.bands(outputs))
-        forecast_values = self.norm.invert(torch.cat(parts, dim=1).numpy(), self.targets)  # (H, 1 [+ L], O)
+        parts = [self.head.point(predicted[0]).unsqueeze(1)]  # (H, 1, O), then the levels (H, L, O)
+        if bands is not None:
+            parts.append(bands[0])
+        forecast_values = self.norm.invert(torch.cat(parts, dim=1).double().cpu().numpy(), self.targets)  # (H, 1 [+ L], O)
         result: dict = {}
         if self.time_column:
-            step = pd.tseries.frequencies.to_offset(self.file.data["freq"]) if self.file.data.get("freq") else None
-            result[self.time_column] = str(when + step) if step is not None else str(when)
+            result[self.time_column] = str(when + self.step_offset) if self.step_offset is not None else str(when)
         names = self.columns()[1:] if self.time_column else self.columns()
         result.update(zip(names, forecast_values.reshape(-1).tolist()))
         return result

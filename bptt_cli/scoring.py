@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from bptt_cli import distributed
-from bptt_cli.losses import IGNORE_LABEL, OutputHead, class_sum
+from bptt_cli.losses import IGNORE_LABEL, OutputHead, as_head, class_sum
 from bptt_cli.models import RecurrentModel, State
 from bptt_cli.series import Streams
 
@@ -26,8 +26,9 @@ def stream_pass(model: RecurrentModel, streams: Streams, device: torch.device) -
     resets = torch.as_tensor(streams.resets, device=device)
     state = model.init_state(x.shape[1], device)
     outputs = []
-    for start in range(0, x.shape[0], CHUNK):
-        end = min(start + CHUNK, x.shape[0])
+    chunk = x.shape[0] if model.config.bidirectional else CHUNK  # reading backwards needs each sequence whole
+    for start in range(0, x.shape[0], chunk):
+        end = min(start + chunk, x.shape[0])
         cuts = np.flatnonzero(streams.resets[start:end].any(axis=1)).tolist()
         out, state = model.recur(x[start:end], state, resets[start:end], cuts)
         outputs.append(model.decode(out).float())
@@ -35,7 +36,7 @@ def stream_pass(model: RecurrentModel, streams: Streams, device: torch.device) -
     return torch.cat(outputs).cpu(), state
 
 
-def scored_sums(seq, outputs: torch.Tensor, streams: Streams, head: OutputHead = OutputHead()) -> torch.Tensor:
+def scored_sums(seq, outputs: torch.Tensor, streams: Streams, head: OutputHead | str = "mse") -> torch.Tensor:
     """What validation figures are made of, as sums that add up over ranks: (loss, scored count, hits).
 
     ``seq`` is the data the streams came from: its ``classifies`` says which loss scores them.
@@ -44,7 +45,7 @@ def scored_sums(seq, outputs: torch.Tensor, streams: Streams, head: OutputHead =
         total, count = class_sum(outputs, streams.targets)
         hits = ((outputs.argmax(-1) == streams.targets) & (streams.targets != IGNORE_LABEL)).sum()
     else:
-        total, count = head.sums(outputs, streams.targets)
+        total, count = as_head(head).sums(outputs, streams.targets)
         hits = torch.zeros(())
     return torch.stack([total.double(), count.double(), hits.double()])
 
@@ -66,7 +67,7 @@ def columns_of_this_rank(streams: Streams) -> Streams:
 
 
 def ranked_sums(model: RecurrentModel, streams: Streams, device: torch.device, seq,
-                head: OutputHead = OutputHead()) -> tuple[torch.Tensor, State]:
+                head: OutputHead | str = "mse") -> tuple[torch.Tensor, State]:
     """One validation pass shared out over the ranks: the all-reduced sums, and this rank's final state."""
     mine = columns_of_this_rank(streams)
     outputs, state = stream_pass(model, mine, device)

@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bptt_cli.choices import MISSING
+from bptt_cli import distributed
+from bptt_cli.choices import CALENDAR_PARTS, MISSING
 from bptt_cli.errors import BpttError
 from bptt_cli.input_paths import check_input
 from bptt_cli.losses import IGNORE_LABEL
@@ -34,6 +35,8 @@ THOUSANDS = r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?"  # 1,234 or -12,345.5: digits group
 # Seasons that follow from a regular time step: one day of sub-daily data, a week of days, a year of months.
 SEASONS = {pd.Timedelta("15min"): 96, pd.Timedelta("30min"): 48, pd.Timedelta("1h"): 24, pd.Timedelta("1D"): 7,
            pd.Timedelta("7D"): 52}
+# The cycle of each calendar input (choices.CALENDAR_PARTS): hour of the day, day of the week, day of the year.
+CALENDAR_PERIODS = {"hour": pd.Timedelta("1D"), "week": pd.Timedelta("7D"), "year": pd.Timedelta("365.25D")}
 
 
 @dataclass
@@ -46,6 +49,11 @@ class SeriesSpec:
     time_column: str | None = None  # None: detected when exactly one column parses as dates
     group_column: str | None = None  # one series per value
     missing: str = "error"
+    # auto | none | parts of choices.CALENDAR_PARTS ("hour,week"); a trained model stores the parts it reads
+    # (older model files have none)
+    calendar: str = "none"
+    future: list[str] = field(default_factory=list)  # input columns whose future values are known (--future)
+    resample: str | None = None  # a pandas offset (5min) or auto: put the rows on that regular grid first
 
 
 @dataclass
@@ -64,6 +72,8 @@ class SeriesData:
     group_column: str | None
     freq: str | None  # the regular time step as a pandas offset string
     notes: list[str]
+    calendar: list[str] = field(default_factory=list)  # calendar parts, whose columns end ``columns``
+    resample: str | None = None  # the grid the rows were put on, as a pandas offset
 
 
 def _fail(path: Path, message: str) -> BpttError:
@@ -223,6 +233,47 @@ def _apply_missing(frame: pd.DataFrame, columns: list[str], policy: str, keys: l
     return frame
 
 
+def _regular_grid(frame: pd.DataFrame, spec: SeriesSpec, time_column: str | None, keys: list[str],
+                  columns: list[str], path: Path, notes: list[str]) -> tuple[pd.DataFrame, str]:
+    """The rows of each series on a regular grid of step ``spec.resample`` (auto: the most common step): rows
+    in one slot are averaged, and slots without a row are gaps that ``spec.missing`` fills (error: refused)."""
+    if not time_column:
+        raise _fail(path, f"--resample {spec.resample}: the data has no time column to put on a grid; name one "
+                          "with --time-column, or drop --resample")
+    if spec.task == "tag":
+        raise BpttError("--resample is for forecasting; labelled rows (--task tag) keep their own times")
+    grid = _grid_step(frame[time_column], frame[keys[0]] if keys else None, spec.resample, path)
+    indexed = frame.set_index(time_column)
+    parts = indexed.groupby(keys[0], sort=False) if keys else indexed
+    regular = parts[columns].resample(grid).mean().reset_index()  # (slots, keys + time + columns)
+    gaps = regular[columns].isna().all(axis=1).to_numpy()
+    count = int(gaps.sum())
+    if count and spec.missing == "error":
+        first = regular[time_column].iloc[int(np.argmax(gaps))]
+        raise _fail(path, f"{count} time(s) on the {grid} grid have no row (the first {first}); choose --missing "
+                          "ffill, interpolate or drop to fill them, or another --resample")
+    if count:
+        notes.append(f"{path.name}: --resample {grid} leaves {count} time(s) without a row; --missing {spec.missing} "
+                     "fills them")
+    return _apply_missing(regular, columns, spec.missing, keys, path), grid
+
+
+def _grid_step(times: pd.Series, groups: pd.Series | None, request: str, path: Path) -> str:
+    """The grid's step as a pandas offset: ``request``, or with auto the most common step within series."""
+    if request != "auto":
+        try:
+            return pd.tseries.frequencies.to_offset(request).freqstr
+        except (ValueError, TypeError):
+            raise BpttError(f"--resample {request!r} is not a time step; give a pandas offset such as 5min, 1h "
+                            "or 1D, or auto for the data's most common step") from None
+    steps = (times.groupby(groups, sort=False).diff() if groups is not None else times.diff()).dropna()
+    steps = steps[steps > pd.Timedelta(0)]
+    if steps.empty:
+        raise _fail(path, "--resample auto: the times never advance, so there is no step to detect; "
+                          "give --resample with a step such as 5min")
+    return offset_string(steps.value_counts().idxmax())
+
+
 def _regularity(times: pd.Series, starts: np.ndarray) -> tuple[pd.Timedelta | None, int, int]:
     """The typical time step, and the count of duplicated times and of irregular gaps (within series)."""
     steps = times.diff().to_numpy()
@@ -251,6 +302,76 @@ def season_of(freq: str | None) -> int | None:
         return None
 
 
+# ---------------------------------------------------------------- calendar inputs
+
+
+def calendar_names(parts: list[str]) -> list[str]:
+    """The input columns of calendar parts: a sine and a cosine each (``hour_sin``, ``hour_cos``, ...)."""
+    return [f"{part}_{wave}" for part in parts for wave in ("sin", "cos")]
+
+
+def calendar_values(times, parts: list[str]) -> np.ndarray:
+    """The calendar inputs (N, 2 * parts) at ``times``: where each time falls in its day, week and year,
+    as the sine and cosine of that phase, so the last moment of a cycle sits next to its first.
+
+    Local wall-clock time for times with a zone; the year's phase counts 366 days in leap years.
+    """
+    stamps = pd.DatetimeIndex(times)
+    seconds = (stamps.hour * 3600 + stamps.minute * 60 + stamps.second + stamps.microsecond / 1e6).to_numpy(np.float64)
+    day = seconds / 86400.0  # (N,) fraction of the day gone
+    phases = {"hour": day,
+              "week": (stamps.day_of_week.to_numpy(np.float64) + day) / 7.0,
+              "year": (stamps.day_of_year.to_numpy(np.float64) - 1 + day) / (365.0 + stamps.is_leap_year)}
+    angles = np.stack([2 * np.pi * phases[part] for part in parts], axis=1)  # (N, parts)
+    return np.stack([np.sin(angles), np.cos(angles)], axis=2).reshape(len(stamps), 2 * len(parts))
+
+
+def parse_calendar(text: str) -> list[str] | None:
+    """The parts ``--calendar`` names, [] for none, None for auto; an unknown part is refused."""
+    words = [w.strip().lower() for w in str(text).split(",") if w.strip()]
+    if words in (["auto"], []):
+        return None if words else []
+    if words == ["none"]:
+        return []
+    unknown = [w for w in words if w not in CALENDAR_PARTS]
+    if unknown:
+        raise BpttError(f"--calendar: unknown part {unknown[0]!r}; give auto, none, or some of "
+                        f"{', '.join(CALENDAR_PARTS)} separated by commas (e.g. hour,week)")
+    return [p for p in CALENDAR_PARTS if p in words]
+
+
+def stored_calendar(stored: dict) -> list[str]:
+    """The calendar parts a model file's data description reads (none in files from before them)."""
+    return parse_calendar((stored.get("settings") or {}).get("calendar", "none")) or []
+
+
+def choose_calendar(text: str, freq: str | None, span: pd.Timedelta | None, time_column: str | None,
+                    path: Path) -> list[str]:
+    """The calendar parts a training run reads, from ``--calendar`` and the data's time step and span.
+
+    ``auto`` takes each part whose cycle is longer than the time step and at most half the longest
+    series' span (a cycle seen at least twice): half-hourly data of one year gets hour and week, daily
+    data of three years week and year. Named parts are checked against the step.
+    """
+    parts = parse_calendar(text)
+    if not time_column:
+        if parts:
+            raise _fail(path, f"--calendar {text}: the data has no time column to read a calendar from; "
+                              "name one with --time-column, or drop --calendar")
+        return []
+    step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq)) if freq else None
+    if parts is None:
+        if step is None or span is None:
+            return []
+        return [p for p in CALENDAR_PARTS if step < CALENDAR_PERIODS[p] and span >= 2 * CALENDAR_PERIODS[p]]
+    for part in parts:
+        if step is None or step >= CALENDAR_PERIODS[part]:
+            every = f"the time step is {step}" if step is not None else "the data has no regular time step"
+            raise _fail(path, f"--calendar {part}: {every}, so the {part}'s phase does not vary from row to row; "
+                              "leave it out, or use --calendar auto")
+    return parts
+
+
 def _choose_columns(frame: pd.DataFrame, spec: SeriesSpec, exclude: set[str], need: list[str] | None,
                     path: Path) -> tuple[list[str], list[str], list[str]]:
     """Features, targets and the numeric columns they use, checked against the file's columns."""
@@ -275,6 +396,63 @@ def _choose_columns(frame: pd.DataFrame, spec: SeriesSpec, exclude: set[str], ne
         raise _fail(path, "no numeric column to learn from" + (f" ({', '.join(text[:6])} hold text)" if text else "")
                     + "; give numeric columns, or --time-column / --group-column for the others")
     return features, targets, columns
+
+
+def _check_future(future: list[str], features: list[str], targets: list[str]) -> None:
+    """``--future`` names input columns that are not targets: their future is given, not forecast."""
+    for name in future:
+        if name in targets:
+            raise BpttError(f"--future {name!r} is a target: the model forecasts its future; "
+                            "drop it from --future or from --target")
+        if name not in features:
+            raise BpttError(f"--future {name!r} is not an input column; the inputs are: {', '.join(features[:12])}")
+
+
+def read_future(path: str | Path, stored: dict, names: list[str], times, wanted: list[str],
+                required: list[str]) -> dict[str, np.ndarray]:
+    """Future values (G, H) of the ``wanted`` input columns a ``--future`` CSV holds, per series ``names``
+    at the forecast ``times`` (G lists of H times; None without a time column: its first H rows).
+
+    The file must hold the ``required`` columns (the model's ``--future``), a row at every forecast time
+    of every series (by the group column when it has one, else the same rows for all), and no gaps.
+    """
+    path = Path(path)
+    frame = read_frame(path)
+    held = [c for c in wanted if c in frame.columns]
+    lacking = [c for c in required if c not in frame.columns] or ([] if held else wanted)
+    if lacking:
+        raise _fail(path, f"lacks column(s) {', '.join(lacking)}, whose future values the forecast needs; "
+                          "add them (one row per forecast time)")
+    horizon = len(times[0]) if times is not None else None
+    time_column, group_column = stored.get("time_column"), stored.get("group_column")
+    found = {c: [] for c in held}
+    for g, name in enumerate(names):  # one iteration per series
+        rows = frame[frame[group_column].astype(str) == name] if group_column in frame.columns else frame
+        rows = _future_rows(rows, time_column, None if times is None else times[g], horizon, path)
+        for column in held:
+            found[column].append(pd.to_numeric(rows[column], errors="coerce").to_numpy(np.float64))
+    values = {c: np.stack(v) for c, v in found.items()}
+    for column, array in values.items():
+        if not np.isfinite(array).all():
+            raise _fail(path, f"column {column!r} has missing or non-numeric values at the forecast times; "
+                              "give a number for every time")
+    return values
+
+
+def _future_rows(rows: pd.DataFrame, time_column: str | None, times, horizon: int | None, path: Path) -> pd.DataFrame:
+    """The rows of a future file at the forecast ``times``, in their order."""
+    if times is None or not time_column:
+        return rows.iloc[:horizon]
+    if time_column not in rows.columns:
+        raise _fail(path, f"has no time column {time_column!r}; give one row per forecast time, with its time")
+    stamps = pd.DatetimeIndex(_parse_time(rows, time_column, path))
+    if stamps.has_duplicates:
+        raise _fail(path, f"time {stamps[stamps.duplicated()][0]} appears twice; give one row per forecast time")
+    where = stamps.get_indexer(pd.DatetimeIndex(times))
+    if (where < 0).any():
+        raise _fail(path, f"has no row for {times[int(np.argmax(where < 0))]} (the forecast needs the {len(times)} "
+                          f"times {times[0]} .. {times[-1]}); give a row for each")
+    return rows.iloc[where]
 
 
 def _check_values(frame: pd.DataFrame, columns: list[str], label_column: str | None, path: Path) -> None:
@@ -357,8 +535,12 @@ def load_series(path: str | Path, spec: SeriesSpec, classes: list[str] | None = 
     exclude = {c for c in (time_column, spec.group_column, label_column) if c}
     _numbers_in_text(frame, exclude, path, notes)
     features, targets, columns = _choose_columns(frame, spec, exclude, need, path)
+    _check_future(spec.future, features, targets)
     _check_values(frame, columns, label_column, path)
     frame = _apply_missing(frame, columns, spec.missing, keys, path)
+    grid = None
+    if spec.resample:
+        frame, grid = _regular_grid(frame, spec, time_column, keys, columns, path, notes)
     if need is None:
         _check_constant(frame, columns, path)
     if len(frame) < 2:
@@ -370,7 +552,7 @@ def load_series(path: str | Path, spec: SeriesSpec, classes: list[str] | None = 
     codes = codes[order]
     bounds = np.flatnonzero(np.diff(codes)) + 1
     starts = np.concatenate(([0], bounds))
-    values = np.split(frame[columns].to_numpy(dtype=np.float64)[order], bounds)
+    table = frame[columns].to_numpy(dtype=np.float64)[order]  # (rows, C) every series, one after another
     labels = None
     if label_column:
         ids, classes = _label_ids(frame[label_column].astype(str).to_numpy()[order], classes, label_column, path)
@@ -380,8 +562,26 @@ def load_series(path: str | Path, spec: SeriesSpec, classes: list[str] | None = 
         stamps = frame[time_column].to_numpy()[order]
         times = np.split(stamps, bounds)
         freq = _time_notes(stamps, starts, time_column, path, notes)
+    if need is not None:  # a trained model reads the parts it stored
+        calendar = parse_calendar(spec.calendar) or []
+    else:
+        calendar = choose_calendar(spec.calendar, freq, _longest_span(times) if times else None, time_column, path)
+    if calendar:
+        names = calendar_names(calendar)
+        taken = [n for n in names if n in frame.columns]
+        if taken:
+            raise _fail(path, f"column {taken[0]!r} has the name of a calendar input; rename it, or --calendar none")
+        table = np.concatenate([table, calendar_values(stamps, calendar)], axis=1)
+        columns, features = columns + names, features + names
+    values = np.split(table, bounds)
     return SeriesData(columns, features, targets if spec.task == "forecast" else [label_column], values, labels,
-                      classes, times, [str(u) for u in uniques], time_column, spec.group_column, freq, notes)
+                      classes, times, [str(u) for u in uniques], time_column, spec.group_column, freq, notes, calendar,
+                      grid)
+
+
+def _longest_span(times: list[np.ndarray]) -> pd.Timedelta:
+    """The time from the first to the last row of the longest series."""
+    return max(pd.Timestamp(t[-1]) - pd.Timestamp(t[0]) for t in times)
 
 
 # ---------------------------------------------------------------- normalisation
@@ -447,12 +647,15 @@ def split_pieces(lengths: list[int], streams: int, min_length: int) -> list[tupl
     return pieces
 
 
-def pack(inputs: list[np.ndarray], targets: list[np.ndarray], streams: int, align_end: bool = False) -> Streams:
+def pack(inputs: list[np.ndarray], targets: list[np.ndarray], streams: int, align_end: bool = False,
+         mark_padding: bool = False) -> Streams:
     """Pack sequences (L_i, F) with their targets (L_i, ...) into at most ``streams`` streams.
 
     Longest first, each to the emptiest stream; ``align_end`` instead puts one
     sequence per stream, ending at the last step, so the final state of stream
-    b is the state at the end of sequence b.
+    b is the state at the end of sequence b. ``mark_padding`` also resets where a
+    stream's padding begins, so that its last sequence ends there (a bidirectional
+    model reads each sequence backwards from its end).
     """
     lengths = np.array([len(x) for x in inputs], dtype=np.int64)
     if align_end:
@@ -484,8 +687,47 @@ def pack(inputs: list[np.ndarray], targets: list[np.ndarray], streams: int, alig
     y[t, b] = flat_y
     resets = np.zeros((steps, batch), dtype=bool)
     resets[start_of, stream_of] = True
+    if mark_padding:
+        filled = np.zeros(batch, dtype=np.int64)
+        np.maximum.at(filled, stream_of, start_of + lengths)
+        padded = np.flatnonzero(filled < steps)
+        resets[filled[padded], padded] = True
     where = list(zip(stream_of.tolist(), start_of.tolist(), lengths.tolist()))
     return Streams(torch.from_numpy(x), torch.from_numpy(y), resets, where)
+
+
+@dataclass
+class SequenceBatches:
+    """Whole sequences, ``size`` to an update, in an order drawn anew each epoch from the seed and the epoch.
+
+    What the trainer takes instead of streams when every update is full BPTT over whole labelled
+    sequences: an epoch has ceil(N / size) updates rather than one, and a resumed run draws the same
+    order with no generator state to store. The last batch of an epoch is filled up from its first
+    sequences, so every batch has ``size`` streams (the state's shape never changes).
+    """
+
+    inputs: list[np.ndarray]  # per sequence (L_i, F)
+    targets: list[np.ndarray]  # per sequence (L_i,) labels
+    size: int  # sequences per update (--batch-size), at most the sequences there are
+    seed: int
+    mark_padding: bool = False  # reset where a stream's padding begins (bidirectional models)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.inputs) / self.size)
+
+    @property
+    def longest(self) -> int:
+        return max(len(x) for x in self.inputs)
+
+    def batch(self, epoch: int, index: int) -> Streams:
+        """Update ``index`` of ``epoch``: its sequences one per stream from step 0, padded to the longest."""
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.inputs))
+        chosen = np.concatenate([order, order])[index * self.size : (index + 1) * self.size]
+        streams = pack([self.inputs[i] for i in chosen], [self.targets[i] for i in chosen], self.size,
+                       mark_padding=self.mark_padding)
+        inputs, targets, resets = (distributed.shard_streams(s) for s in (streams.inputs, streams.targets,
+                                                                           streams.resets))
+        return Streams(inputs, targets, resets, [])
 
 
 def check_window(window: int, longest: int, what: str) -> None:

@@ -8,20 +8,14 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from bptt_cli import forecast
-from bptt_cli.cli import app
 from bptt_cli.errors import BpttError
 from bptt_cli.modelfile import load_model_file
+from test_intervals import invoke
 from test_series import seasonal_csv
 
 SMALL = ["--max-steps", "20", "--hidden", "8", "--layers", "1", "--window", "12", "--season", "12"]
-
-
-def invoke(*args):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ def models(tmp_path_factory) -> dict[tuple[str, str], Path]:
         "temp": 20 + np.cos(2 * np.pi * t / 12) + 0.1 * rng.standard_normal(len(t)),
     }).to_csv(series, index=False)
     made = {}
-    for kind, data, extra in (("text", text, ["--embed", "8"]), ("series", series, [])):
+    for kind, data, extra in (("text", text, ["--embed", "8"]), ("series", series, ["--calendar", "none"])):
         for cell in CELLS:
             out = root / f"{kind}-{cell}.pt"
             code, _, err = invoke("train", data, "-o", out, "--model", cell, *TINY, *extra)
@@ -153,6 +153,20 @@ def test_the_sidecar_of_a_series_model_holds_its_normalisation_and_columns(model
     assert sidecar["inputs"][0] == {"name": "x", "shape": ["time", "batch", 2], "dtype": "float32"}
     assert [i["name"] for i in sidecar["inputs"]] == ["x", "h"]  # GRU: one state part
     assert sidecar["state"]["shape"] == [2, "batch", 12]
+
+
+def test_the_sidecar_says_how_calendar_inputs_are_computed(tmp_path):
+    series = tmp_path / "load.csv"
+    t = np.arange(200)
+    pd.DataFrame({"time": pd.date_range("2024-01-01", periods=len(t), freq="30min").astype(str),
+                  "load": 10 + 3 * np.sin(2 * np.pi * t / 48)}).to_csv(series, index=False)
+    model, out = tmp_path / "m.pt", tmp_path / "m.pt2"
+    assert invoke("train", series, "-o", model, "--calendar", "hour", *TINY)[0] == 0
+    assert invoke("export", model, "-o", out)[0] == 0
+    data = json.loads((tmp_path / "m.pt2.json").read_text())["data"]
+    assert data["feature_columns"] == ["load", "hour_sin", "hour_cos"] and data["target_columns"] == ["load"]
+    assert data["calendar"] == {"time_column": "time", "hour_sin": "sin(2 * pi * (seconds since midnight) / 86400)",
+                                "hour_cos": "cos(2 * pi * (seconds since midnight) / 86400)"}
 
 
 def test_a_second_export_replaces_the_first(models, tmp_path):

@@ -33,6 +33,7 @@ class AudioOptions:
     cmvn: bool = False  # per-sequence mean and variance normalisation of the frames
     deltas: bool = kind_option(False, shape=True)  # frames' slopes appended: twice the inputs
     trim_db: float | None = None  # WAV: leading and trailing silence cut
+    bidirectional: bool = kind_option(False, shape=True)  # labelled sequences only, with --window 0
 
 
 def is_pattern(data: str | Path) -> bool:

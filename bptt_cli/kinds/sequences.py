@@ -24,13 +24,16 @@ from bptt_cli.losses import IGNORE_LABEL, PROBABILISTIC, OutputHead, class_loss,
 from bptt_cli.modelfile import ModelFile
 from bptt_cli.models import RecurrentModel, State
 from bptt_cli.scoring import ranked_sums, scored_figures, scored_sums, stream_pass
-from bptt_cli.series import Normaliser, Streams, check_window, pack, season_of, split_pieces
+from bptt_cli.series import Normaliser, SequenceBatches, Streams, check_window, pack, season_of, split_pieces
 from bptt_cli.streams import plan_windows, tail_cut
 from bptt_cli.token_cache import sha256
 from bptt_cli.trainer import seed_everything
 
 MIN_UPDATES_PER_EPOCH = 20  # without a given --batch-size, a short series gets fewer streams to reach this
 SCORING_STREAMS = 64  # sequences scored side by side by ``evaluate``
+# Held-out sequences below which a validation figure moves in steps too coarse to choose a model on: with 2 the
+# saved model was one at validation accuracy 0 (issue 15: test 46 %, against 56 % for the last model)
+MIN_CHOOSING_SEQUENCES = 10
 
 
 @dataclass
@@ -92,10 +95,12 @@ class Sequences:
         }
 
 
-def scoring_streams(seq: Sequences, norm: Normaliser, starts: list[int], batch: int) -> Streams:
+def scoring_streams(seq: Sequences, norm: Normaliser, starts: list[int], batch: int,
+                    bidirectional: bool = False) -> Streams:
     """Every sequence whole, scored from ``starts[i]`` on; series end-aligned so final states are theirs."""
     pairs = [seq.pairs(norm, i, starts[i]) for i in range(len(seq.values))]
-    return pack([p[0] for p in pairs], [p[1] for p in pairs], batch, align_end=seq.task in ("forecast", "tag"))
+    return pack([p[0] for p in pairs], [p[1] for p in pairs], batch, align_end=seq.task in ("forecast", "tag"),
+                mark_padding=bidirectional)
 
 
 def split(seq: Sequences, fraction: float, seed: int) -> tuple[list[int], list[int] | None, list[int]]:
@@ -165,6 +170,43 @@ def stream_count(steps: int, run) -> int:
     return max(world, min(config.batch_size, fitting) // world * world)
 
 
+def whole_sequence_batches(pairs: list, run, bidirectional: bool) -> SequenceBatches:
+    """Labelled sequences under full BPTT: --batch-size whole sequences per update, several updates an epoch.
+
+    Packed into --batch-size streams instead, 243 utterances made one update per epoch.
+    """
+    config, world = run.train_config, distributed.world()
+    size = max(world, min(config.batch_size, len(pairs)) // world * world)
+    batches = SequenceBatches([x for x, _ in pairs], [y for _, y in pairs], size, config.seed, bidirectional)
+    if size < config.batch_size:
+        run.reporter.note(f"{len(pairs)} training sequence(s): batches of {size}, not --batch-size "
+                          f"{config.batch_size}, so {len(batches)} update(s) per epoch")
+    return batches
+
+
+def too_few_to_choose(held: Sequences) -> str | None:
+    """Why held-out labelled sequences cannot choose the model (one line naming what is kept instead), or None."""
+    if held.task not in ("sequence", "frame"):  # forecasts and tags hold out the tail of every sequence
+        return None
+    count, classes = len(held.values), len(held.classes)
+    least = max(MIN_CHOOSING_SEQUENCES, 2 * classes)
+    if count >= least:
+        return None
+    return (f"{count} validation sequence(s) for {classes} classes are too few to choose the model on (fewer than "
+            f"{least}): the model file keeps the last epoch's model, not the best on validation; give --val FILE "
+            "or a larger --val-fraction to choose")
+
+
+def refuse_bidirectional(task: str, window: int) -> None:
+    """A backward direction reads each sequence from its end: only where the whole sequence is given and labelled."""
+    if task == "forecast":
+        raise BpttError("--bidirectional would let a forecast read the future it predicts; it is for labelled "
+                        "sequences (--labels, .npz labels, --task tag)")
+    if window:
+        raise BpttError(f"--bidirectional reads each sequence backwards from its end, so it needs the whole "
+                        f"sequence: use --window 0 (full BPTT per sequence), not --window {window}")
+
+
 class SequenceKind(DataKind):
     """Series and feature sequences: subclasses read their files, this class does the rest."""
 
@@ -195,10 +237,12 @@ class SequenceKind(DataKind):
                 else Normaliser.fit([seq.values[i][: ends[i]] for i in train_ids]))
         return _Training(seq, val_seq, ends, val_starts, val_keep, norm, train_ids)
 
-    def _streams(self, split_data: _Training, run) -> tuple[list, Streams]:
+    def _streams(self, split_data: _Training, run, bidirectional: bool) -> tuple[list, Streams | SequenceBatches]:
         seq, config = split_data.seq, run.train_config
         pairs = [seq.pairs(split_data.norm, i, 0, split_data.ends[i]) for i in split_data.train_ids]
         check_window(config.window, max(len(x) for x, _ in pairs), "sequence" if seq.kind == "audio" else "series")
+        if seq.classifies and not config.window:
+            return pairs, whole_sequence_batches(pairs, run, bidirectional)
         splittable = seq.task in ("forecast", "tag")
         wanted = stream_count(sum(len(x) for x, _ in pairs), run)
         pieces = split_pieces([len(x) for x, _ in pairs], wanted,
@@ -217,15 +261,23 @@ class SequenceKind(DataKind):
     @contextlib.contextmanager
     def prepare(self, data: Path, options, run):
         head = self.head(options)  # an unknown --loss or bad --quantiles fails before the data is read
+        bidirectional = bool(run.init_from.model.config.bidirectional if run.init_from is not None
+                             else options.bidirectional)
         split_data = self._split_data(data, options, run)
-        pairs, streams = self._streams(split_data, run)
         seq, norm, device = split_data.seq, split_data.norm, run.device
+        if bidirectional:
+            refuse_bidirectional(seq.task, run.train_config.window)
+        pairs, streams = self._streams(split_data, run, bidirectional)
         seed_everything(run.train_config.seed)
         if run.init_from is not None:
             model = run.init_from.model.train()
+            theirs = OutputHead.stored(run.init_from.data, run.init_from.config)
+            if not seq.classifies and (theirs.probabilistic or head.probabilistic) and theirs != head:
+                raise BpttError(f"--loss {head.loss}: the --init-from model was trained with --loss {theirs.loss} "
+                                "and has other outputs; keep its loss or train without --init-from")
         else:
             config = run.model_config
-            config.tokens, config.input_size = False, len(seq.features)
+            config.tokens, config.input_size, config.bidirectional = False, len(seq.features), bidirectional
             config.output_size = len(seq.classes) if seq.classifies else len(seq.targets) * head.per_target
             model = RecurrentModel(config)
         season = getattr(options, "season", None) or season_of(seq.freq)
@@ -243,7 +295,8 @@ class SequenceKind(DataKind):
         described["val_fraction"] = run.val_fraction if run.val is None else 0.0
         summary = {"data_file": Path(data).name, "data_sha256": data_hash(data), "sequences": len(seq.values),
                    "train_steps": int(sum(len(x) for x, _ in pairs))}
-        validate, ends_here, score_other = self._validation(split_data, summary, streams.inputs.shape[1], options, run)
+        width = streams.size if isinstance(streams, SequenceBatches) else streams.inputs.shape[1]
+        validate, ends_here, score_other = self._validation(split_data, summary, width, bidirectional, options, run)
 
         def make_file(record: dict) -> ModelFile:
             best = {"best_step": record["step"], "best_epoch": record["epoch"], "best_val_loss": record.get("val_loss")}
@@ -251,14 +304,21 @@ class SequenceKind(DataKind):
                     if seq.task == "forecast" else None)
             return ModelFile(model, None, run.run_config, {**summary, **best}, {**described, "tail": tail})
 
-        inputs, targets, resets = (distributed.shard_streams(s) for s in (streams.inputs, streams.targets, streams.resets))
+        if isinstance(streams, SequenceBatches):  # each batch is shared out over the ranks as it is drawn
+            inputs, targets, resets = streams, None, None
+        else:
+            inputs, targets, resets = (distributed.shard_streams(s) for s in (streams.inputs, streams.targets,
+                                                                               streams.resets))
+        chosen = summary.get("model_selection")  # why the last model is kept, when validation cannot choose
         yield Prepared(model, inputs, targets, resets,
                        class_loss if seq.classifies else regression_loss(head),
                        validate, make_file, summary["data_sha256"], score_other,
-                       result={"task": seq.task, "sequences": len(seq.values), "streams": streams.inputs.shape[1],
-                               "train_steps": summary["train_steps"], "val_steps": summary.get("val_steps", 0)})
+                       result={"task": seq.task, "sequences": len(seq.values), "streams": width,
+                               "train_steps": summary["train_steps"], "val_steps": summary.get("val_steps", 0),
+                               **({"model_selection": chosen} if chosen else {})},
+                       closing_notes=[chosen] if chosen else [])
 
-    def _validation(self, split_data: _Training, summary: dict, batch: int, options, run):
+    def _validation(self, split_data: _Training, summary: dict, batch: int, bidirectional: bool, options, run):
         """The validation pass over the held-out data (None without any), and where it leaves the tail's state."""
         ends_here: dict = {}  # the validation pass's final states are the tail's when it ran over the training data
         if split_data.val_seq is None:
@@ -266,16 +326,20 @@ class SequenceKind(DataKind):
         seq = split_data.seq
         held = split_data.val_seq.subset(split_data.val_keep)
         starts = [split_data.val_starts[i] for i in split_data.val_keep]
-        scoring = scoring_streams(held, split_data.norm, starts, batch)
+        scoring = scoring_streams(held, split_data.norm, starts, batch, bidirectional)
         summary["val_steps"] = int((~torch.isnan(scoring.targets)).any(-1).sum() if not seq.classifies
                                    else (scoring.targets != IGNORE_LABEL).sum())
         own_tail = run.val is None and seq.task == "forecast" and not distributed.active()
+        too_few = too_few_to_choose(held)
+        if too_few:
+            run.reporter.note(too_few)
+            summary["model_selection"] = too_few
 
         def validate(model: RecurrentModel) -> dict:
             sums, state = ranked_sums(model, scoring, run.device, seq, self.head(options))
             if own_tail:  # with several ranks the model file's tail state is computed anew
                 ends_here["state"] = state
-            return scored_figures(seq, sums)
+            return {**scored_figures(seq, sums), **({"chooses": False} if too_few else {})}
 
         def score_other(file: ModelFile) -> tuple[float | None, str]:
             """Another model's loss on these points: it reads them in its own units, scored in this run's."""
@@ -291,7 +355,8 @@ class SequenceKind(DataKind):
             own = Normaliser.from_dict(stored["norm"])
             if distributions and own.to_dict() != split_data.norm.to_dict():
                 return None, "its scales are in another normalisation"
-            outputs, _ = stream_pass(file.model.to(run.device), scoring_streams(held, own, starts, batch), run.device)
+            their_streams = scoring_streams(held, own, starts, batch, file.model.config.bidirectional)
+            outputs, _ = stream_pass(file.model.to(run.device), their_streams, run.device)
             if not seq.classifies and not distributions:  # its predictions, back to original units, then in this run's
                 wanted = seq.targets
                 outputs = torch.from_numpy(split_data.norm.apply(own.invert(outputs.double().numpy(), wanted), wanted))
@@ -328,7 +393,7 @@ class SequenceKind(DataKind):
         starts, notes = _scored_starts(file, seq, data)
         result: dict = {"notes": [*seq.notes, *notes]}
         if seq.classifies:
-            streams = scoring_streams(seq, norm, starts, SCORING_STREAMS)
+            streams = scoring_streams(seq, norm, starts, SCORING_STREAMS, model.config.bidirectional)
             outputs, _ = stream_pass(model, streams, device)
             scored = streams.targets != IGNORE_LABEL
             truth = streams.targets[scored].numpy()
@@ -347,7 +412,8 @@ class SequenceKind(DataKind):
         context = None
         if request.context is not None:
             context = self.read(request.context, self.Options(), file.data)
-        return forecast.generate_forecast(file, device, context, request.horizon)
+        return forecast.generate_forecast(file, device, context, request.horizon, request.future,
+                                          request.assume_seasonal)
 
     def gradcheck_problem(self, file: ModelFile, data: Path, request: Request):
         """The longest sequence of DATA, normalised as in training, for gradcheck's single stream."""

@@ -9,7 +9,7 @@ from bptt_cli.choices import SERIES_TASKS as TASKS
 from bptt_cli.errors import BpttError
 from bptt_cli.kinds.base import kind_option
 from bptt_cli.kinds.sequences import SequenceKind, Sequences
-from bptt_cli.series import SeriesSpec, load_series
+from bptt_cli.series import SeriesSpec, calendar_names, load_series, stored_calendar
 
 
 
@@ -26,6 +26,10 @@ class SeriesOptions:
     loss: str = kind_option("mse", shape=True)  # one of choices.LOSSES; gaussian and quantile change the outputs
     quantiles: str | None = kind_option(None, shape=True)  # --quantiles 0.1,0.5,0.9 with --loss quantile
     season: int | None = None  # steps per season; None: from the time step when it has a natural one
+    bidirectional: bool = kind_option(False, shape=True)  # --task tag only, with --window 0
+    calendar: str = kind_option("auto", shape=True)  # --calendar: auto | none | hour,week,year (extra inputs)
+    future: list[str] = kind_option(default_factory=list)  # --future: inputs whose future values are known
+    resample: str | None = None  # --resample: a pandas offset (5min) or auto; the rows go on that grid first
 
 
 class SeriesKind(SequenceKind, name="series", what="CSV data", holds="a CSV time series", options=SeriesOptions):
@@ -46,11 +50,20 @@ class SeriesKind(SequenceKind, name="series", what="CSV data", holds="a CSV time
             if task not in TASKS:
                 raise BpttError(f"--task is forecast or tag, got {task!r}")
             spec = SeriesSpec(list(options.target_columns), list(options.features), task, options.time_column,
-                              options.group_column, options.missing)
-        found = load_series(data, spec, stored.get("classes") if stored else None, stored["columns"] if stored else None)
+                              options.group_column, options.missing, options.calendar or "auto",
+                              list(options.future), options.resample)
+        need = None
+        if stored:  # the calendar columns are computed from the times, not read from the file
+            computed = set(calendar_names(stored_calendar(stored)))
+            need = [c for c in stored["columns"] if c not in computed]
+        found = load_series(data, spec, stored.get("classes") if stored else None, need)
         if stored:  # the model reads the training columns, in the training order
             found = _reorder(found, stored)
-        spec.time_column, spec.targets, spec.features = found.time_column, found.targets, found.features
+        computed = set(calendar_names(found.calendar))
+        spec.time_column, spec.targets = found.time_column, found.targets
+        spec.features = [c for c in found.features if c not in computed]
+        spec.calendar = ",".join(found.calendar) or "none"
+        spec.resample = found.resample
         index = {c: i for i, c in enumerate(found.columns)}
         return Sequences(
             "series", "tag" if spec.task == "tag" else "forecast", found.groups, found.values, found.labels,

@@ -20,8 +20,12 @@ def render_gradcheck(result: dict, as_json: bool = False) -> None:
         info(f"note: {result['note']}")
     _finite_difference(result["finite_difference"])
     _forward_mode(result["forward_mode"])
-    _flow(result["flow"])
-    _truncation(result["truncation"])
+    for title, key, draw in (("3. gradient flow through time", "flow", _flow),
+                             ("4. cost of truncation", "truncation", _truncation)):
+        if result[key].get("skipped"):  # a bidirectional model
+            info(f"{title}: skipped ({result[key]['skipped']})")
+        else:
+            draw(result[key])
     info(_summary(result))
 
 
