@@ -118,9 +118,19 @@ def check_precision(device: torch.device, precision: str) -> None:
                         "use --precision fp32")
 
 
-def autocast(device: torch.device, precision: str):
-    """A context that runs the forward pass in ``precision`` (fp32 runs as is)."""
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """``--precision`` as it runs on ``device``: auto is bf16 where the hardware computes in bf16 (a CPU with
+    AVX512-BF16 or AMX, a CUDA GPU with bf16), fp32 elsewhere; an explicit bf16 without it is refused."""
     check_precision(device, precision)
-    if precision == "fp32":
+    if precision != "auto":
+        return precision
+    if device.type == "cpu":
+        return "bf16" if cpu_has_bf16() else "fp32"
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    """A context that runs the forward pass in ``precision`` (fp32 runs as is; auto as ``resolve_precision`` says)."""
+    if resolve_precision(device, precision) == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)

@@ -25,7 +25,7 @@ from bptt_cli.errors import BpttError
 from bptt_cli.losses import OutputHead, level_name, pinball
 from bptt_cli.memory import require_rollout_fits
 from bptt_cli.models import RecurrentModel, State
-from bptt_cli.series import Normaliser, calendar_names, calendar_values, stored_calendar
+from bptt_cli.series import Normaliser, calendar_names, calendar_values, read_future, stored_calendar
 
 DEFAULT_HORIZON = 24
 SAMPLED_PATHS = 200  # paths per origin behind a gaussian model's intervals beyond one step
@@ -134,12 +134,15 @@ def seasonal_fill(history: np.ndarray, horizon: int, season: int | None) -> np.n
 
 
 def future_inputs(history: np.ndarray, horizon: int, season: int | None, columns: list[str], calendar: list[str],
-                  times) -> np.ndarray:
+                  times, given: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """The input rows (H - 1, C) read after ``history`` (L, C), in original units: the same step one season
-    earlier (or the last value), but the calendar columns computed from the future ``times`` (H,)."""
+    earlier (or the last value), but the calendar columns computed from the future ``times`` (H,) and the
+    ``given`` columns' known future values (H,) from a future file."""
     rows = seasonal_fill(history, horizon, season)[: horizon - 1].copy()
     if calendar:
         rows[:, [columns.index(n) for n in calendar_names(calendar)]] = calendar_values(times[: horizon - 1], calendar)
+    for name, values in (given or {}).items():
+        rows[:, columns.index(name)] = values[: horizon - 1]
     return rows
 
 
@@ -441,6 +444,29 @@ def rollout_bands(model, state, first, known, feed, horizon: int, head: OutputHe
     return head.bands(outputs) if head.probabilistic else None
 
 
+def known_future(stored: dict, names: list[str], times, horizon: int, future: Path | None,
+                 assume_seasonal: bool) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The future values (G, H) of the inputs that are neither targets nor calendar, from ``future``, and
+    notes; an input without them is refused unless ``assume_seasonal`` (then last season's, said in a note)."""
+    columns, season = stored["columns"], stored.get("season")
+    computed = set(calendar_names(stored_calendar(stored)))
+    others = [columns[f] for f in stored["features"] if f not in stored["targets"] and columns[f] not in computed]
+    if horizon < 2 or not others:  # a one-step forecast reads only the rows already there
+        return {}, []
+    marked = (stored.get("settings") or {}).get("future", [])
+    given = read_future(future, stored, names, times, others, marked) if future is not None else {}
+    unknown = [c for c in others if c not in given]
+    if unknown and not assume_seasonal:
+        raise BpttError(f"inputs {', '.join(unknown)} are not forecast and their future is unknown: give their "
+                        f"values at the {horizon} forecast times with --future FILE (a CSV with "
+                        f"{', '.join(([stored['time_column']] if stored.get('time_column') else []) + unknown)}), "
+                        "or --assume-seasonal to reuse last season's")
+    if not unknown:
+        return given, []
+    how = f"their values one season ({season} steps) earlier" if season else "their last values"
+    return given, [f"--assume-seasonal: inputs {', '.join(unknown)} are not forecast; the future uses {how}"]
+
+
 def feedback(features: list[int], targets: list[int]) -> list[tuple[int, int]]:
     """(target output, feature input) pairs: where a rollout feeds the model's predictions back."""
     return [(j, features.index(c)) for j, c in enumerate(targets) if c in features]
@@ -473,12 +499,14 @@ def picture(seq, i: int, history: np.ndarray, times, future_times, horizon: int,
 
 
 @torch.no_grad()
-def generate_forecast(file, device, context=None, horizon: int | None = None) -> dict:
+def generate_forecast(file, device, context=None, horizon: int | None = None, future: Path | None = None,
+                      assume_seasonal: bool = False) -> dict:
     """H future steps after the ``context`` sequences (or after the training data), in original units.
 
     Calendar inputs are computed at the future times. Other inputs that are not
-    targets are unknown in the future: they are taken from one season earlier (or
-    held at their last value), and a note says so.
+    targets come from the ``future`` CSV; without it they are refused, unless
+    ``assume_seasonal`` takes them from one season earlier (or holds their last
+    value), which a note says.
     """
     from types import SimpleNamespace
 
@@ -512,15 +540,11 @@ def generate_forecast(file, device, context=None, horizon: int | None = None) ->
     elif calendar:
         raise BpttError("this model reads calendar inputs, but the data has no regular time step to continue "
                         "its times with; give --context rows at a regular step")
-    notes = []
-    computed = set(calendar_names(calendar))
-    others = [f for f in features if f not in targets and columns[f] not in computed]
-    if others and horizon > 1:
-        how = f"their values one season ({season} steps) earlier" if season else "their last values"
-        notes.append(f"inputs {', '.join(columns[f] for f in others)} are not forecast: the future uses {how}")
+    given, notes = known_future(stored, names, times, horizon, future, assume_seasonal)
     first = np.concatenate([norm.apply(h[-1:])[:, features] for h in histories])
     known = np.concatenate([norm.apply(future_inputs(h, horizon, season, columns, calendar,
-                                                     None if times is None else times[i]))[None, :, features]
+                                                     None if times is None else times[i],
+                                                     {c: v[i] for c, v in given.items()}))[None, :, features]
                             for i, h in enumerate(histories)])  # (G, H-1, F) the future inputs
     head = OutputHead.stored(stored, file.config)
     first, known, feed = torch.from_numpy(first).to(device), torch.from_numpy(known).to(device), feedback(features, targets)

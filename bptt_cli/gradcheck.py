@@ -16,6 +16,7 @@ feature models will plug in their own there.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, jvp, vmap
 
 from bptt_cli.errors import BpttError
-from bptt_cli.losses import class_total, regression_total
+from bptt_cli.losses import IGNORE_LABEL, class_total, regression_total
 from bptt_cli.memory import activation_bytes
 from bptt_cli.models import CELL_SPECS, ModelConfig, RecurrentModel, State
 
@@ -55,13 +56,15 @@ class Problem:
     targets: torch.Tensor  # (N, B) the token that follows each input
     loss: LossFn  # (predictions (T, B, O), targets (T, B)) -> loss summed over steps and streams
     source: str = "synthetic"  # where the inputs came from, for the report
+    resets: torch.Tensor | None = None  # (N, B) steps where a stream begins a new sequence (its state is zeroed)
 
     @property
     def steps(self) -> int:
         return self.inputs.shape[0]
 
     def to(self, device: torch.device) -> "Problem":
-        return Problem(self.inputs.to(device), self.targets.to(device), self.loss, self.source)
+        resets = None if self.resets is None else self.resets.to(device)
+        return Problem(self.inputs.to(device), self.targets.to(device), self.loss, self.source, resets)
 
 
 @dataclass
@@ -506,7 +509,13 @@ def segment_gradient(model: RecurrentModel, problem: Problem, segment: int, wind
     updates = 0
     for start in range(0, segment, window):
         end = min(start + window, segment)
-        logits, state = model(problem.inputs[start:end], state)
+        if problem.resets is None:
+            logits, state = model(problem.inputs[start:end], state)
+        else:  # zero the state where a stream begins a new sequence, as training does
+            mask = problem.resets[start:end]
+            outputs, state = model.recur(problem.inputs[start:end], state, mask,
+                                         torch.nonzero(mask.any(dim=1)).flatten().tolist())
+            logits = model.decode(outputs)
         loss = problem.loss(logits, problem.targets[start:end])
         for acc, g in zip(total, torch.autograd.grad(loss, params, allow_unused=True)):
             if g is not None:
@@ -524,30 +533,45 @@ def activation_bytes_per_step(config: ModelConfig, batch: int = 1) -> int:
     return activation_bytes(config, 1, batch)
 
 
-def check_truncation(model: RecurrentModel, problem: Problem, settings: Settings) -> dict:
-    """What detaching the state every k steps does to the gradient over a long segment."""
-    segment = min(settings.segment, problem.steps)
-    windows = sorted({min(k, segment) for k in settings.windows})
+def window_cosines(model: RecurrentModel, problem: Problem, segment: int, windows: Sequence[int],
+                   stop_at: float | None = None, combine: Callable[[torch.Tensor], torch.Tensor] = lambda g: g,
+                   ) -> tuple[list[dict], float]:
+    """Each window's truncated gradient over ``segment`` steps against full BPTT's: cosine, relative norm, time.
+
+    ``windows`` run in the order given; with ``stop_at`` the rows end at the first
+    whose cosine reaches it (the shortest such window, when they ascend).
+    ``combine`` sums a flat gradient over processes (a distributed run's ranks
+    hold different streams, and must agree). Returns the rows and full BPTT's seconds.
+    """
     started = time.perf_counter()
-    full, _ = segment_gradient(model, problem, segment, segment)
+    full = combine(segment_gradient(model, problem, segment, segment)[0])
     full_seconds = time.perf_counter() - started
     full_norm = full.norm().item()
-    per_step = activation_bytes_per_step(model.config, settings.batch_size)
     rows = []
     for k in windows:
         started = time.perf_counter()
         grad, updates = segment_gradient(model, problem, segment, k)
-        seconds = time.perf_counter() - started
-        rows.append(
-            {
-                "window": k,
-                "cosine": F.cosine_similarity(grad, full, dim=0, eps=1e-300).item(),
-                "relative_norm": grad.norm().item() / full_norm if full_norm > 0 else float("nan"),
-                "updates": updates,
-                "seconds_per_update": seconds / updates,
-                "activation_bytes": per_step * k,
-            }
-        )
+        grad = combine(grad)
+        rows.append({
+            "window": k,
+            "cosine": F.cosine_similarity(grad, full, dim=0, eps=1e-300).item(),
+            "relative_norm": grad.norm().item() / full_norm if full_norm > 0 else float("nan"),
+            "updates": updates,
+            "seconds_per_update": (time.perf_counter() - started) / updates,
+        })
+        if stop_at is not None and rows[-1]["cosine"] >= stop_at:
+            break
+    return rows, full_seconds
+
+
+def check_truncation(model: RecurrentModel, problem: Problem, settings: Settings) -> dict:
+    """What detaching the state every k steps does to the gradient over a long segment."""
+    segment = min(settings.segment, problem.steps)
+    windows = sorted({min(k, segment) for k in settings.windows})
+    rows, full_seconds = window_cosines(model, problem, segment, windows)
+    per_step = activation_bytes_per_step(model.config, settings.batch_size)
+    for row in rows:
+        row["activation_bytes"] = per_step * row["window"]
     good = [r for r in rows if r["cosine"] >= settings.min_cosine]
     best = good[0] if good else None
     full_bytes = per_step * segment
@@ -563,6 +587,92 @@ def check_truncation(model: RecurrentModel, problem: Problem, settings: Settings
         "memory_saved_bytes": full_bytes - best["activation_bytes"] if best else None,
         **truncation_time(rows, best, segment, full_seconds),
     }
+
+
+# ---------------------------------------------------------------- the training window (--window auto)
+
+AUTO_SEGMENT = 400  # steps of the training sample that full BPTT's gradient covers
+AUTO_STREAMS = 4  # streams of the sample (per process)
+AUTO_WINDOWS = DEFAULT_WINDOWS[1:]  # a window of 1 step costs a pass per step and is seldom worth training with
+
+
+def summed_loss(loss_fn: LossFn) -> LossFn:
+    """A training loss (a mean over the scored targets) as the sum the truncation check adds up over windows."""
+    def total(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        scored = ~torch.isnan(targets) if targets.is_floating_point() else targets != IGNORE_LABEL
+        return loss_fn(outputs, targets) * scored.sum()
+
+    return total
+
+
+def training_sample(inputs: torch.Tensor, targets: torch.Tensor, resets: torch.Tensor | None, loss_fn: LossFn,
+                    segment: int = AUTO_SEGMENT, streams: int = AUTO_STREAMS) -> Problem:
+    """The first ``segment`` steps of up to ``streams`` evenly spaced training streams, with the training loss."""
+    steps = min(segment, inputs.shape[0])
+    head, wanted = inputs[:steps], targets[:steps]  # time slices first: mapped token streams take only those
+    picked = torch.as_tensor(np.unique(np.linspace(0, head.shape[1] - 1, min(streams, head.shape[1])).round()
+                                       .astype(np.int64)), device=head.device)
+    cut = None if resets is None else resets[:steps, picked]
+    return Problem(head[:, picked], wanted[:, picked], summed_loss(loss_fn), "training data", cut)
+
+
+@contextlib.contextmanager
+def _checking(model: RecurrentModel):
+    """The model without dropout for the check; cuDNN, whose RNN backward wants training mode, stays off."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.backends.cudnn.flags(enabled=False):
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def choose_window(model: RecurrentModel, sample: Problem, min_cosine: float, fits: Callable[[int], bool],
+                  combine: Callable[[torch.Tensor], torch.Tensor] = lambda g: g) -> dict:
+    """The shortest window whose gradient over ``sample`` reaches ``min_cosine`` against full BPTT's.
+
+    Candidates are gradcheck's windows shorter than the sample, then the sample's
+    length itself (cosine 1), as far as ``fits(window)`` (the memory) allows; the
+    longest that fits is taken when none reaches ``min_cosine``. Costs one forward
+    and backward pass over the sample for full BPTT and one per window tried.
+    """
+    started = time.perf_counter()
+    candidates = [k for k in AUTO_WINDOWS if k < sample.steps] + [sample.steps]
+    fitting = [k for k in candidates if fits(k)] or candidates[:1]
+    with _checking(model):
+        rows, _ = window_cosines(model, sample, sample.steps, [k for k in fitting if k < sample.steps],
+                                 stop_at=min_cosine, combine=combine)
+    reached = [r for r in rows if r["cosine"] >= min_cosine]
+    if reached:
+        row = reached[0]
+    elif sample.steps in fitting:  # full BPTT over the sample: its own gradient
+        row = {"window": sample.steps, "cosine": 1.0}
+    else:  # the memory stops short of any window that reaches it: the longest that fits
+        row = rows[-1]
+    return {
+        "window": row["window"],
+        "cosine": row["cosine"],
+        "min_cosine": min_cosine,
+        "reached": row["cosine"] >= min_cosine,
+        "bounded_by_memory": len(fitting) < len(candidates) and not reached,
+        "tried": [{"window": r["window"], "cosine": r["cosine"]} for r in rows],
+        **_sample_cost(sample, 1 + len(rows), started),
+    }
+
+
+def window_cosine(model: RecurrentModel, sample: Problem, window: int,
+                  combine: Callable[[torch.Tensor], torch.Tensor] = lambda g: g) -> dict:
+    """The cosine of ``window``'s truncated gradient over ``sample`` against full BPTT's (two passes)."""
+    started = time.perf_counter()
+    with _checking(model):
+        rows, _ = window_cosines(model, sample, sample.steps, [min(window, sample.steps)], combine=combine)
+    return {"window": window, "cosine": rows[0]["cosine"], **_sample_cost(sample, 2, started)}
+
+
+def _sample_cost(sample: Problem, passes: int, started: float) -> dict:
+    return {"sample_streams": sample.inputs.shape[1], "sample_steps": sample.steps, "passes": passes,
+            "seconds": time.perf_counter() - started}
 
 
 # ---------------------------------------------------------------- all four

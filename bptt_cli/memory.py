@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 FLOAT32_BYTES = 4
 FLOAT64_BYTES = 8  # forecasts are float64 arrays
 VALUE_BYTES = {"fp32": 4, "bf16": 2}  # bytes per activation value under each --precision
-OPTIMIZER_STATE = {"adamw": 2, "adam": 2, "sgd": 0}  # float32 values kept per parameter (Adam: two moments)
+OPTIMIZER_STATE = {"adamw": 2, "adam": 2, "sgd": 0, "nt-asgd": 1}  # float32 values kept per parameter (Adam: two
+# moments; nt-asgd: the average of the weights)
 DROPOUT_VALUES_PER_UNIT = 1.5
 TARGET_VALUES = 2  # the loss keeps the int64 targets: two float32 values' worth per step and stream
 MEMINFO = Path("/proc/meminfo")
@@ -56,12 +57,11 @@ def activation_values_per_step(config: ModelConfig) -> float:
     between the layers and before the decoder.
     """
     width = config.embed if config.tokens else config.input_size
-    values = (width + config.layers * _directions(config) * cell_spec(config.cell).memory_factor * config.hidden
-              + config.output_size)
+    spec = cell_spec(config.cell)
+    values = width + config.layers * _directions(config) * spec.memory_factor * config.hidden + config.output_size
     values += TARGET_VALUES
-    if config.dropout > 0:  # a mask value per unit at the input and each layer's output (the LSTM's
-        # layer-by-layer path also keeps each layer's input: 2 per unit, GRU and RNN 1; 1.5 is within 15 % of both)
-        values += width + DROPOUT_VALUES_PER_UNIT * config.layers * config.hidden
+    if config.dropout > 0:  # a mask value per unit at the input, and the cell's share at each layer's output
+        values += width + spec.dropout_memory_factor * config.layers * config.hidden
     return values
 
 

@@ -99,6 +99,9 @@ class MetricsFile:
 
     def sample(self, record: dict) -> None: ...
 
+    def window_check(self, record: dict) -> None:
+        self._write({"kind": "window", **record})
+
     def note(self, message: str) -> None: ...
 
 

@@ -8,15 +8,17 @@ and RNN, ``(h, c)`` for LSTM, so carrying and detaching never branch on the cell
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from bptt_cli.cells import CELL_SPECS, CellSpec, cell_spec
-from bptt_cli.dropout import dropout
+from bptt_cli.dropout import Regularisers, dropout, keep_mask
 from bptt_cli.errors import BpttError
 from bptt_cli.memory import require_fits, weights_estimate
 
@@ -97,6 +99,8 @@ class RecurrentModel(nn.Module):
         self.decoder = nn.Linear(config.hidden * config.directions, config.output_size)
         if config.tie_weights:
             self.decoder.weight = self.embedding.weight
+        self.regularisers = Regularisers()  # what training drops besides --dropout; the trainer sets it
+        self._masks: dict[str, torch.Tensor] | None = None  # inside ``one_window``: its masks, drawn once
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         """Zeros of shape (layers x directions, batch, hidden), one tensor per state part."""
@@ -124,37 +128,83 @@ class RecurrentModel(nn.Module):
         host, the steps where any stream resets, so the fused kernel runs once per
         segment between cuts rather than once per step.
         """
-        inputs = self._drop(self.embedding(x)) if self.embedding is not None else x
+        inputs = self._drop(self._embed(x), "embedded") if self.embedding is not None else x
         if self.config.bidirectional:
             return self._both_ways(inputs, state, resets, cuts)
         return _by_segments(self._fused, inputs, state, resets, cuts)
 
-    def _drop(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.config.dropout, self.training)
+    @contextlib.contextmanager
+    def one_window(self) -> Iterator[None]:
+        """Draw each mask once for everything run inside: locked dropout, weight drop and embedding dropout
+        stay the same over the window's steps (and its pieces), and change from one window to the next."""
+        self._masks = {}
+        try:
+            yield
+        finally:
+            self._masks = None
+
+    def _mask(self, name: str, shape: tuple[int, ...], p: float, like: torch.Tensor) -> torch.Tensor:
+        """The window's mask ``name``; outside ``one_window`` each call is a window of its own."""
+        if self._masks is None:
+            return keep_mask(shape, p, like)
+        if name not in self._masks:
+            self._masks[name] = keep_mask(shape, p, like)
+        return self._masks[name]
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The embeddings of ``x``; while training with --embed-dropout, whole rows (words) dropped."""
+        p, weight = self.regularisers.embed_dropout, self.embedding.weight
+        if not self.training or p == 0.0:
+            return self.embedding(x)
+        return F.embedding(x, weight * self._mask("embedding rows", (weight.shape[0], 1), p, weight))
+
+    def _drop(self, x: torch.Tensor, site: str) -> torch.Tensor:
+        """--dropout at ``site``: a new mask per element, or with --dropout-kind locked one (1, B, F) mask
+        per window, shared by its steps."""
+        p = self.config.dropout
+        if not self.training or p == 0.0 or self.regularisers.dropout_kind != "locked":
+            return dropout(x, p, self.training)
+        return x * self._mask(site, (1, *x.shape[1:]), p, x)
 
     def _fused(self, inputs: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        if self.training and self.rnn.dropout > 0 and inputs.device.type == "cpu":
-            return self._layer_by_layer(inputs, state)
+        own_layer = self.spec.cpu_layer(self.rnn, inputs)  # the GRU's CPU kernel (bptt_cli.gru_kernel)
+        if own_layer is not None or self.training and (self.regularisers.weight_drop > 0 or self.rnn.dropout > 0 and (
+                inputs.device.type == "cpu" or self.regularisers.dropout_kind == "locked")):
+            return self._layer_by_layer(inputs, state, own_layer)
         out, end = self.rnn(inputs, self.spec.hx(state))
         return out, (end if isinstance(end, tuple) else (end,))
 
-    def _layer_by_layer(self, inputs: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def _layer_by_layer(self, inputs: torch.Tensor, state: State, layer_function=None) -> tuple[torch.Tensor, State]:
         """The stacked layers one fused call each, with ``dropout`` between them.
 
         Equal to ``self.rnn`` with its own between-layer dropout, but the mask is
         the cheap one (the fused multi-layer call draws torch's, ~10 ns per value
-        on the CPU). Same weights, so model files do not change.
+        on the CPU). Same weights, so model files do not change. ``layer_function``
+        replaces torch's one-layer function (the cell's ``cpu_layer``).
         """
-        layer_function = self.spec.layer_function
+        layer_function = layer_function or self.spec.layer_function
         ends: list[State] = []
         for layer in range(self.config.layers):
             if layer:
-                inputs = self._drop(inputs)
+                inputs = self._drop(inputs, f"layer {layer}")
             weights = [getattr(self.rnn, f"{kind}_l{layer}") for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            weights[1] = self._drop_connect(weights[1], layer)
             entering = tuple(s[layer : layer + 1] for s in state)
             inputs, *end = layer_function(inputs, self.spec.hx(entering), weights, True, 1, 0.0, True, False, False)
             ends.append(tuple(end))
         return inputs, tuple(torch.cat(parts) for parts in zip(*ends))
+
+    def _drop_connect(self, weight_hh: torch.Tensor, layer: int) -> torch.Tensor:
+        """--weight-drop: the hidden-to-hidden weights masked once per window (the Parameter stays whole,
+        so the model file and evaluation hold the unmasked weights)."""
+        p = self.regularisers.weight_drop
+        if not self.training or p == 0.0:
+            return weight_hh
+        return weight_hh * self._mask(f"weight_hh {layer}", tuple(weight_hh.shape), p, weight_hh)
+
+    def drop_output(self, hidden: torch.Tensor) -> torch.Tensor:
+        """--dropout on the recurrent outputs, as the decoder reads them (activation regularisation needs them)."""
+        return self._drop(hidden, "output")
 
     def _both_ways(self, inputs: torch.Tensor, state: State, resets: torch.Tensor | None,
                    cuts: Sequence[int]) -> tuple[torch.Tensor, State]:
@@ -169,7 +219,7 @@ class RecurrentModel(nn.Module):
         ends: list[State] = []
         for layer in range(self.config.layers):
             if layer:
-                inputs = self._drop(inputs)
+                inputs = self._drop(inputs, f"layer {layer}")
             outputs = []
             for reverse in (False, True):
                 run = self._one_layer(layer, reverse)
@@ -194,7 +244,7 @@ class RecurrentModel(nn.Module):
 
     def decode(self, hidden: torch.Tensor) -> torch.Tensor:
         """Outputs (..., hidden) -> logits or predictions (..., output_size)."""
-        return self.decoder(self._drop(hidden))
+        return self.decoder(self.drop_output(hidden))
 
     def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         out, state = self.recur(x, state)

@@ -52,6 +52,8 @@ class SeriesSpec:
     # auto | none | parts of choices.CALENDAR_PARTS ("hour,week"); a trained model stores the parts it reads
     # (older model files have none)
     calendar: str = "none"
+    future: list[str] = field(default_factory=list)  # input columns whose future values are known (--future)
+    resample: str | None = None  # a pandas offset (5min) or auto: put the rows on that regular grid first
 
 
 @dataclass
@@ -71,6 +73,7 @@ class SeriesData:
     freq: str | None  # the regular time step as a pandas offset string
     notes: list[str]
     calendar: list[str] = field(default_factory=list)  # calendar parts, whose columns end ``columns``
+    resample: str | None = None  # the grid the rows were put on, as a pandas offset
 
 
 def _fail(path: Path, message: str) -> BpttError:
@@ -230,6 +233,47 @@ def _apply_missing(frame: pd.DataFrame, columns: list[str], policy: str, keys: l
     return frame
 
 
+def _regular_grid(frame: pd.DataFrame, spec: SeriesSpec, time_column: str | None, keys: list[str],
+                  columns: list[str], path: Path, notes: list[str]) -> tuple[pd.DataFrame, str]:
+    """The rows of each series on a regular grid of step ``spec.resample`` (auto: the most common step): rows
+    in one slot are averaged, and slots without a row are gaps that ``spec.missing`` fills (error: refused)."""
+    if not time_column:
+        raise _fail(path, f"--resample {spec.resample}: the data has no time column to put on a grid; name one "
+                          "with --time-column, or drop --resample")
+    if spec.task == "tag":
+        raise BpttError("--resample is for forecasting; labelled rows (--task tag) keep their own times")
+    grid = _grid_step(frame[time_column], frame[keys[0]] if keys else None, spec.resample, path)
+    indexed = frame.set_index(time_column)
+    parts = indexed.groupby(keys[0], sort=False) if keys else indexed
+    regular = parts[columns].resample(grid).mean().reset_index()  # (slots, keys + time + columns)
+    gaps = regular[columns].isna().all(axis=1).to_numpy()
+    count = int(gaps.sum())
+    if count and spec.missing == "error":
+        first = regular[time_column].iloc[int(np.argmax(gaps))]
+        raise _fail(path, f"{count} time(s) on the {grid} grid have no row (the first {first}); choose --missing "
+                          "ffill, interpolate or drop to fill them, or another --resample")
+    if count:
+        notes.append(f"{path.name}: --resample {grid} leaves {count} time(s) without a row; --missing {spec.missing} "
+                     "fills them")
+    return _apply_missing(regular, columns, spec.missing, keys, path), grid
+
+
+def _grid_step(times: pd.Series, groups: pd.Series | None, request: str, path: Path) -> str:
+    """The grid's step as a pandas offset: ``request``, or with auto the most common step within series."""
+    if request != "auto":
+        try:
+            return pd.tseries.frequencies.to_offset(request).freqstr
+        except (ValueError, TypeError):
+            raise BpttError(f"--resample {request!r} is not a time step; give a pandas offset such as 5min, 1h "
+                            "or 1D, or auto for the data's most common step") from None
+    steps = (times.groupby(groups, sort=False).diff() if groups is not None else times.diff()).dropna()
+    steps = steps[steps > pd.Timedelta(0)]
+    if steps.empty:
+        raise _fail(path, "--resample auto: the times never advance, so there is no step to detect; "
+                          "give --resample with a step such as 5min")
+    return offset_string(steps.value_counts().idxmax())
+
+
 def _regularity(times: pd.Series, starts: np.ndarray) -> tuple[pd.Timedelta | None, int, int]:
     """The typical time step, and the count of duplicated times and of irregular gaps (within series)."""
     steps = times.diff().to_numpy()
@@ -354,6 +398,63 @@ def _choose_columns(frame: pd.DataFrame, spec: SeriesSpec, exclude: set[str], ne
     return features, targets, columns
 
 
+def _check_future(future: list[str], features: list[str], targets: list[str]) -> None:
+    """``--future`` names input columns that are not targets: their future is given, not forecast."""
+    for name in future:
+        if name in targets:
+            raise BpttError(f"--future {name!r} is a target: the model forecasts its future; "
+                            "drop it from --future or from --target")
+        if name not in features:
+            raise BpttError(f"--future {name!r} is not an input column; the inputs are: {', '.join(features[:12])}")
+
+
+def read_future(path: str | Path, stored: dict, names: list[str], times, wanted: list[str],
+                required: list[str]) -> dict[str, np.ndarray]:
+    """Future values (G, H) of the ``wanted`` input columns a ``--future`` CSV holds, per series ``names``
+    at the forecast ``times`` (G lists of H times; None without a time column: its first H rows).
+
+    The file must hold the ``required`` columns (the model's ``--future``), a row at every forecast time
+    of every series (by the group column when it has one, else the same rows for all), and no gaps.
+    """
+    path = Path(path)
+    frame = read_frame(path)
+    held = [c for c in wanted if c in frame.columns]
+    lacking = [c for c in required if c not in frame.columns] or ([] if held else wanted)
+    if lacking:
+        raise _fail(path, f"lacks column(s) {', '.join(lacking)}, whose future values the forecast needs; "
+                          "add them (one row per forecast time)")
+    horizon = len(times[0]) if times is not None else None
+    time_column, group_column = stored.get("time_column"), stored.get("group_column")
+    found = {c: [] for c in held}
+    for g, name in enumerate(names):  # one iteration per series
+        rows = frame[frame[group_column].astype(str) == name] if group_column in frame.columns else frame
+        rows = _future_rows(rows, time_column, None if times is None else times[g], horizon, path)
+        for column in held:
+            found[column].append(pd.to_numeric(rows[column], errors="coerce").to_numpy(np.float64))
+    values = {c: np.stack(v) for c, v in found.items()}
+    for column, array in values.items():
+        if not np.isfinite(array).all():
+            raise _fail(path, f"column {column!r} has missing or non-numeric values at the forecast times; "
+                              "give a number for every time")
+    return values
+
+
+def _future_rows(rows: pd.DataFrame, time_column: str | None, times, horizon: int | None, path: Path) -> pd.DataFrame:
+    """The rows of a future file at the forecast ``times``, in their order."""
+    if times is None or not time_column:
+        return rows.iloc[:horizon]
+    if time_column not in rows.columns:
+        raise _fail(path, f"has no time column {time_column!r}; give one row per forecast time, with its time")
+    stamps = pd.DatetimeIndex(_parse_time(rows, time_column, path))
+    if stamps.has_duplicates:
+        raise _fail(path, f"time {stamps[stamps.duplicated()][0]} appears twice; give one row per forecast time")
+    where = stamps.get_indexer(pd.DatetimeIndex(times))
+    if (where < 0).any():
+        raise _fail(path, f"has no row for {times[int(np.argmax(where < 0))]} (the forecast needs the {len(times)} "
+                          f"times {times[0]} .. {times[-1]}); give a row for each")
+    return rows.iloc[where]
+
+
 def _check_values(frame: pd.DataFrame, columns: list[str], label_column: str | None, path: Path) -> None:
     """Every used column has values, none infinite or too large to normalise, and every row a label."""
     for name in columns:
@@ -434,8 +535,12 @@ def load_series(path: str | Path, spec: SeriesSpec, classes: list[str] | None = 
     exclude = {c for c in (time_column, spec.group_column, label_column) if c}
     _numbers_in_text(frame, exclude, path, notes)
     features, targets, columns = _choose_columns(frame, spec, exclude, need, path)
+    _check_future(spec.future, features, targets)
     _check_values(frame, columns, label_column, path)
     frame = _apply_missing(frame, columns, spec.missing, keys, path)
+    grid = None
+    if spec.resample:
+        frame, grid = _regular_grid(frame, spec, time_column, keys, columns, path, notes)
     if need is None:
         _check_constant(frame, columns, path)
     if len(frame) < 2:
@@ -470,7 +575,8 @@ def load_series(path: str | Path, spec: SeriesSpec, classes: list[str] | None = 
         columns, features = columns + names, features + names
     values = np.split(table, bounds)
     return SeriesData(columns, features, targets if spec.task == "forecast" else [label_column], values, labels,
-                      classes, times, [str(u) for u in uniques], time_column, spec.group_column, freq, notes, calendar)
+                      classes, times, [str(u) for u in uniques], time_column, spec.group_column, freq, notes, calendar,
+                      grid)
 
 
 def _longest_span(times: list[np.ndarray]) -> pd.Timedelta:

@@ -17,20 +17,23 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Protocol
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils import clip_grads_with_norm_, get_total_norm
+from torch.nn.utils import clip_grad_value_, clip_grads_with_norm_, get_total_norm
 
 from bptt_cli import distributed
+from bptt_cli.averaging import WeightAverage, parse_average
 from bptt_cli.choices import ON_NAN, OPTIMIZERS
 from bptt_cli.device import autocast
+from bptt_cli.dropout import Regularisers
 from bptt_cli.errors import BpttError, RunFailed
 from bptt_cli.losses import next_token_loss
-from bptt_cli.memory import require_fits, training_estimate, update_flops
+from bptt_cli.gradcheck import choose_window, training_sample, window_cosine
+from bptt_cli.memory import available_bytes, require_fits, training_estimate, update_flops
 from bptt_cli.models import RecurrentModel, State
 from bptt_cli.schedule import LearningRateSchedule
 from bptt_cli.series import SequenceBatches
@@ -42,6 +45,8 @@ class TrainConfig:
     """How to train; every field is a ``bptt train`` option of the same name."""
 
     window: int = 50  # K: steps back-propagated per update; 0 = full BPTT over each stream
+    auto_window: bool = False  # --window auto: K chosen from the data before the first update (``window`` is then 0)
+    min_cosine: float = 0.9  # --window auto: the gradient cosine against full BPTT that the window must reach
     stride: int | None = None  # new steps per update (default K); < K overlaps windows
     window_jitter: float = 0.0  # spread of each update's length, as a fraction of the stride
     stateless: bool = False  # start every window from zeros instead of the carried state
@@ -56,6 +61,7 @@ class TrainConfig:
     schedule: str = "constant"
     warmup: int = 0
     clip: float = 1.0  # global gradient-norm limit; 0 turns clipping off
+    clip_value: float = 0.0  # each gradient entry clipped to +-this (char-rnn's 5), after the norm; 0 turns it off
     log_every: int = 100  # steps between diagnostics (the only host syncs)
     checkpoint_every: int | None = None  # steps between checkpoints (also at every epoch end)
     on_nan: str = "stop"  # stop: fail at the next log point; skip: drop that update (one host sync per step)
@@ -65,6 +71,17 @@ class TrainConfig:
     sample_every: int | None = None  # updates between samples of the model's text (token models)
     sample_length: int = 200  # tokens per sample
     sample_temperature: float = 0.8
+    # the AWD-LSTM regularisers, each off by default (the model's --dropout is in ModelConfig)
+    dropout_kind: str = "standard"  # locked: one --dropout mask per window, shared by its steps
+    weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden weights, one mask per window
+    embed_dropout: float = 0.0  # whole words: embedding rows dropped, one mask per window
+    ar: float = 0.0  # alpha * mean(dropped last-layer output ** 2), added to the loss that is back-propagated
+    tar: float = 0.0  # beta * mean((h_t - h_{t-1}) ** 2) of the undropped last-layer output, likewise
+    average: str | None = None  # ema:DECAY: validation and the model file use an EMA of the weights
+    nonmono: int = 5  # --optimizer nt-asgd: validations without improvement before averaging begins
+
+    def regularisers(self) -> Regularisers:
+        return Regularisers(self.dropout_kind, self.weight_drop, self.embed_dropout)
 
     def validate(self) -> None:
         checks = [
@@ -74,6 +91,10 @@ class TrainConfig:
             (self.lr > 0, f"--lr must be positive, got {self.lr}"),
             (self.weight_decay >= 0, f"--weight-decay must be 0 or more, got {self.weight_decay}"),
             (self.clip >= 0, f"--clip must be 0 (off) or positive, got {self.clip}"),
+            (self.clip_value >= 0, f"--clip-value must be 0 (off) or positive, got {self.clip_value}"),
+            (0 < self.min_cosine <= 1, f"--min-cosine must be in (0, 1], got {self.min_cosine}"),
+            (not (self.auto_window and self.stride is not None),
+             "--stride needs a number of steps for --window, not auto; give --window K or leave out --stride"),
             (self.log_every >= 1, f"--log-every must be at least 1, got {self.log_every}"),
             (self.max_steps is None or self.max_steps >= 1, f"--max-steps must be at least 1, got {self.max_steps}"),
             (self.patience is None or self.patience >= 1, f"--patience must be at least 1, got {self.patience}"),
@@ -87,10 +108,16 @@ class TrainConfig:
              f"--sample-every must be at least 1, got {self.sample_every}"),
             (self.sample_length >= 1, f"--sample-length must be at least 1, got {self.sample_length}"),
             (self.sample_temperature >= 1e-6, f"--sample-temperature must be 1e-6 or more, got {self.sample_temperature}"),
+            (self.ar >= 0 and self.tar >= 0, f"--ar and --tar must be 0 (off) or more, got {self.ar} and {self.tar}"),
+            (self.nonmono >= 1, f"--nonmono must be at least 1, got {self.nonmono}"),
+            (self.optimizer != "nt-asgd" or parse_average(self.average) is None,
+             "--optimizer nt-asgd averages its own weights; drop --average"),
         ]
         for ok, message in checks:
             if not ok:
                 raise BpttError(message)
+        self.regularisers().validate()
+        parse_average(self.average)  # refuses what is not ema:DECAY
         if self.stride is not None and (self.window == 0 or not 1 <= self.stride <= self.window):
             raise BpttError(f"--stride must be between 1 and --window ({self.window}), got {self.stride}")
 
@@ -124,6 +151,7 @@ class Reporter(Protocol):
     def log(self, record: dict) -> None: ...
     def validation(self, record: dict) -> None: ...
     def sample(self, record: dict) -> None: ...
+    def window_check(self, record: dict) -> None: ...
     def note(self, message: str) -> None: ...
 
 
@@ -149,7 +177,7 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.o
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
-    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)  # sgd, and nt-asgd before it averages
 
 
 def matmul_rate(device: torch.device) -> float:
@@ -168,17 +196,35 @@ def matmul_rate(device: torch.device) -> float:
 class WindowStep(nn.Module):
     """The forward pass of one update, as a module so that DistributedDataParallel can wrap it."""
 
-    def __init__(self, model: RecurrentModel):
+    def __init__(self, model: RecurrentModel, ar: float = 0.0, tar: float = 0.0):
         super().__init__()
         self.model = model
+        self.ar, self.tar = ar, tar
 
     def forward(self, inputs: torch.Tensor, state: State, window: Window,
-                resets: tuple[torch.Tensor, np.ndarray] | None = None) -> tuple[torch.Tensor, State]:
-        """Decoded outputs of the scored steps [loss_from, end) and the state entering ``window.carry``.
+                resets: tuple[torch.Tensor, np.ndarray] | None = None
+                ) -> tuple[torch.Tensor, State, torch.Tensor | None]:
+        """Decoded outputs of the scored steps [loss_from, end), the state entering ``window.carry``, and
+        the activation penalty of --ar and --tar (None when both are off).
 
         ``resets`` is the (T, B) new-sequence mask on the device and its per-step
         "any stream resets" flags on the host, so finding the cuts needs no device sync.
+        Every mask (locked dropout, weight drop, embedding dropout) is drawn once for the window.
         """
+        with self.model.one_window():
+            outputs, carried = self._recur(inputs, state, window, resets)
+            scored = outputs[window.loss_from - window.start :]
+            if not (self.ar or self.tar):
+                return self.model.decode(scored), carried, None
+            dropped = self.model.drop_output(scored)
+            penalty = self.ar * dropped.pow(2).mean()
+            if len(scored) > 1:
+                penalty = penalty + self.tar * (scored[1:] - scored[:-1]).pow(2).mean()
+            return self.model.decoder(dropped), carried, penalty
+
+    def _recur(self, inputs: torch.Tensor, state: State, window: Window,
+               resets: tuple[torch.Tensor, np.ndarray] | None) -> tuple[torch.Tensor, State]:
+        """Outputs of every step of ``window`` and the state entering ``window.carry``."""
         model = self.model
 
         def run(begin: int, end: int, state: State):
@@ -195,27 +241,34 @@ class WindowStep(nn.Module):
         else:
             outputs, end_state = run(window.start, window.end, state)
             carried = state if window.carry == window.start else end_state
-        return model.decode(outputs[window.loss_from - window.start :]), carried
+        return outputs, carried
 
 
 class _Interval:
     """Diagnostics summed on the device between two log points (no host sync until ``read``)."""
 
-    def __init__(self, groups: list[str], device: torch.device):
+    def __init__(self, groups: list[str], device: torch.device, entries: int = 0):
+        """``entries``: gradient entries per update that --clip-value looks at (0: it is off)."""
         self.names = groups
         self.device = device
+        self.entries = entries
         self.reset()
 
     def reset(self) -> None:
         zeros = lambda *shape: torch.zeros(*shape, dtype=torch.float64, device=self.device)  # noqa: E731
         self.loss, self.norm, self.norm_max, self.clipped = zeros(()), zeros(()), zeros(()), zeros(())
+        self.values_clipped = zeros(())  # gradient entries --clip-value cut, summed over the interval
         self.groups = zeros(len(self.names))
+        self.penalty, self.penalised = zeros(()), False  # --ar and --tar's penalty, beside the data loss
         self.steps = 0
         self.tokens = 0
         self.started = time.perf_counter()
 
-    def add(self, loss: torch.Tensor, total: torch.Tensor, groups: torch.Tensor, clip: float, tokens: int) -> None:
+    def add(self, loss: torch.Tensor, total: torch.Tensor, groups: torch.Tensor, clip: float, tokens: int,
+            values_clipped: torch.Tensor | None = None) -> None:
         self.loss += loss.detach()
+        if values_clipped is not None:
+            self.values_clipped += values_clipped
         self.norm += total
         self.norm_max = torch.maximum(self.norm_max, total.double())
         if clip > 0:
@@ -224,20 +277,29 @@ class _Interval:
         self.steps += 1
         self.tokens += tokens
 
+    def add_penalty(self, penalty: torch.Tensor) -> None:
+        self.penalty += penalty.detach()
+        self.penalised = True
+
     def read(self) -> dict:
         """The interval's means; this is the one host sync per interval."""
         n = max(1, self.steps)
         loss = distributed.all_sum(self.loss.clone()) / distributed.world()  # the mean over ranks
-        numbers = torch.cat([torch.stack([loss, self.norm, self.norm_max, self.clipped]), self.groups]).tolist()
+        numbers = torch.cat([torch.stack([loss, self.norm, self.norm_max, self.clipped, self.values_clipped,
+                                          self.penalty]), self.groups]).tolist()
         elapsed = time.perf_counter() - self.started
+        value_clip = {"value_clip_share": numbers[4] / (n * self.entries)} if self.entries else {}
+        penalty = numbers[5] / n
         return {
             "train_loss": numbers[0] / n,
             "grad_norm_mean": numbers[1] / n,
             "grad_norm_max": numbers[2],
             "clip_share": numbers[3] / n,
-            "layer_grad_norms": {name: v / n for name, v in zip(self.names, numbers[4:])},
+            **value_clip,
+            "layer_grad_norms": {name: v / n for name, v in zip(self.names, numbers[6:])},
             "tokens_per_second": self.tokens * distributed.world() / elapsed if elapsed > 0 else 0.0,
             "interval_steps": self.steps,
+            **({"penalty": penalty} if self.penalised else {}),
         }
 
 
@@ -330,12 +392,16 @@ class Trainer:
                             "give --val FILE or a --val-fraction above 0")
         self.model, self.config, self.device = model.to(device), config, device
         self.reporter, self.validate_fn, self.save_best = reporter, validate, save_best
-        self.step_module: nn.Module = WindowStep(self.model)
+        self.model.regularisers = config.regularisers()
+        self.step_module: nn.Module = WindowStep(self.model, config.ar, config.tar)
         if distributed.active():
             self.step_module = distributed.wrap(self.step_module, device)
         self.groups = model.param_groups()
         self.params = [p for ps in self.groups.values() for p in ps]
         self.optimizer = make_optimizer(config.optimizer, self.params, config.lr, config.weight_decay)
+        averaged = config.optimizer == "nt-asgd" or parse_average(config.average) is not None
+        self.average = WeightAverage(self.params, parse_average(config.average)) if averaged else None
+        self.penalty: torch.Tensor | None = None  # the last update's --ar/--tar penalty, on the device
         self.rng = np.random.default_rng(config.seed)
         self.loss_fn = loss_fn or next_token_loss
         self.save_checkpoint = save_checkpoint
@@ -344,6 +410,10 @@ class Trainer:
         self.signals = 0  # SIGINT/SIGTERM received during fit
         self.checkpointed_step: int | None = None  # the update of the last checkpoint written
         self.checkpoint_refused = False  # the last checkpoint was not written (the file belongs to another run)
+        self.values_clipped: torch.Tensor | None = None  # gradient entries --clip-value cut in the last update
+        self.window_choice: dict | None = None  # --window auto: the window chosen, its cosine and memory
+        self.window_sample = None  # --window auto: the training streams the cosines are measured on
+        self.window_cosine: float | None = None  # --window auto: the window's cosine at the last epoch end
         self.timing = _Timing()
         self.total_updates = 0  # of this run, once planned
         self.position = Position()
@@ -363,10 +433,11 @@ class Trainer:
         if self.config.stateless:
             state = self.model.init_state(inputs.shape[1], self.device)
         with autocast(self.device, self.config.precision):
-            outputs, carried = self.step_module(inputs, state, window, resets)
+            outputs, carried, self.penalty = self.step_module(inputs, state, window, resets)
             loss = self.loss(outputs, targets[window.loss_from : window.end])
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # under torch.distributed, DDP averages the gradients across ranks here
+        # under torch.distributed, DDP averages the gradients across ranks here
+        (loss if self.penalty is None else loss + self.penalty).backward()
         return loss, self.model.detach_state(carried)
 
     def update(self, window: Window, inputs: torch.Tensor, targets: torch.Tensor, state: State, resets=None):
@@ -384,8 +455,19 @@ class Trainer:
             return None
         if self.config.clip > 0:
             clip_grads_with_norm_(self.params, self.config.clip, total)
+        if self.config.clip_value > 0:
+            self.values_clipped = self._clip_values(self.config.clip_value)
         self.optimizer.step()
+        if self.average is not None:
+            self.average.update()
         return loss, total, norms, carried
+
+    def _clip_values(self, limit: float) -> torch.Tensor:
+        """Clip every gradient entry to +-``limit`` (char-rnn's rule); returns how many it cut, on the device."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        cut = torch.stack([(g.abs() > limit).sum() for g in grads]).sum().double()
+        clip_grad_value_(self.params, limit)
+        return cut
 
     def fit(
         self,
@@ -427,6 +509,12 @@ class Trainer:
             reset_mask = (torch.as_tensor(resets, dtype=torch.bool, device=self.device), resets.any(axis=1))
         steps = batches.longest if batches is not None else inputs.shape[0]
         batch = inputs.shape[1]
+        if c.auto_window:
+            if batches is not None or model.config.bidirectional:
+                raise BpttError("--window auto chooses a window over streams, and these sequences are trained "
+                                "whole (in batches, or read backwards by --bidirectional); give --window 0")
+            self._resolve_window(inputs, targets, reset_mask, batch, resume)
+            c = self.config
         if c.window > steps:
             raise BpttError(
                 f"--window {c.window} is longer than each of the {batch} streams ({steps} steps); "
@@ -437,7 +525,10 @@ class Trainer:
         self.schedule = LearningRateSchedule(c.schedule, c.warmup, total_steps)
         self.position, self.timing, self.total_updates = Position(), _Timing(), total_steps
         state = model.init_state(batch, self.device)
-        run = _Run(inputs, targets, reset_mask, steps, batch, state, _Interval(list(self.groups), self.device),
+        if self.average is not None and c.optimizer != "nt-asgd":  # an EMA starts at the initial weights
+            self.average.start()
+        entries = sum(p.numel() for p in self.params) if c.clip_value > 0 else 0
+        run = _Run(inputs, targets, reset_mask, steps, batch, state, _Interval(list(self.groups), self.device, entries),
                    batches=batches)
         if resume is not None:
             run.state = self._restore(resume, batch)
@@ -454,6 +545,8 @@ class Trainer:
             "parameters": sum(p.numel() for p in model.parameters()),
             "resumed_at_step": self.position.step if resume is not None else None,
         }
+        if self.window_choice is not None:
+            plan["window_choice"] = self.window_choice
         memory = training_estimate(model.config, c.optimizer, c.window or steps, batch, c.precision)
         plan["memory"] = memory.to_dict()
         if c.window == 0:
@@ -466,6 +559,39 @@ class Trainer:
             with self.timing.measure("validation"):
                 self.validate_fn(self.model)
         return run
+
+    def _resolve_window(self, inputs: torch.Tensor, targets: torch.Tensor, reset_mask, batch: int,
+                        resume: dict | None) -> None:
+        """--window auto: the shortest window whose gradient reaches --min-cosine of full BPTT's on a sample of
+        the training streams, within the memory; a resumed run keeps the window its checkpoint was chosen with."""
+        c, config = self.config, self.model.config
+        self.window_sample = training_sample(inputs, targets, None if reset_mask is None else reset_mask[0],
+                                             self.loss_fn)
+        if resume is not None:
+            if resume.get("window_choice") is None:
+                raise BpttError(f"--resume: --window is auto but the checkpoint was made with --window "
+                                f"{resume.get('window', 'K')}; resume with that --window")
+            self.window_choice = {**resume["window_choice"], "resumed": True}
+        else:
+            available = available_bytes()
+
+            def fits(window: int) -> bool:
+                need = training_estimate(config, c.optimizer, window, batch, c.precision).total
+                return config.force or available is None or need <= available
+
+            choice = choose_window(self.model, self.window_sample, c.min_cosine, fits, distributed.all_sum)
+            memory = training_estimate(config, c.optimizer, choice["window"], batch, c.precision)
+            self.window_choice = {**choice, "activation_bytes": memory.activations, "memory_bytes": memory.total,
+                                  "available_bytes": available, "resumed": False}
+        self.config = replace(c, window=self.window_choice["window"])
+
+    def _window_check(self) -> None:
+        """--window auto, at an epoch's end: how close the window's gradient still comes to full BPTT's."""
+        at, c = self.position, self.config
+        check = window_cosine(self.model, self.window_sample, c.window, distributed.all_sum)
+        self.window_cosine = check["cosine"]
+        self.reporter.window_check({"step": at.step, "epoch": at.epoch, **check, "min_cosine": c.min_cosine,
+                                    "below_min_cosine": check["cosine"] < c.min_cosine})
 
     def _finished(self) -> bool:
         """Whether the restored position is the end of the run: every epoch, --max-steps, or --patience reached."""
@@ -540,7 +666,9 @@ class Trainer:
             loss, total, norms, run.state = updated
             tokens = (window.end - window.loss_from) * run.batch
             at.tokens += tokens
-            run.interval.add(loss, total, norms, c.clip, tokens)
+            run.interval.add(loss, total, norms, c.clip, tokens, self.values_clipped)
+            if self.penalty is not None:
+                run.interval.add_penalty(self.penalty)
         self.reporter.step(at.step, at.epoch)
         if at.step % c.log_every == 0:
             run.last_log = self._log(run.interval)
@@ -560,8 +688,11 @@ class Trainer:
         if run.interval.steps:
             run.last_log = self._log(run.interval)
         if run.stop == "completed":  # the epoch ran to its end
+            if c.auto_window:
+                self._window_check()
             loss = self._validate(observe=True)
             at.best, at.stale = (loss, 0) if loss < at.best else (at.best, at.stale + 1)
+            self._maybe_start_averaging()
             at.epoch, at.window_index = at.epoch + 1, 0
             if c.patience and at.stale >= c.patience and at.epoch <= c.epochs:
                 run.stop = "early_stopping"
@@ -570,6 +701,14 @@ class Trainer:
         else:  # stopped inside an epoch: keep the best model, leave the schedule and patience as they were
             run.interrupted_best = min(run.interrupted_best, self._validate(observe=False))
         self._checkpoint(run.state)
+
+    def _maybe_start_averaging(self) -> None:
+        """NT-ASGD: after --nonmono validations without improvement, average the weights from here on."""
+        c, at = self.config, self.position
+        if c.optimizer == "nt-asgd" and not self.average.started and at.stale >= c.nonmono:
+            self.average.start()
+            self.reporter.note(f"{at.stale} validations without improvement (--nonmono {c.nonmono}): from update "
+                               f"{at.step:,} on, validation and the model file use the average of the weights")
 
     def _summary(self, run: _Run) -> dict:
         """The run's figures; ``seconds`` and ``tokens_per_second`` cover the whole run, resumes included."""
@@ -593,6 +732,8 @@ class Trainer:
             "training_seconds": max(0.0, elapsed - timing.validation - timing.checkpoints),
             "validation_seconds": timing.validation,
             "checkpoint_seconds": timing.checkpoints,
+            **({"window_choice": self.window_choice, "window_cosine": self.window_cosine}
+               if self.window_choice is not None else {}),
         }
 
     def _should_stop(self) -> str:
@@ -621,6 +762,10 @@ class Trainer:
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "carried_state": [distributed.gather_streams(s.detach()).cpu() for s in state],
             "window_rng": self.rng.bit_generator.state,  # where the jittered windows of the next epoch come from
+            "average": self.average.state_dict() if self.average is not None else None,  # the weights as trained
+            # are "weights"; the averaged ones, which the model file holds, go on from here
+            "window": self.config.window,  # as trained: --window auto's choice
+            "window_choice": self.window_choice,  # --window auto: how it was chosen (None for a fixed window)
         }
 
     def _checkpoint(self, state: State) -> None:
@@ -654,6 +799,8 @@ class Trainer:
                 self.rng.bit_generator.state = saved["window_rng"]
             if saved["cuda_rng"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(saved["cuda_rng"])
+            if self.average is not None:
+                self.average.load_state_dict(saved["average"])
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise BpttError(f"the checkpoint does not fit this run ({str(err).splitlines()[0][:160]}); "
                             "start afresh without --resume") from None
@@ -684,26 +831,37 @@ class Trainer:
         Timed with the model file it writes: a hard --max-time reserves that long for the last one.
         """
         at = self.position
-        with self.timing.measure("validation"):
+        averaged = self.average.swapped_in() if self.average is not None else contextlib.nullcontext()
+        with self.timing.measure("validation"), averaged:
             if self.validate_fn is None:  # no validation data: the latest model is the best we know
                 self.save_best({"step": at.step, "epoch": at.epoch, "val_loss": None})
                 return math.inf
-            figures = self.validate_fn(self.model)
-            chooses = figures.pop("chooses", True)  # False: too few points to choose on; the latest model is kept
-            loss = figures["loss"]
-            if not math.isfinite(loss):
-                raise RunFailed(
-                    f"the validation loss is {loss} at step {at.step}; the last good model file was kept; "
-                    "try --clip 1.0 or a lower --lr"
-                )
-            if observe:
-                self.schedule.observe(loss)
-            record = {"step": at.step, "epoch": at.epoch, **{f"val_{k}": v for k, v in figures.items()},
-                      "best": loss < at.best, "saved": False}
-            if loss < at.best or not chooses:  # the callback may add to the record what it kept instead
-                record["saved"] = self.save_best(record) is not False
+            record = self._score(observe)
         self.reporter.validation(record)
-        return loss
+        return record["val_loss"]
+
+    def _score(self, observe: bool) -> dict:
+        """Validate the model as it stands (the averaged weights, when there are), and save it if it is the best."""
+        at = self.position
+        figures = self.validate_fn(self.model)
+        chooses = figures.pop("chooses", True)  # False: too few points to choose on; the latest model is kept
+        loss = figures["loss"]
+        if not math.isfinite(loss):
+            raise RunFailed(
+                f"the validation loss is {loss} at step {at.step}; the last good model file was kept; "
+                "try --clip 1.0 or a lower --lr"
+            )
+        if observe:
+            self.schedule.observe(loss)
+        record = {"step": at.step, "epoch": at.epoch, **{f"val_{k}": v for k, v in figures.items()},
+                  "best": loss < at.best, "saved": False}
+        if not chooses:  # kept as a run without validation keeps its models: no figure to beat or store
+            record["saved"] = self.save_best({**record, "val_loss": None}) is not False
+        elif loss < at.best:  # the callback may add to the record what it kept instead
+            record["saved"] = self.save_best(record) is not False
+        if self.average is not None:
+            record["averaged"] = self.average.started
+        return record
 
     @contextlib.contextmanager
     def stop_on_signals(self):

@@ -29,7 +29,8 @@ from bptt_cli.trainer import RESUMABLE, Reporter, TrainConfig, Trainer
 RESUME_KEYS = (
     "data_sha256", "val", "val_sha256", "val_fraction", "model", "layers", "hidden", "embed", "dropout",
     "tie_weights", "window", "stride", "window_jitter", "stateless", "batch_size", "clip", "optimizer", "lr",
-    "weight_decay", "schedule", "warmup", "precision", "seed", "on_nan",
+    "weight_decay", "schedule", "warmup", "precision", "seed", "on_nan", "dropout_kind", "weight_drop",
+    "embed_dropout", "ar", "tar", "average", "nonmono",
 )
 
 
@@ -50,6 +51,8 @@ def train(kind: DataKind, data: str | Path, output: str | Path, options, setup: 
         raise BpttError(f"--test {test}: no such file; give the test data to score the model on")
     if setup.train_config.sample_every and not kind.tokens:
         raise BpttError(f"--sample-every is for text and corpus models; {data} holds {kind.holds}")
+    if setup.train_config.embed_dropout and not kind.tokens:
+        raise BpttError(f"--embed-dropout drops words of text and corpus models; {data} holds {kind.holds}")
     with kind.prepare(Path(data), options, setup) as prepared:
         run = {**setup.run_config, "data_sha256": prepared.data_sha256,
                "val_sha256": sha256(setup.val) if setup.val is not None and Path(setup.val).is_file() else None}
@@ -174,10 +177,18 @@ def run_training(
             record.update(_kept_model(files, existing))
         return written
 
-    trainer = Trainer(
-        model, train_config, device, reporter, validate, save_best, loss_fn,
-        save_checkpoint=lambda training: files.save_checkpoint(training, run_config), sample=sample,
-    )
+    # the checkpoint holds (and a resume compares) the run as it computes: --precision auto as the precision
+    # it chose here, --window auto as the trainer's window (which the trainer checks on resume)
+    run_config = {**run_config, "precision": train_config.precision}
+    auto = train_config.auto_window
+    if auto:
+        must_match = tuple(key for key in must_match if key != "window")
+
+    def save_checkpoint(training: dict) -> bool:
+        return files.save_checkpoint(training, {**run_config, **({"window": training["window"]} if auto else {})})
+
+    trainer = Trainer(model, train_config, device, reporter, validate, save_best, loss_fn,
+                      save_checkpoint=save_checkpoint, sample=sample)
     saved = files.load_checkpoint(run_config, must_match) if resume else None
     with trainer.stop_on_signals():
         result = trainer.fit(inputs, targets, resets, saved)

@@ -120,7 +120,7 @@ def test_generate_computes_the_future_calendar_at_the_true_future_times(tmp_path
     seen = {}
     real_rollout = forecast.rollout
 
-    def spy(model, state, first, known, feed, horizon, *rest):  # rest: the output head
+    def spy(model, state, first, known, feed, horizon, *rest):
         seen["known"] = known.cpu().numpy()
         return real_rollout(model, state, first, known, feed, horizon, *rest)
 

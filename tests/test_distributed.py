@@ -119,7 +119,8 @@ def test_two_ranks_train_a_series_as_one_process_with_validation_shared_out(tmp_
     a, b = load_model_file(single), load_model_file(double)
     for x, y in zip(a.data["tail"]["state"], b.data["tail"]["state"]):  # computed anew with two ranks
         torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-4)
-    forecast = subprocess.run([sys.executable, "-m", "bptt_cli", "generate", str(double), "--horizon", "3"],
+    forecast = subprocess.run([sys.executable, "-m", "bptt_cli", "generate", str(double), "--horizon", "3",
+                               "--assume-seasonal"],
                               capture_output=True, text=True, timeout=120)
     assert forecast.returncode == 0, forecast.stderr
     assert len(forecast.stdout.strip().splitlines()) == 1 + 4 * 3

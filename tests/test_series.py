@@ -132,7 +132,7 @@ def test_group_column_end_to_end_trains_and_forecasts_every_series(tmp_path, run
     out = tmp_path / "m.pt"
     code, _, err = run("train", path, "--group-column", "site", "--target", "load", "-o", out, "--epochs", "2", *SMALL)
     assert code == 0, err
-    code, stdout, err = run("generate", out, "--horizon", "5")
+    code, stdout, err = run("generate", out, "--horizon", "5", "--assume-seasonal")
     assert code == 0, err
     lines = stdout.strip().splitlines()
     assert lines[0] == "site,time,load" and len(lines) == 1 + 3 * 5

@@ -20,6 +20,8 @@ def generate(
     context: Annotated[Optional[Path], typer.Option("--context", help="Rows (CSV) or frames (feature file) to warm the state on; default: the end of the training data.", rich_help_panel="Series and audio")] = None,
     horizon: Annotated[Optional[int], typer.Option("--horizon", min=1, help="Steps to forecast (default: the season if known, else 24).", rich_help_panel="Series and audio")] = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the forecast here (CSV, or .npy frames), atomically; default: CSV on stdout.", rich_help_panel="Series and audio")] = None,
+    future: Annotated[Optional[Path], typer.Option("--future", help="CSV of the future values of the model's inputs that are not targets (its time column and those columns, a row per forecast time).", rich_help_panel="Series and audio", show_default=False)] = None,
+    assume_seasonal: Annotated[bool, typer.Option("--assume-seasonal", help="Inputs that are not targets and have no --future values take their values one season earlier (or their last ones).", rich_help_panel="Series and audio")] = False,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Also draw the context and the forecast here (.png or .svg; needs bptt\\[plot]).", rich_help_panel="Series and audio", show_default=False)] = None,
     seed: Seed = 0,
     device: Device = "cpu",
@@ -31,7 +33,7 @@ def generate(
     For a series or audio model: forecast --horizon steps after --context (or after the training data).
 
     Example: bptt generate shakespeare.pt --prime "ROMEO:" --length 400 --temperature 0.8;
-    bptt generate demand.pt --context recent.csv --horizon 96 -o forecast.csv --plot forecast.png
+    bptt generate demand.pt --context recent.csv --horizon 96 --future next_days.csv -o forecast.csv --plot forecast.png
     """
     from bptt_cli import kinds
     from bptt_cli.device import resolve_device, set_threads
@@ -42,12 +44,13 @@ def generate(
     file = load_model_file(model_file)
     kind = kinds.of_model(file)
     request = kinds.Request(prime=prime, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
-                            seed=seed, context=context, horizon=horizon, output=output, plot=plot)
+                            seed=seed, context=context, horizon=horizon, output=output, plot=plot, future=future,
+                            assume_seasonal=assume_seasonal)
     kind.check_request(file, request, "generate")
     if output is not None:
         from bptt_cli.output_paths import check_output, suffix_kind
 
-        check_output(output, suffix_kind(output), "-o", inputs=(model_file, context))
+        check_output(output, suffix_kind(output), "-o", inputs=(model_file, context, future))
     if plot is not None:
         from bptt_cli.render.plotting import check_plot
 

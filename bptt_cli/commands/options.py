@@ -76,6 +76,7 @@ def _choices(name: str, names) -> type[Enum]:
 Cell = _choices("Cell", CELL_SPECS)
 TokenizerKind = _choices("TokenizerKind", choices.TOKENIZERS)
 OptimizerKind = _choices("OptimizerKind", choices.OPTIMIZERS)
+DropoutKind = _choices("DropoutKind", choices.DROPOUT_KINDS)
 ScheduleKind = _choices("ScheduleKind", choices.SCHEDULES)
 OnNan = _choices("OnNan", choices.ON_NAN)
 SeriesTask = _choices("SeriesTask", choices.SERIES_TASKS)

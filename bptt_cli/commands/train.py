@@ -13,6 +13,7 @@ from bptt_cli.commands.options import (
     Cell,
     Config,
     Device,
+    DropoutKind,
     Missing,
     OnNan,
     OptimizerKind,
@@ -35,6 +36,17 @@ OPTIM = "Optimisation"
 RUN = "Run"
 SCRIPTS = "Scripts and cron"
 SERIES = "Series and audio"
+AUTO = "auto"  # --window auto
+
+
+def window_steps(value) -> int | str:
+    """--window: a number of steps (0 for full BPTT), or auto."""
+    if value == AUTO or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    try:
+        return int(str(value))
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is neither a number of steps nor auto") from None
 
 
 def train(
@@ -57,6 +69,8 @@ def train(
     quantiles: Annotated[Optional[str], typer.Option("--quantiles", help="With --loss quantile: the levels to forecast, comma-separated in (0, 1) (default 0.1,0.5,0.9); the point forecast is the median, or the middle level.", rich_help_panel=SERIES, show_default=False)] = None,
     season: Annotated[Optional[int], typer.Option("--season", min=1, help="Steps per season (default: from the time step, e.g. 48 for half-hours).", rich_help_panel=SERIES)] = None,
     calendar: Annotated[str, typer.Option("--calendar", help="Calendar inputs from the time column, as sin/cos pairs: auto (each of hour of day, day of week, day of year whose cycle is longer than the time step and seen twice in the data), none, or parts such as hour,week.", rich_help_panel=SERIES)] = "auto",
+    resample: Annotated[Optional[str], typer.Option("--resample", help="Put each series on a regular grid first: a pandas offset (5min, 1h) or auto (the most common step); rows in one slot are averaged, and --missing fills the slots without a row.", rich_help_panel=SERIES, show_default=False)] = None,
+    future: Annotated[Optional[list[str]], typer.Option("--future", help="Input column whose future values are known, e.g. a holiday flag (repeatable): 'bptt generate --future FILE' supplies them.", rich_help_panel=SERIES)] = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="CSV with columns file,label: one class per feature file (loss on its last frame).", rich_help_panel=SERIES)] = None,
     n_mels: Annotated[int, typer.Option("--n-mels", min=1, help="Mel bands of WAV features.", rich_help_panel=SERIES)] = 40,
     n_mfcc: Annotated[int, typer.Option("--n-mfcc", min=1, help="Coefficients per frame with --features mfcc.", rich_help_panel=SERIES)] = 13,
@@ -70,15 +84,24 @@ def train(
     hidden: Annotated[int, typer.Option("--hidden", help="Hidden state width.", rich_help_panel=MODEL)] = 256,
     embed: Annotated[int, typer.Option("--embed", help="Token embedding width.", rich_help_panel=MODEL)] = 128,
     dropout: Annotated[float, typer.Option("--dropout", help="Dropout on embeddings, between layers and before the decoder.", rich_help_panel=MODEL)] = 0.0,
+    dropout_kind: Annotated[DropoutKind, typer.Option("--dropout-kind", help="standard: a new --dropout mask at every step; locked: one mask per window, shared by its steps (variational dropout).", rich_help_panel=MODEL)] = DropoutKind.standard,
+    weight_drop: Annotated[float, typer.Option("--weight-drop", help="DropConnect on the hidden-to-hidden weights: a share masked once per update (the fused kernel is kept); 0 turns it off.", rich_help_panel=MODEL)] = 0.0,
+    embed_dropout: Annotated[float, typer.Option("--embed-dropout", help="Drop whole words: this share of the embedding matrix's rows, once per update; 0 turns it off.", rich_help_panel=MODEL)] = 0.0,
+    ar: Annotated[float, typer.Option("--ar", help="Activation regularisation: add this times the mean square of the dropped last-layer output to the loss trained on (AWD-LSTM's alpha); 0 turns it off.", rich_help_panel=MODEL)] = 0.0,
+    tar: Annotated[float, typer.Option("--tar", help="Temporal activation regularisation: add this times the mean square of the last-layer output's change from step to step (AWD-LSTM's beta); 0 turns it off.", rich_help_panel=MODEL)] = 0.0,
     tie_weights: Annotated[bool, typer.Option("--tie-weights", help="Share the embedding and decoder matrices (needs --embed = --hidden).", rich_help_panel=MODEL)] = False,
     bidirectional: Annotated[bool, typer.Option("--bidirectional", help="Each layer also reads every sequence backwards; the decoder sees both directions. For labelled sequences (--labels, --task tag, .npz labels) with --window 0.", rich_help_panel=SERIES)] = False,
-    window: Annotated[int, typer.Option("--window", "-k", help="K: steps back-propagated per update; 0 = full BPTT over each stream.", rich_help_panel=BPTT)] = 50,
+    window: Annotated[str, typer.Option("--window", "-k", parser=window_steps, metavar="K|auto", help="K: steps back-propagated per update; 0 = full BPTT over each stream; auto = the shortest window whose gradient reaches --min-cosine of full BPTT's on a sample of the data, within the memory (checked again at each epoch end).", rich_help_panel=BPTT)] = 50,
+    min_cosine: Annotated[float, typer.Option("--min-cosine", help="With --window auto: the gradient cosine against full BPTT the window must reach.", rich_help_panel=BPTT)] = 0.9,
     stride: Annotated[Optional[int], typer.Option("--stride", help="New steps per update (default: K); < K overlaps windows, TBPTT(k1=stride, k2=K).", rich_help_panel=BPTT)] = None,
     window_jitter: Annotated[float, typer.Option("--window-jitter", help="Vary each update's length at random (std as a fraction of the stride) so cut points move.", rich_help_panel=BPTT)] = 0.0,
     stateless: Annotated[bool, typer.Option("--stateless", help="Start every window from zeros instead of the carried, detached state.", rich_help_panel=BPTT)] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="B parallel streams the data is cut into.", rich_help_panel=BPTT)] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="B parallel streams the data is cut into; for labelled sequences with --window 0, whole sequences per update.", rich_help_panel=BPTT)] = 32,
     clip: Annotated[float, typer.Option("--clip", help="Global gradient-norm clipping; 0 turns it off.", rich_help_panel=OPTIM)] = 1.0,
-    optimizer: Annotated[OptimizerKind, typer.Option("--optimizer", help="AdamW (decoupled weight decay), Adam or plain SGD.", rich_help_panel=OPTIM)] = OptimizerKind.adamw,
+    clip_value: Annotated[Optional[float], typer.Option("--clip-value", help="Clip each gradient entry to +-this (char-rnn's 5), after --clip; off unless given.", rich_help_panel=OPTIM, show_default=False)] = None,
+    optimizer: Annotated[OptimizerKind, typer.Option("--optimizer", help="AdamW (decoupled weight decay), Adam, plain SGD, or nt-asgd (AWD-LSTM's: SGD, then the average of the weights after --nonmono validations without improvement; give it an SGD --lr such as 20).", rich_help_panel=OPTIM)] = OptimizerKind.adamw,
+    average: Annotated[Optional[str], typer.Option("--average", help="ema:DECAY (e.g. ema:0.999): validation, the model file and --test use an exponential moving average of the weights, updated after every update.", rich_help_panel=OPTIM, show_default=False)] = None,
+    nonmono: Annotated[int, typer.Option("--nonmono", help="With --optimizer nt-asgd: validations without improvement before averaging begins.", rich_help_panel=OPTIM)] = 5,
     lr: Annotated[float, typer.Option("--lr", help="Learning rate.", rich_help_panel=OPTIM)] = 2e-3,
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="Weight decay: decoupled with adamw, an L2 term in the gradient with adam and sgd; 0 turns it off.", rich_help_panel=OPTIM)] = 0.0,
     schedule: Annotated[ScheduleKind, typer.Option("--schedule", help="Learning-rate schedule after warm-up.", rich_help_panel=OPTIM)] = ScheduleKind.constant,
@@ -93,7 +116,7 @@ def train(
     sample_temperature: Annotated[float, typer.Option("--sample-temperature", help="Sampling temperature of --sample-every samples.", rich_help_panel=RUN)] = 0.8,
     device: Device = "auto",
     threads: Threads = None,
-    precision: Annotated[Precision, typer.Option("--precision", help="fp32, or bf16 autocast (only where the hardware has bf16).", rich_help_panel=RUN)] = Precision.fp32,
+    precision: Annotated[Precision, typer.Option("--precision", help="fp32; bf16 autocast (only where the hardware has bf16); auto: bf16 where the hardware has it, else fp32.", rich_help_panel=RUN)] = Precision.fp32,
     seed: Seed = 0,
     on_nan: Annotated[OnNan, typer.Option("--on-nan", help="A NaN or infinite loss: stop (keep the last good model, exit 1) or skip that update.", rich_help_panel=RUN)] = OnNan.stop,
     max_skips: Annotated[int, typer.Option("--max-skips", help="With --on-nan skip: fail after this many skipped updates.", rich_help_panel=RUN)] = 10,
@@ -126,7 +149,8 @@ def train(
         typer.echo(to_yaml(run_config, "train", option_names(ctx)), nl=False)
         shape = SimpleNamespace(cell=model.value, embed=embed, hidden=hidden, layers=layers, dropout=dropout,
                                 tie_weights=False, tokens=True, input_size=0, output_size=0)  # the data is not read
-        typer.echo(plan_comment(plan(shape, optimizer.value, window, batch_size, precision.value)), nl=False)
+        planned = 0 if window == AUTO else window  # auto: chosen from the data, which is not read here
+        typer.echo(plan_comment(plan(shape, optimizer.value, planned, batch_size, precision.value)), nl=False)
         return
     if data is None:  # optional only so that --print-config needs none
         from bptt_cli.errors import BpttError
@@ -135,7 +159,7 @@ def train(
                         "(see 'bptt train --help')")
 
     from bptt_cli import distributed, kinds
-    from bptt_cli.device import check_precision, resolve_device, set_threads
+    from bptt_cli.device import resolve_device, resolve_precision, set_threads
     from bptt_cli.durations import parse_duration
     from bptt_cli.metrics_file import Fanout, MetricsFile
     from bptt_cli.models import ModelConfig
@@ -158,16 +182,18 @@ def train(
         data_options = kind.options(run_config)
     set_threads(threads)
     target = distributed.start(resolve_device(device))
-    check_precision(target, precision.value)
+    chosen_precision = resolve_precision(target, precision.value)
     model_config = ModelConfig(cell=model.value, embed=embed, hidden=hidden, layers=layers,
                                dropout=dropout, tie_weights=tie_weights, force=force)
     train_config = TrainConfig(
-        window=window, stride=stride, window_jitter=window_jitter, stateless=stateless, batch_size=batch_size,
+        window=0 if window == AUTO else window, auto_window=window == AUTO, min_cosine=min_cosine, stride=stride, window_jitter=window_jitter, stateless=stateless, batch_size=batch_size,
         epochs=epochs, max_steps=max_steps, max_time=parse_duration(max_time) if max_time else None,
         patience=patience, optimizer=optimizer.value, lr=lr, weight_decay=weight_decay, schedule=schedule.value,
-        warmup=warmup, clip=clip, log_every=log_every, precision=precision.value, seed=seed,
+        warmup=warmup, clip=clip, clip_value=clip_value or 0.0, log_every=log_every, precision=chosen_precision,
+        seed=seed,
         checkpoint_every=checkpoint_every, on_nan=on_nan.value, max_skips=max_skips, sample_every=sample_every,
-        sample_length=sample_length, sample_temperature=sample_temperature,
+        sample_length=sample_length, sample_temperature=sample_temperature, dropout_kind=dropout_kind.value,
+        weight_drop=weight_drop, embed_dropout=embed_dropout, ar=ar, tar=tar, average=average, nonmono=nonmono,
     )
     model_config.validate()
     main = distributed.is_main()  # under torchrun only rank 0 prints and writes

@@ -63,6 +63,8 @@ class Request:
     output: Path | None = None
     plot: Path | None = None
     exact: bool = False  # evaluate text in one stream from the first token to the last
+    future: Path | None = None  # generate: a CSV of the known future values of a series model's inputs
+    assume_seasonal: bool = False  # generate: inputs without known future values take last season's
     origins: Any = None  # forecast.OriginPlan: where evaluate's rolling forecasts start
 
 

@@ -412,7 +412,8 @@ class SequenceKind(DataKind):
         context = None
         if request.context is not None:
             context = self.read(request.context, self.Options(), file.data)
-        return forecast.generate_forecast(file, device, context, request.horizon)
+        return forecast.generate_forecast(file, device, context, request.horizon, request.future,
+                                          request.assume_seasonal)
 
     def gradcheck_problem(self, file: ModelFile, data: Path, request: Request):
         """The longest sequence of DATA, normalised as in training, for gradcheck's single stream."""

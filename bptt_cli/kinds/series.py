@@ -28,6 +28,8 @@ class SeriesOptions:
     season: int | None = None  # steps per season; None: from the time step when it has a natural one
     bidirectional: bool = kind_option(False, shape=True)  # --task tag only, with --window 0
     calendar: str = kind_option("auto", shape=True)  # --calendar: auto | none | hour,week,year (extra inputs)
+    future: list[str] = kind_option(default_factory=list)  # --future: inputs whose future values are known
+    resample: str | None = None  # --resample: a pandas offset (5min) or auto; the rows go on that grid first
 
 
 class SeriesKind(SequenceKind, name="series", what="CSV data", holds="a CSV time series", options=SeriesOptions):
@@ -48,7 +50,8 @@ class SeriesKind(SequenceKind, name="series", what="CSV data", holds="a CSV time
             if task not in TASKS:
                 raise BpttError(f"--task is forecast or tag, got {task!r}")
             spec = SeriesSpec(list(options.target_columns), list(options.features), task, options.time_column,
-                              options.group_column, options.missing, options.calendar or "auto")
+                              options.group_column, options.missing, options.calendar or "auto",
+                              list(options.future), options.resample)
         need = None
         if stored:  # the calendar columns are computed from the times, not read from the file
             computed = set(calendar_names(stored_calendar(stored)))
@@ -60,6 +63,7 @@ class SeriesKind(SequenceKind, name="series", what="CSV data", holds="a CSV time
         spec.time_column, spec.targets = found.time_column, found.targets
         spec.features = [c for c in found.features if c not in computed]
         spec.calendar = ",".join(found.calendar) or "none"
+        spec.resample = found.resample
         index = {c: i for i, c in enumerate(found.columns)}
         return Sequences(
             "series", "tag" if spec.task == "tag" else "forecast", found.groups, found.values, found.labels,

@@ -172,10 +172,11 @@ class TextKind(DataKind, name="text", what="text", holds="text", options=TextOpt
         return TextPredictor(file, model_path, device, horizon)
 
     def check_request(self, file: ModelFile, request: Request, command: str) -> None:
-        if command == "generate" and any(v is not None for v in (request.context, request.horizon, request.output,
-                                                                  request.plot)):
-            raise BpttError("--context, --horizon, -o and --plot are for series and audio models; "
-                            "a text model takes --prime")
+        if command == "generate" and (any(v is not None for v in (request.context, request.horizon, request.output,
+                                                                  request.plot, request.future))
+                                      or request.assume_seasonal):
+            raise BpttError("--context, --horizon, -o, --plot, --future and --assume-seasonal are for series and "
+                            "audio models; a text model takes --prime")
         if command == "evaluate" and request.plot is not None:
             raise BpttError("--plot is for series models (it draws their forecasts); this is a text model")
 

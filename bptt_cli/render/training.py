@@ -34,7 +34,37 @@ def _norm_rows(record: dict) -> list[list]:
         ["global (pre-clip) max", record["grad_norm_max"]],
         ["share of steps clipped", record["clip_share"]],
     ]
+    if "value_clip_share" in record:
+        rows.append(["share of entries clipped (--clip-value)", record["value_clip_share"]])
     return rows + [[f"{name} (mean)", v] for name, v in record["layer_grad_norms"].items()]
+
+
+def window_choice_line(choice: dict) -> str:
+    """--window auto's choice in one line: the window, its cosine, the memory, and what the check cost."""
+    if choice.get("resumed"):
+        return (f"--window auto: {choice['window']} steps, as chosen when the run began (gradient cosine "
+                f"{choice['cosine']:.3f} against full BPTT then)")
+    if choice["reached"]:
+        why = f"the shortest window whose gradient reaches cosine {choice['cosine']:.3f} (--min-cosine {choice['min_cosine']:g})"
+    elif choice["bounded_by_memory"]:
+        why = f"the longest that fits in memory, cosine {choice['cosine']:.3f} (below --min-cosine {choice['min_cosine']:g})"
+    else:
+        why = f"no shorter window reaches --min-cosine {choice['min_cosine']:g}; cosine {choice['cosine']:.3f}"
+    available = f" of {_bytes(choice['available_bytes'])} available" if choice.get("available_bytes") else ""
+    return (f"--window auto: {choice['window']} steps, {why} against full BPTT over {choice['sample_steps']} steps "
+            f"of {choice['sample_streams']} training streams; activations {_bytes(choice['activation_bytes'])} per "
+            f"update, {_bytes(choice['memory_bytes'])} in all{available}; the check took {choice['passes']} "
+            f"forward/backward passes over the sample, {choice['seconds']:.1f} s")
+
+
+def window_check_line(record: dict) -> str:
+    """The epoch-end cosine of --window auto's window, and what to do when it has fallen below --min-cosine."""
+    line = (f"window {record['window']} after epoch {record['epoch']}: gradient cosine {record['cosine']:.3f} "
+            f"against full BPTT over {record['sample_steps']} steps")
+    if record["below_min_cosine"]:
+        line += (f", below --min-cosine {record['min_cosine']:g}: the model now uses dependencies longer than the "
+                 "window lets the gradient reach; a longer --window (or --window auto in a new run) reaches them")
+    return line
 
 
 def best_mark(record: dict) -> str:
@@ -76,6 +106,8 @@ class TrainReporter:
             f"{plan['steps_per_stream']:,} steps: {plan['updates_per_epoch']:,} updates per epoch, "
             f"{plan['total_updates']:,} at most"
         )
+        if "window_choice" in plan:
+            info(window_choice_line(plan["window_choice"]))
         if "full_bptt_activation_bytes" in plan:
             info(
                 f"full BPTT (--window 0) back-propagates through whole streams: about "
@@ -118,7 +150,9 @@ class TrainReporter:
         info(
             f"step={record['step']} epoch={record['epoch']} train_loss={self.last_loss} "
             f"grad_norm_mean={fmt(record['grad_norm_mean'])} grad_norm_max={fmt(record['grad_norm_max'])} "
-            f"clip_share={fmt(record['clip_share'])} lr={fmt(record['lr'])} "
+            f"clip_share={fmt(record['clip_share'])} "
+            f"{'value_clip_share=' + fmt(record['value_clip_share']) + ' ' if 'value_clip_share' in record else ''}"
+            f"lr={fmt(record['lr'])} "
             f"tokens_per_s={record['tokens_per_second']:.0f} {layers}"
         )
 
@@ -168,6 +202,10 @@ class TrainReporter:
             figures.append(("accuracy", record["val_accuracy"]))
         return figures
 
+    def window_check(self, record: dict) -> None:
+        if not self.quiet:
+            self._print(window_check_line(record))
+
     def note(self, message: str) -> None:
         if not self.quiet:
             self._print(message)
@@ -188,6 +226,10 @@ class TrainReporter:
                 ["tokens/s", result["tokens_per_second"]],
                 ["model file", result["model_file"] if result["model_written"] else f"{result['model_file']} (kept)"],
             ]
+            if "window_choice" in result:
+                rows.insert(2, ["window (--window auto)", result["window_choice"]["window"]])
+                if result.get("window_cosine") is not None:
+                    rows.insert(3, ["its gradient cosine at the last epoch end", result["window_cosine"]])
             if result.get("skipped_updates"):
                 rows.insert(2, ["updates skipped (NaN/inf)", result["skipped_updates"]])
             rows += self.test_rows(result)
