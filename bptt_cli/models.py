@@ -199,20 +199,22 @@ class RecurrentModel(nn.Module):
         for layer in range(self.config.layers):
             if layer:
                 inputs = self._drop(inputs, f"layer {layer}")
-            weights = [getattr(self.rnn, f"{kind}_l{layer}") for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-            weights[1] = self._drop_connect(weights[1], layer)
+            weights = self._layer_weights(layer)
             entering = tuple(s[layer : layer + 1] for s in state)
             inputs, *end = layer_function(inputs, self.spec.hx(entering), weights, True, 1, 0.0, True, False, False)
             ends.append(tuple(end))
         return inputs, tuple(torch.cat(parts) for parts in zip(*ends))
 
-    def _drop_connect(self, weight_hh: torch.Tensor, layer: int) -> torch.Tensor:
-        """--weight-drop: the hidden-to-hidden weights masked once per window (the Parameter stays whole,
-        so the model file and evaluation hold the unmasked weights)."""
+    def _layer_weights(self, layer: int, reverse: bool = False) -> list[torch.Tensor]:
+        """One direction of one layer's weights as torch's layer function takes them, with --weight-drop:
+        the hidden-to-hidden weights masked once per window (the Parameter stays whole, so the model file and
+        evaluation hold the unmasked weights)."""
+        suffix = f"_l{layer}" + ("_reverse" if reverse else "")
+        weights = [getattr(self.rnn, kind + suffix) for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
         p = self.regularisers.weight_drop
-        if not self.training or p == 0.0:
-            return weight_hh
-        return weight_hh * self._mask(f"weight_hh {layer}", tuple(weight_hh.shape), p, weight_hh)
+        if self.training and p > 0.0:
+            weights[1] = weights[1] * self._mask(f"weight_hh{suffix}", tuple(weights[1].shape), p, weights[1])
+        return weights
 
     def drop_output(self, hidden: torch.Tensor) -> torch.Tensor:
         """--dropout on the recurrent outputs, as the decoder reads them (activation regularisation needs them)."""
@@ -244,8 +246,7 @@ class RecurrentModel(nn.Module):
 
     def _one_layer(self, layer: int, reverse: bool):
         """One direction of one layer as a fused call: (inputs, state) -> (outputs, end state)."""
-        suffix = f"_l{layer}" + ("_reverse" if reverse else "")
-        weights = [getattr(self.rnn, kind + suffix) for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        weights = self._layer_weights(layer, reverse)
 
         def run(inputs: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
             out, *end = self.spec.layer_function(inputs, self.spec.hx(state), weights, True, 1, 0.0, self.training,

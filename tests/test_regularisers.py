@@ -184,6 +184,20 @@ def test_weight_drop_masks_weight_hh_once_per_window_in_the_fused_call_and_keeps
     assert torch.equal(out, model.decoder(expected))
 
 
+def test_weight_drop_masks_both_directions_of_a_bidirectional_layer(monkeypatch):
+    torch.manual_seed(0)
+    model = RecurrentModel(ModelConfig(cell="lstm", input_size=3, output_size=2, tokens=False, hidden=8, layers=1,
+                                       bidirectional=True)).train()
+    model.regularisers = TrainConfig(weight_drop=0.5).regularisers()
+    fused = FusedCalls(monkeypatch)
+    with model.one_window():
+        model.recur(torch.randn(12, 4, 3), model.init_state(4))
+    assert len(fused.calls) == 2  # forwards and backwards, one fused call each
+    for (_, passed), name in zip(fused.calls, ("weight_hh_l0", "weight_hh_l0_reverse")):
+        assert 0.3 < (passed[1] == 0).float().mean() < 0.7, name  # each direction's weight_hh masked
+        assert (getattr(model.rnn, name) != 0).all()  # the Parameter whole
+
+
 def test_a_run_with_weight_drop_learns():
     pattern = torch.arange(401) % 4  # a sequence a small LSTM learns in a few dozen updates
     ids = pattern[:, None].repeat(1, 4)
