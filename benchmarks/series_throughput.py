@@ -129,7 +129,9 @@ def main() -> None:
     train_config = TrainConfig(window=window, batch_size=batch, epochs=10**6, max_time=args.seconds, lr=args.lr,
                                clip=args.clip, log_every=100)
     setup = RunSetup(ModelConfig(), train_config, CPU, SilentReporter())
-    with kind.prepare(Path(data), kind.options({}), setup) as prepared:
+    # the forecast as a textbook loop trains it: the next step of every column, no anchor, no multi-step head
+    shape = {"leads": 1, "anchor": "none"} if args.task == "forecast" else {}
+    with kind.prepare(Path(data), kind.options(shape), setup) as prepared:
         start_weights = copy.deepcopy(prepared.model.state_dict())
         config = prepared.model.config
         inputs, targets = prepared.inputs, prepared.targets
