@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("statsforecast")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from forecast_quality import MstlRefits  # noqa: E402
+from forecast_quality import MstlRefits
 
 
 def daily(length: int = 24 * 30) -> np.ndarray:
