@@ -53,6 +53,8 @@ PLAIN, WLM = "plain (AdamW)", "word_language_model (SGD 20, dropout 0.2)"
 TITLE = "\n\nby William Shakespeare"
 VARIANTS = {  # name -> options added to bptt's defaults
     "defaults": [],
+    "cosine": ["--schedule", "cosine"],
+    "cosine, dropout 0.1": ["--schedule", "cosine", "--dropout", "0.1"],
     "dropout 0.2": ["--dropout", "0.2"],
     "locked dropout 0.2": ["--dropout", "0.2", "--dropout-kind", "locked"],
     "weight drop 0.2": ["--weight-drop", "0.2"],
