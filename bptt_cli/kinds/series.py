@@ -38,7 +38,6 @@ class SeriesOptions:
 # epochs enough for early stopping on the chronological validation tail to end the run, not the epoch count.
 SERIES_DEFAULTS = {"hidden": 64, "layers": 1, "window": 48, "epochs": 500}
 SERIES_PATIENCE = 20  # validations (one per epoch) without a better loss; only where there is a validation tail
-SERIES_SCHEDULE = "plateau"  # with that tail: halve the rate after SERIES_PATIENCE // 4 of them, whatever ends the run
 
 
 # --window left at its default and a season known (--season, or the time step's): a window of this many seasons,
@@ -58,9 +57,8 @@ def season_window(season: int, longest: int) -> int:
 class SeriesKind(SequenceKind, name="series", what="CSV data", holds="a CSV time series", options=SeriesOptions):
     def defaults(self, values: dict, untouched: set[str]) -> dict:
         found = {name: value for name, value in SERIES_DEFAULTS.items() if name in untouched}
-        if values.get("val") or values.get("val_fraction"):
-            held_out = {"patience": SERIES_PATIENCE, "schedule": SERIES_SCHEDULE}
-            found.update({name: value for name, value in held_out.items() if name in untouched})
+        if "patience" in untouched and (values.get("val") or values.get("val_fraction")):
+            found["patience"] = SERIES_PATIENCE
         return found
 
     def tie_to_data(self, split_data, season: int | None, run) -> None:
