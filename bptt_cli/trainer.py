@@ -544,6 +544,8 @@ class Trainer:
             run.state = self._restore(resume, batch)
             self.timing.before = self.position.seconds
             self.first_step = self.position.step
+            if self.schedule.kind == "cosine" and not c.max_time:  # a budget's fit ends with its budget
+                self.schedule.total_steps = total_steps
             run.already_complete = self._finished()
             if run.already_complete:
                 return run
