@@ -1,9 +1,11 @@
 """Learning-rate schedules as one multiplier of the base rate, so the state is plain numbers.
 
 ``constant``, ``cosine`` (to zero at the last step) and ``plateau`` (halve the
-rate whenever validation does not improve), each after a linear warm-up. Under
-``--max-time`` the last step is not known ahead, so the trainer fits cosine's
-length to the budget once the update rate is measured (``fit_to_budget``).
+rate after ``wait`` validations in a row without a better loss, never below
+``PLATEAU_FLOOR`` of it), each after a linear warm-up. ``plateau`` needs no step
+count, so it suits runs that --max-time or --patience end. Under ``--max-time``
+the last step is not known ahead, so the trainer fits cosine's length to the
+budget once the update rate is measured (``fit_to_budget``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,15 @@ from dataclasses import dataclass
 from bptt_cli.choices import SCHEDULES
 from bptt_cli.errors import BpttError
 
+PLATEAU_FLOOR = 1 / 64  # plateau's lowest multiplier: six halvings; lower, a long run would stop learning
+PATIENCE_PER_HALVING = 4  # with --patience P, plateau halves after P // 4 validations without a better loss,
+# so the rate has been lowered three times before early stopping gives up on it
+
+
+def plateau_wait(patience: int | None) -> int:
+    """Validations without a better loss before ``plateau`` halves the rate: a quarter of --patience, else 1."""
+    return max(1, patience // PATIENCE_PER_HALVING) if patience else 1
+
 
 
 @dataclass
@@ -21,14 +32,18 @@ class LearningRateSchedule:
     kind: str = "constant"
     warmup: int = 0  # steps of linear warm-up from ~0 to the base rate
     total_steps: int = 1  # the step count cosine decays over
-    plateau_scale: float = 1.0  # halved by each validation that does not improve
+    wait: int = 1  # plateau: validations in a row without a better loss before each halving
+    plateau_scale: float = 1.0  # halved after every ``wait`` validations that do not improve, to PLATEAU_FLOOR
     best: float = math.inf
+    stale: int = 0  # validations since the best
 
     def __post_init__(self):
         if self.kind not in SCHEDULES:
             raise BpttError(f"unknown schedule {self.kind!r}; use one of {', '.join(SCHEDULES)}")
         if self.warmup < 0:
             raise BpttError(f"--warmup must be 0 or more steps, got {self.warmup}")
+        if self.wait < 1:
+            raise BpttError(f"plateau must wait at least 1 validation, got {self.wait}")
 
     def factor(self, step: int) -> float:
         """Multiplier of the base rate for update number ``step`` (0-based)."""
@@ -46,6 +61,8 @@ class LearningRateSchedule:
     def observe(self, validation_loss: float) -> None:
         """Let ``plateau`` react to a validation result."""
         if validation_loss < self.best:
-            self.best = validation_loss
-        elif self.kind == "plateau":
-            self.plateau_scale *= 0.5
+            self.best, self.stale = validation_loss, 0
+            return
+        self.stale += 1
+        if self.kind == "plateau" and self.stale % self.wait == 0:
+            self.plateau_scale = max(PLATEAU_FLOOR, self.plateau_scale * 0.5)

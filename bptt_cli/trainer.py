@@ -35,7 +35,7 @@ from bptt_cli.losses import next_token_loss
 from bptt_cli.gradcheck import choose_window, training_sample, window_cosine
 from bptt_cli.memory import available_bytes, require_fits, training_estimate, update_flops
 from bptt_cli.models import RecurrentModel, State
-from bptt_cli.schedule import LearningRateSchedule
+from bptt_cli.schedule import LearningRateSchedule, plateau_wait
 from bptt_cli.series import SequenceBatches
 from bptt_cli.streams import Window, plan_windows
 
@@ -426,7 +426,7 @@ class Trainer:
         self.first_step = 0  # the update this process started at (after a resume, not 0)
         self.rate_mark: tuple[int, float] | None = None  # (update, busy seconds) the budget fit measures from
         self.position = Position()
-        self.schedule = LearningRateSchedule(config.schedule, config.warmup)
+        self.schedule = LearningRateSchedule(config.schedule, config.warmup, wait=plateau_wait(config.patience))
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The training loss of decoded outputs (S, B, ...) against targets (S, B, ...)."""
@@ -531,7 +531,7 @@ class Trainer:
             )
         per_epoch = len(batches) if batches is not None else len(plan_windows(steps, c.window, c.stride))
         total_steps = int(min(c.max_steps or math.inf, per_epoch * c.epochs))
-        self.schedule = LearningRateSchedule(c.schedule, c.warmup, total_steps)
+        self.schedule = LearningRateSchedule(c.schedule, c.warmup, total_steps, wait=plateau_wait(c.patience))
         self.position, self.timing, self.total_updates = Position(), _Timing(), total_steps
         self.per_epoch = per_epoch
         state = model.init_state(batch, self.device)
@@ -557,6 +557,8 @@ class Trainer:
             "total_updates": total_steps,
             "parameters": sum(p.numel() for p in model.parameters()),
             "resumed_at_step": self.position.step if resume is not None else None,
+            "window": c.window,
+            "schedule": {"kind": c.schedule, "warmup": c.warmup, "wait": self.schedule.wait},
         }
         if self.window_choice is not None:
             plan["window_choice"] = self.window_choice

@@ -107,7 +107,7 @@ def train(
     nonmono: Annotated[int, typer.Option("--nonmono", help="With --optimizer nt-asgd: validations without improvement before averaging begins.", rich_help_panel=OPTIM)] = 5,
     lr: Annotated[float, typer.Option("--lr", help="Learning rate.", rich_help_panel=OPTIM)] = 2e-3,
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="Weight decay: decoupled with adamw, an L2 term in the gradient with adam and sgd; 0 turns it off.", rich_help_panel=OPTIM)] = 0.0,
-    schedule: Annotated[ScheduleKind, typer.Option("--schedule", help="Learning-rate schedule after warm-up.", rich_help_panel=OPTIM)] = ScheduleKind.constant,
+    schedule: Annotated[ScheduleKind, typer.Option("--schedule", help="Learning-rate schedule after warm-up; plateau halves the rate after a quarter of --patience validations without a better loss (every one without --patience).", rich_help_panel=OPTIM)] = ScheduleKind.constant,
     warmup: Annotated[int, typer.Option("--warmup", help="Steps of linear learning-rate warm-up.", rich_help_panel=OPTIM)] = 0,
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the data.", rich_help_panel=RUN)] = 10,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many updates.", rich_help_panel=RUN)] = None,
@@ -210,7 +210,8 @@ def train(
     screen = TrainReporter(unit=kind.unit_for(data_options), quiet=quiet or not main)
     reporter = Fanout(screen, MetricsFile(metrics, inputs=(data, val), force=force) if metrics and main else None)
     setup = kinds.RunSetup(model_config, train_config, target, reporter, val, val_fraction, run_config, start, force,
-                           batch_size_given=ctx.get_parameter_source("batch_size").name != "DEFAULT")
+                           batch_size_given=ctx.get_parameter_source("batch_size").name != "DEFAULT",
+                           untouched=frozenset(untouched))
     try:
         result = train_on(kind, data, output, data_options, setup, resume, replace.value, test)
         distributed.finish()  # not on failure: the other ranks may never arrive

@@ -82,6 +82,7 @@ class RunSetup:
     init_from: Any = None  # a ModelFile to start from: its weights, vocabulary or normalisation and shape
     force: bool = False  # write where a file of another kind is, and try a model the memory estimate refuses
     batch_size_given: bool = True  # False: the user left --batch-size at its default; a short series may use fewer
+    untouched: frozenset = frozenset()  # the options left at their defaults: a kind may tie them to the data it read
 
 
 class DataKind:

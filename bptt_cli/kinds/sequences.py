@@ -281,6 +281,9 @@ class SequenceKind(DataKind):
                 else Normaliser.fit([seq.values[i][: ends[i]] for i in train_ids]))
         return _Training(seq, val_seq, ends, val_starts, val_keep, norm, train_ids)
 
+    def tie_to_data(self, split_data: _Training, season: int | None, run) -> None:
+        """Set the defaults that depend on the data read (``run.train_config`` and ``run.run_config`` alike)."""
+
     def _streams(self, split_data: _Training, run, bidirectional: bool) -> tuple[list, Streams | SequenceBatches]:
         seq, config = split_data.seq, run.train_config
         pairs = [seq.pairs(split_data.norm, i, 0, split_data.ends[i]) for i in split_data.train_ids]
@@ -309,6 +312,8 @@ class SequenceKind(DataKind):
                              else options.bidirectional)
         split_data = self._split_data(data, options, run)
         seq, norm, device = split_data.seq, split_data.norm, run.device
+        season = getattr(options, "season", None) or season_of(seq.freq)
+        self.tie_to_data(split_data, season, run)
         if bidirectional:
             refuse_bidirectional(seq.task, run.train_config.window)
         pairs, streams = self._streams(split_data, run, bidirectional)
@@ -325,7 +330,6 @@ class SequenceKind(DataKind):
             config.output_size = len(seq.classes) if seq.classifies else len(seq.targets) * head.per_target
             config.anchor, config.leads = anchor_inputs(seq, getattr(options, "anchor", "none"), head), seq.leads
             model = RecurrentModel(config)
-        season = getattr(options, "season", None) or season_of(seq.freq)
         described = seq.describe(norm, season)
         if seq.classifies:  # what evaluate's majority-class and nearest-neighbour baselines compare with
             labels = [y[-1:] if seq.task == "sequence" else y for _, y in pairs]

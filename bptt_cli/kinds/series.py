@@ -40,12 +40,34 @@ SERIES_DEFAULTS = {"hidden": 64, "layers": 1, "window": 48, "epochs": 500}
 SERIES_PATIENCE = 20  # validations (one per epoch) without a better loss; only where there is a validation tail
 
 
+# --window left at its default and a season known (--season, or the time step's): a window of this many seasons,
+# so every update back-propagates through whole cycles (a direct head's block of --leads is one season by default)
+SEASON_WINDOW_SEASONS = 2
+MAX_SEASON_WINDOW = 512  # steps; 15-minute data (96 a day) gets 192, a weekly season of half-hours (336) this
+
+
+def season_window(season: int, longest: int) -> int:
+    """The default --window of a series with a known season: SEASON_WINDOW_SEASONS seasons, never shorter than
+    the plain default, capped at MAX_SEASON_WINDOW and at half the longest training sequence (not below that
+    default: a series too short for it keeps today's window)."""
+    base = SERIES_DEFAULTS["window"]
+    return min(max(base, SEASON_WINDOW_SEASONS * season), MAX_SEASON_WINDOW, max(base, longest // 2))
+
+
 class SeriesKind(SequenceKind, name="series", what="CSV data", holds="a CSV time series", options=SeriesOptions):
     def defaults(self, values: dict, untouched: set[str]) -> dict:
         found = {name: value for name, value in SERIES_DEFAULTS.items() if name in untouched}
         if "patience" in untouched and (values.get("val") or values.get("val_fraction")):
             found["patience"] = SERIES_PATIENCE
         return found
+
+    def tie_to_data(self, split_data, season: int | None, run) -> None:
+        """A --window left at its default follows the season (``season_window``), in the run and its files."""
+        if "window" not in run.untouched or not season:
+            return
+        longest = max(split_data.ends[i] for i in split_data.train_ids) - 1  # the steps of the longest training pairs
+        window = season_window(season, longest)
+        run.train_config.window = run.run_config["window"] = window
 
     def predictor(self, file, model_path: Path, device, horizon: int = 1):
         from bptt_cli.predict import SeriesPredictor

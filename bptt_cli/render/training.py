@@ -6,6 +6,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bptt_cli.render.console import fmt, info, plain, print_json, print_table, stderr_console
 from bptt_cli.render.sparkline import sparkline, trend
+from bptt_cli.schedule import PLATEAU_FLOOR
 
 STOPS = {
     "completed": "all epochs done",
@@ -80,6 +81,19 @@ def best_mark(record: dict) -> str:
     return f"best of this run; kept the existing {kept}, which scores {fmt(score)} here"
 
 
+def _window_and_rate(plan: dict) -> str:
+    """The plan line's end: the window each update back-propagates through and the learning-rate schedule."""
+    if "window" not in plan:
+        return ""
+    window = f"windows of {plan['window']:,} steps" if plan["window"] else "full BPTT"
+    schedule = plan["schedule"]
+    rate = {"constant": "a constant learning rate", "cosine": "a cosine learning rate to 0 at the last update",
+            "plateau": f"the learning rate halved after {schedule['wait']} validation(s) in a row without a better "
+                       f"loss (to 1/{round(1 / PLATEAU_FLOOR)} at least)"}[schedule["kind"]]
+    warmup = f" after {schedule['warmup']:,} warm-up updates" if schedule["warmup"] else ""
+    return f"; {window}, {rate}{warmup}"
+
+
 class TrainReporter:
     """Receives the trainer's plain records and shows them to a person."""
 
@@ -104,7 +118,7 @@ class TrainReporter:
             f"training {plan['parameters']:,} parameters on {plan['streams']} streams"
             f"{' over ' + str(plan['processes']) + ' processes' if plan.get('processes', 1) > 1 else ''} of "
             f"{plan['steps_per_stream']:,} steps: {plan['updates_per_epoch']:,} updates per epoch, "
-            f"{plan['total_updates']:,} at most"
+            f"{plan['total_updates']:,} at most{_window_and_rate(plan)}"
         )
         if "window_choice" in plan:
             info(window_choice_line(plan["window_choice"]))
