@@ -29,7 +29,7 @@ from bptt_cli.series import (Normaliser, SequenceBatches, Streams, calendar_name
                              split_pieces, stored_calendar)
 from bptt_cli.streams import plan_windows, tail_cut
 from bptt_cli.token_cache import sha256
-from bptt_cli.trainer import seed_everything
+from bptt_cli.trainer import WHOLE_SEQUENCES_HAVE_NO_WINDOW, seed_everything
 
 MIN_UPDATES_PER_EPOCH = 20  # without a given --batch-size, a short series gets fewer streams to reach this
 SCORING_STREAMS = 64  # sequences scored side by side by ``evaluate``
@@ -311,6 +311,8 @@ class SequenceKind(DataKind):
         seq, norm, device = split_data.seq, split_data.norm, run.device
         if bidirectional:
             refuse_bidirectional(seq.task, run.train_config.window)
+        if run.train_config.auto_window and seq.classifies:  # trained in whole-sequence batches: refused before the plan
+            raise BpttError(WHOLE_SEQUENCES_HAVE_NO_WINDOW)
         pairs, streams = self._streams(split_data, run, bidirectional)
         seed_everything(run.train_config.seed)
         if run.init_from is not None:
