@@ -118,14 +118,19 @@ def check_precision(device: torch.device, precision: str) -> None:
                         "use --precision fp32")
 
 
-def resolve_precision(device: torch.device, precision: str) -> str:
-    """``--precision`` as it runs on ``device``: auto is bf16 where the hardware computes in bf16 (a CPU with
-    AVX512-BF16 or AMX, a CUDA GPU with bf16), fp32 elsewhere; an explicit bf16 without it is refused."""
+BF16_CPU_CELLS = ("lstm",)  # cells that train faster in bf16 on a bf16 CPU (benchmarks/precision.py): oneDNN's
+# fused LSTM takes bf16 (1.69x fp32 on an AMD EPYC with AVX512-BF16); the GRU loses its fp32 kernel (0.92x)
+
+
+def resolve_precision(device: torch.device, precision: str, cell: str = "lstm") -> str:
+    """``--precision`` as it runs on ``device``: auto is bf16 where the hardware computes in bf16 and it was
+    measured faster for ``cell`` (a CPU with AVX512-BF16 or AMX: the LSTM; a CUDA GPU with bf16), fp32
+    elsewhere; an explicit bf16 without it is refused."""
     check_precision(device, precision)
     if precision != "auto":
         return precision
     if device.type == "cpu":
-        return "bf16" if cpu_has_bf16() else "fp32"
+        return "bf16" if cpu_has_bf16() and cell in BF16_CPU_CELLS else "fp32"
     return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
 
 

@@ -1,7 +1,9 @@
 """Learning-rate schedules as one multiplier of the base rate, so the state is plain numbers.
 
 ``constant``, ``cosine`` (to zero at the last step) and ``plateau`` (halve the
-rate whenever validation does not improve), each after a linear warm-up.
+rate whenever validation does not improve), each after a linear warm-up. Under
+``--max-time`` the last step is not known ahead, so the trainer fits cosine's
+length to the budget once the update rate is measured (``fit_to_budget``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ class LearningRateSchedule:
             progress = min(1.0, max(0, step - self.warmup) / max(1, self.total_steps - self.warmup))
             scale *= 0.5 * (1.0 + math.cos(math.pi * progress))
         return scale * self.plateau_scale
+
+    def fit_to_budget(self, planned: int, step: int, updates_left: float) -> int:
+        """End cosine's decay where the time budget ends, if that comes before the ``planned`` last step."""
+        self.total_steps = int(min(planned, step + max(1.0, updates_left)))
+        return self.total_steps
 
     def observe(self, validation_loss: float) -> None:
         """Let ``plateau`` react to a validation result."""

@@ -127,6 +127,8 @@ class TrainConfig:
             raise BpttError(f"--stride must be between 1 and --window ({self.window}), got {self.stride}")
 
 
+BUDGET_WARMUP, BUDGET_FIT_AFTER = 5, 25  # under --max-time, cosine is fitted to the budget from this process's
+# updates BUDGET_WARMUP..BUDGET_FIT_AFTER (the first ones set up kernels), and again at each epoch end
 RESUMABLE = ("max_time", "signal")  # stops after which --resume continues the run
 SIGNALS = (signal.SIGINT, signal.SIGTERM)  # stop the run: the first after this update, a second at once
 LONG_UPDATE_SECONDS = 60.0  # an update longer than this (or --max-time) is announced before the run
@@ -328,6 +330,10 @@ class _Timing:
         """The whole run's time so far: the processes before this one and this one."""
         return self.before + self.elapsed()
 
+    def busy(self) -> float:
+        """This process's seconds outside validation and checkpoints: updates and what runs between them."""
+        return self.elapsed() - self.validation - self.checkpoints
+
     def reserve(self) -> float:
         """What the next update, then the final validation and checkpoint, will take if the run goes on."""
         return self.longest_update + self.last_validation + self.last_checkpoint
@@ -421,6 +427,9 @@ class Trainer:
         self.window_cosine: float | None = None  # --window auto: the window's cosine at the last epoch end
         self.timing = _Timing()
         self.total_updates = 0  # of this run, once planned
+        self.per_epoch = 0  # updates per epoch, once planned
+        self.first_step = 0  # the update this process started at (after a resume, not 0)
+        self.rate_mark: tuple[int, float] | None = None  # (update, busy seconds) the budget fit measures from
         self.position = Position()
         self.schedule = LearningRateSchedule(config.schedule, config.warmup)
 
@@ -528,6 +537,7 @@ class Trainer:
         total_steps = int(min(c.max_steps or math.inf, per_epoch * c.epochs))
         self.schedule = LearningRateSchedule(c.schedule, c.warmup, total_steps)
         self.position, self.timing, self.total_updates = Position(), _Timing(), total_steps
+        self.per_epoch = per_epoch
         state = model.init_state(batch, self.device)
         if self.average is not None and c.optimizer != "nt-asgd":  # an EMA starts at the initial weights
             self.average.start()
@@ -537,6 +547,9 @@ class Trainer:
         if resume is not None:
             run.state = self._restore(resume, batch)
             self.timing.before = self.position.seconds
+            self.first_step = self.position.step
+            if self.schedule.kind == "cosine" and not c.max_time:  # a budget's fit ends with its budget
+                self.schedule.total_steps = total_steps
             run.already_complete = self._finished()
             if run.already_complete:
                 return run
@@ -658,6 +671,12 @@ class Trainer:
             updated = self.update(window, run.inputs, run.targets, run.state, run.resets)
         at.step += 1
         at.window_index += 1
+        if self.schedule.kind == "cosine" and c.max_time:
+            done = at.step - self.first_step
+            if done == BUDGET_WARMUP:
+                self.rate_mark = (at.step, self.timing.busy())
+            elif done == BUDGET_FIT_AFTER:
+                self._fit_schedule_to_budget(say=True)
         if updated is None:  # skipped: a NaN or infinity, and the carried state may hold it too
             at.skipped += 1
             if at.skipped > c.max_skips:
@@ -679,6 +698,26 @@ class Trainer:
         if self.sample is not None and at.step % c.sample_every == 0:
             self._sample()
 
+    def _fit_schedule_to_budget(self, say: bool) -> None:
+        """Under --max-time, let cosine reach zero where this process's budget ends.
+
+        The rate is measured over this process's updates since ``rate_mark`` (validation and checkpoints
+        left out); what is left is the budget less the stop reserve and the epoch-end validations that will
+        fall in it. One host sync, at the fit and at epoch ends only.
+        """
+        c, t = self.config, self.timing
+        if self.rate_mark is None or self.position.step <= self.rate_mark[0]:
+            return
+        per_update = (t.busy() - self.rate_mark[1]) / (self.position.step - self.rate_mark[0])
+        left = c.max_time - t.elapsed() - t.reserve()
+        epochs_left = left / (per_update * self.per_epoch)
+        updates_left = (left - epochs_left * t.last_validation) / per_update
+        updates_left = distributed.all_sum(torch.tensor([updates_left])).item() / distributed.world()  # ranks agree
+        total = self.schedule.fit_to_budget(self.total_updates, self.position.step, updates_left)
+        if say:
+            self.reporter.note(f"--schedule cosine fitted to --max-time {c.max_time:g} s: the rate reaches zero "
+                               f"at update {total:,} (refitted at each epoch end)")
+
     def _sample(self) -> None:
         """Show what the model writes now; seeded by the update, so a resumed run draws the same samples."""
         at, c = self.position, self.config
@@ -697,6 +736,7 @@ class Trainer:
             loss = self._validate(observe=True)
             at.best, at.stale = (loss, 0) if loss < at.best else (at.best, at.stale + 1)
             self._maybe_start_averaging()
+            self._fit_schedule_to_budget(say=False)
             at.epoch, at.window_index = at.epoch + 1, 0
             if c.patience and at.stale >= c.patience and at.epoch <= c.epochs:
                 run.stop = "early_stopping"

@@ -86,6 +86,53 @@ def test_max_time_stops_so_that_a_slow_final_validation_fits_in_the_budget():
     assert parts == pytest.approx(trainer.timing.elapsed(), abs=0.05)
 
 
+def fake_clock(monkeypatch, trainer: Trainer, per_update: float) -> None:
+    """The budget's clock as ``per_update`` seconds per update, nothing else: the same on any machine, however busy."""
+    monkeypatch.setattr(trainer_module._Timing, "elapsed", lambda timing: trainer.position.step * per_update)
+    monkeypatch.setattr(trainer_module._Timing, "busy", lambda timing: timing.elapsed())
+    monkeypatch.setattr(trainer_module._Timing, "reserve", lambda timing: 0.0)
+
+
+def test_cosine_under_max_time_is_fitted_to_the_budget_and_reaches_zero_there(monkeypatch):
+    """With --epochs far beyond the budget, cosine would barely decay; it is fitted to what the budget holds."""
+    reporter = Recorder()
+    trainer = make_trainer(reporter=reporter, validate=lambda model: {"loss": 1.0}, epochs=10_000, max_time=1.0,
+                           schedule="cosine")
+    # 2 ms of the budget per update, on any machine however busy: the budget holds about 500
+    fake_clock(monkeypatch, trainer, 0.002)
+    result = trainer.fit(*streams(steps=4000))
+    assert result["stop_reason"] == "max_time"
+    planned, fitted = trainer.total_updates, trainer.schedule.total_steps
+    assert planned == 10_000 * 400 and trainer_module.BUDGET_FIT_AFTER < fitted < planned
+    assert abs(fitted - result["steps"]) <= 0.1 * result["steps"], (fitted, result["steps"])  # ends with the budget
+    assert [n for n in reporter.notes if "fitted to --max-time" in n]
+    assert trainer.schedule.factor(fitted) == 0.0 and trainer.schedule.factor(fitted // 2) == pytest.approx(
+        0.5, abs=0.01)
+
+
+def test_a_budget_fitted_cosine_resumed_without_max_time_decays_over_the_planned_run(monkeypatch):
+    """The fit belongs to its budget: resumed with no --max-time, the rate must not stay at zero."""
+    checkpoints = []
+    trainer = make_trainer(validate=lambda model: {"loss": 1.0}, checkpoints=checkpoints, epochs=2, max_time=1.0,
+                           schedule="cosine", checkpoint_every=50)
+    fake_clock(monkeypatch, trainer, 0.01)
+    trainer.fit(*streams(steps=4000))
+    assert trainer.schedule.total_steps < trainer.total_updates  # fitted to the 1 s budget: about 100 updates
+    monkeypatch.undo()
+    resumed = make_trainer(validate=lambda model: {"loss": 1.0}, epochs=2, schedule="cosine", checkpoint_every=50)
+    resumed.fit(*streams(steps=4000), resume=checkpoints[-1])
+    assert resumed.schedule.total_steps == resumed.total_updates == 800
+
+
+def test_cosine_fit_never_lengthens_the_planned_schedule():
+    from bptt_cli.schedule import LearningRateSchedule
+
+    schedule = LearningRateSchedule("cosine", total_steps=100)
+    assert schedule.fit_to_budget(100, step=20, updates_left=500.0) == 100
+    assert schedule.fit_to_budget(100, step=20, updates_left=30.4) == 50
+    assert schedule.fit_to_budget(100, step=20, updates_left=-3.0) == 21  # no time left: ends at the next step
+
+
 # -- b. signals ----------------------------------------------------------------------------------------------------
 
 

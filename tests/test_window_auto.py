@@ -133,6 +133,8 @@ def test_precision_auto_is_bf16_only_where_the_cpu_has_it(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(device_module, "cpu_has_bf16", lambda: True)
     assert device_module.resolve_precision(cpu, "auto") == "bf16"
+    assert device_module.resolve_precision(cpu, "auto", "gru") == "fp32"  # its fp32 kernel beats bf16 nn.GRU
+    assert device_module.resolve_precision(cpu, "bf16", "gru") == "bf16"  # asked for: given
     assert device_module.resolve_precision(cpu, "bf16") == "bf16"
     monkeypatch.setattr(device_module, "cpu_has_bf16", lambda: False)
     assert device_module.resolve_precision(cpu, "auto") == "fp32"

@@ -120,7 +120,7 @@ def train(
     sample_temperature: Annotated[float, typer.Option("--sample-temperature", help="Sampling temperature of --sample-every samples.", rich_help_panel=RUN)] = 0.8,
     device: Device = "auto",
     threads: Threads = None,
-    precision: Annotated[Precision, typer.Option("--precision", help="fp32; bf16 autocast (only where the hardware has bf16); auto: bf16 where the hardware has it, else fp32.", rich_help_panel=RUN)] = Precision.fp32,
+    precision: Annotated[Precision, typer.Option("--precision", help="fp32; bf16 autocast (only where the hardware has bf16); auto: bf16 where the hardware has it and the cell was measured faster in it (the LSTM on a CPU), else fp32.", rich_help_panel=RUN)] = Precision.fp32,
     seed: Seed = 0,
     on_nan: Annotated[OnNan, typer.Option("--on-nan", help="A NaN or infinite loss: stop (keep the last good model, exit 1) or skip that update.", rich_help_panel=RUN)] = OnNan.stop,
     max_skips: Annotated[int, typer.Option("--max-skips", help="With --on-nan skip: fail after this many skipped updates.", rich_help_panel=RUN)] = 10,
@@ -193,7 +193,7 @@ def train(
         data_options = kind.options(run_config)
     set_threads(threads)
     target = distributed.start(resolve_device(device))
-    chosen_precision = resolve_precision(target, precision.value)
+    chosen_precision = resolve_precision(target, precision.value, model.value)
     model_config = ModelConfig(cell=model.value, embed=embed, hidden=hidden, layers=layers,
                                dropout=dropout, tie_weights=tie_weights, force=force)
     train_config = TrainConfig(
