@@ -16,6 +16,7 @@ SERIES_TASKS = ("forecast", "tag")  # owned by series.py
 MISSING = ("error", "ffill", "interpolate", "drop")  # owned by series.py
 CALENDAR_PARTS = ("hour", "week", "year")  # calendar inputs: hour of day, day of week, day of year (series.py)
 LOSSES = ("mse", "huber", "gaussian", "quantile")  # losses on numeric targets; owned by losses.py
+AUGMENTATIONS = ("stretch", "time-mask", "freq-mask")  # --augment, labelled sequences trained whole (augment.py)
 ANCHORS = ("last", "none")  # what a series forecast starts from (kinds/series.py)
 PRECISIONS = ("fp32", "bf16", "auto")  # owned by device.py; auto: bf16 where the hardware has it
 BAD_ROW_RULES = ("skip", "stop")  # what bptt predict does with a row it cannot read

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from bptt_cli import distributed
+from bptt_cli.augment import Augmentation, masked, stretched
 from bptt_cli.choices import CALENDAR_PARTS, MISSING
 from bptt_cli.errors import BpttError
 from bptt_cli.input_paths import check_input
@@ -711,6 +712,7 @@ class SequenceBatches:
     size: int  # sequences per update (--batch-size), at most the sequences there are
     seed: int
     mark_padding: bool = False  # reset where a stream's padding begins (bidirectional models)
+    augmentation: Augmentation = Augmentation()  # --augment: what each training batch gets
 
     def __len__(self) -> int:
         return math.ceil(len(self.inputs) / self.size)
@@ -723,8 +725,15 @@ class SequenceBatches:
         """Update ``index`` of ``epoch``: its sequences one per stream from step 0, padded to the longest."""
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.inputs))
         chosen = np.concatenate([order, order])[index * self.size : (index + 1) * self.size]
-        streams = pack([self.inputs[i] for i in chosen], [self.targets[i] for i in chosen], self.size,
-                       mark_padding=self.mark_padding)
+        inputs, targets = [self.inputs[i] for i in chosen], [self.targets[i] for i in chosen]
+        rng = np.random.default_rng([self.seed, epoch, index])  # the update's own draws: a resume repeats them
+        if self.augmentation.stretch:
+            inputs, targets = stretched(inputs, targets, self.augmentation.stretch, rng)
+        streams = pack(inputs, targets, self.size, mark_padding=self.mark_padding)
+        if self.augmentation:
+            lengths = np.zeros(streams.inputs.shape[1], dtype=np.int64)
+            lengths[[w[0] for w in streams.where]] = [w[2] for w in streams.where]
+            masked(streams.inputs.numpy(), lengths, self.augmentation, rng)  # the tensor shares the array
         inputs, targets, resets = (distributed.shard_streams(s) for s in (streams.inputs, streams.targets,
                                                                            streams.resets))
         return Streams(inputs, targets, resets, [])

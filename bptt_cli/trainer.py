@@ -40,6 +40,11 @@ from bptt_cli.series import SequenceBatches
 from bptt_cli.streams import Window, plan_windows
 
 
+# --window auto with sequences trained whole: refused before the data is planned (kinds/sequences.py) and here
+WHOLE_SEQUENCES_HAVE_NO_WINDOW = ("--window auto chooses a window over streams, and these sequences are trained whole "
+                                  "(in batches, or read backwards by --bidirectional); give --window 0")
+
+
 @dataclass
 class TrainConfig:
     """How to train; every field is a ``bptt train`` option of the same name."""
@@ -520,8 +525,7 @@ class Trainer:
         batch = inputs.shape[1]
         if c.auto_window:
             if batches is not None or model.config.bidirectional:
-                raise BpttError("--window auto chooses a window over streams, and these sequences are trained "
-                                "whole (in batches, or read backwards by --bidirectional); give --window 0")
+                raise BpttError(WHOLE_SEQUENCES_HAVE_NO_WINDOW)
             self._resolve_window(inputs, targets, reset_mask, batch, resume)
             c = self.config
         if c.window > steps:

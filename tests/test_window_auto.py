@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from test_audio import separable_set
 
 import bptt_cli.device as device_module
 import bptt_cli.trainer as trainer_module
 from bptt_cli.errors import BpttError
 from bptt_cli.gradcheck import choose_window, training_sample
-from bptt_cli.losses import next_token_loss
+from bptt_cli.losses import IGNORE_LABEL, class_loss, next_token_loss
 from bptt_cli.models import ModelConfig, RecurrentModel
+from bptt_cli.series import SequenceBatches, pack
 from bptt_cli.streams import Window
 from bptt_cli.trainer import SilentReporter, TrainConfig, Trainer
 
@@ -192,3 +195,32 @@ def test_window_auto_refuses_a_stride_and_is_printed_as_auto(short_text, tmp_pat
     assert code == 2 and "neither a number of steps nor auto" in err
     code, stdout, _ = run("train", short_text, "--window", "auto", "--print-config")
     assert code == 0 and "window: auto\n" in stdout and "min-cosine: 0.9\n" in stdout
+
+
+@pytest.mark.parametrize("extra", [[], ["--bidirectional"]], ids=["whole-sequence batches", "bidirectional"])
+def test_window_auto_is_refused_for_sequences_trained_whole(tmp_path, run, extra):
+    """Labelled sequences under full BPTT go in whole-sequence batches, and --bidirectional reads them backwards:
+    no window to choose; one line, exit 2, no model file."""
+    data, out = separable_set(tmp_path / "seq", count=12), tmp_path / "m.pt"
+    code, _, err = run("train", data, "--labels", data / "labels.csv", "-o", out, "--window", "auto",
+                       "--epochs", "1", "--hidden", "8", "--layers", "1", *extra)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "--window auto" in lines[0] and "give --window 0" in lines[0] and "Traceback" not in err
+    assert not out.exists() and not out.with_name(out.name + ".ckpt").exists()
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_the_trainer_refuses_window_auto_for_whole_sequence_batches_and_bidirectional_models(bidirectional):
+    """The library guard behind the command's: a Trainer given whole sequences (or a model reading backwards)."""
+    config = ModelConfig("gru", 2, 2, tokens=False, hidden=4, layers=1, bidirectional=bidirectional)
+    rng = np.random.default_rng(0)
+    frames = [rng.standard_normal((6, 2)) for _ in range(4)]
+    labels = [np.array([IGNORE_LABEL] * 5 + [i % 2]) for i in range(4)]
+    trainer = Trainer(RecurrentModel(config), TrainConfig(window=0, auto_window=True, epochs=1, batch_size=2),
+                      torch.device("cpu"), SilentReporter(), None, lambda record: None, loss_fn=class_loss)
+    given = ((SequenceBatches(frames, labels, 2, 0), None) if not bidirectional
+             else (pack(frames, labels, 2).inputs, pack(frames, labels, 2).targets))
+    with pytest.raises(BpttError, match="--window auto chooses a window over streams.*give --window 0"):
+        trainer.fit(*given)

@@ -81,6 +81,7 @@ def train(
     win_ms: Annotated[float, typer.Option("--win-ms", help="WAV analysis window in milliseconds.", rich_help_panel=SERIES)] = 25.0,
     cmvn: Annotated[bool, typer.Option("--cmvn", help="Feature files: normalise each sequence's frames to zero mean and unit variance per feature (takes out what a voice or channel adds to every frame).", rich_help_panel=SERIES)] = False,
     trim_db: Annotated[Optional[float], typer.Option("--trim-db", help="WAV files: cut leading and trailing audio quieter than the loudest part by this many dB (e.g. 30), so the last frame is the word's end.", rich_help_panel=SERIES, show_default=False)] = None,
+    augment: Annotated[Optional[str], typer.Option("--augment", help="Feature files with labels, --window 0: change each training batch at random, e.g. stretch,time-mask,freq-mask (or stretch=0.15,time-mask=10,freq-mask=8): each sequence faster or slower, a run of frames and a band of features blanked; seeded, so a resumed run repeats it.", rich_help_panel=SERIES, show_default=False)] = None,
     deltas: Annotated[bool, typer.Option("--deltas", help="Feature files: append each feature's change from frame to frame (twice the inputs).", rich_help_panel=SERIES)] = False,
     model: Annotated[Cell, typer.Option("--model", help="Recurrent cell.", rich_help_panel=MODEL)] = Cell.lstm,
     layers: Annotated[int, typer.Option("--layers", help="Stacked recurrent layers.", rich_help_panel=MODEL)] = 2,

@@ -34,6 +34,7 @@ class AudioOptions:
     deltas: bool = kind_option(False, shape=True)  # frames' slopes appended: twice the inputs
     trim_db: float | None = None  # WAV: leading and trailing silence cut
     bidirectional: bool = kind_option(False, shape=True)  # labelled sequences only, with --window 0
+    augment: str | None = None  # training batches of labelled sequences: stretch, time-mask, freq-mask
 
 
 def is_pattern(data: str | Path) -> bool:

@@ -18,6 +18,7 @@ import torch
 
 from bptt_cli import baselines, distributed, forecast
 from bptt_cli.audio import list_files
+from bptt_cli.augment import Augmentation, parse_augment
 from bptt_cli.choices import ANCHORS
 from bptt_cli.errors import BpttError
 from bptt_cli.kinds.base import DataKind, Prepared, Request
@@ -29,7 +30,7 @@ from bptt_cli.series import (Normaliser, SequenceBatches, Streams, calendar_name
                              split_pieces, stored_calendar)
 from bptt_cli.streams import plan_windows, tail_cut
 from bptt_cli.token_cache import sha256
-from bptt_cli.trainer import seed_everything
+from bptt_cli.trainer import WHOLE_SEQUENCES_HAVE_NO_WINDOW, seed_everything
 
 MIN_UPDATES_PER_EPOCH = 20  # without a given --batch-size, a short series gets fewer streams to reach this
 SCORING_STREAMS = 64  # sequences scored side by side by ``evaluate``
@@ -212,14 +213,16 @@ def stream_count(steps: int, run) -> int:
     return max(world, min(config.batch_size, fitting) // world * world)
 
 
-def whole_sequence_batches(pairs: list, run, bidirectional: bool) -> SequenceBatches:
+def whole_sequence_batches(pairs: list, run, bidirectional: bool,
+                           augmentation: Augmentation = Augmentation()) -> SequenceBatches:
     """Labelled sequences under full BPTT: --batch-size whole sequences per update, several updates an epoch.
 
     Packed into --batch-size streams instead, 243 utterances made one update per epoch.
     """
     config, world = run.train_config, distributed.world()
     size = max(world, min(config.batch_size, len(pairs)) // world * world)
-    batches = SequenceBatches([x for x, _ in pairs], [y for _, y in pairs], size, config.seed, bidirectional)
+    batches = SequenceBatches([x for x, _ in pairs], [y for _, y in pairs], size, config.seed, bidirectional,
+                              augmentation)
     if size < config.batch_size:
         run.reporter.note(f"{len(pairs)} training sequence(s): batches of {size}, not --batch-size "
                           f"{config.batch_size}, so {len(batches)} update(s) per epoch")
@@ -284,12 +287,16 @@ class SequenceKind(DataKind):
     def tie_to_data(self, split_data: _Training, season: int | None, run) -> None:
         """Set the defaults that depend on the data read (``run.train_config`` and ``run.run_config`` alike)."""
 
-    def _streams(self, split_data: _Training, run, bidirectional: bool) -> tuple[list, Streams | SequenceBatches]:
+    def _streams(self, split_data: _Training, run, bidirectional: bool,
+                 augmentation: Augmentation) -> tuple[list, Streams | SequenceBatches]:
         seq, config = split_data.seq, run.train_config
         pairs = [seq.pairs(split_data.norm, i, 0, split_data.ends[i]) for i in split_data.train_ids]
         check_window(config.window, max(len(x) for x, _ in pairs), "sequence" if seq.kind == "audio" else "series")
         if seq.classifies and not config.window:
-            return pairs, whole_sequence_batches(pairs, run, bidirectional)
+            return pairs, whole_sequence_batches(pairs, run, bidirectional, augmentation)
+        if augmentation:
+            raise BpttError("--augment changes whole labelled sequences trained with --window 0 (--labels, .npz labels); "
+                            "leave it out for forecasts and for a finite --window")
         splittable = seq.task in ("forecast", "tag")
         wanted = stream_count(sum(len(x) for x, _ in pairs), run)
         pieces = split_pieces([len(x) for x, _ in pairs], wanted,
@@ -308,6 +315,7 @@ class SequenceKind(DataKind):
     @contextlib.contextmanager
     def prepare(self, data: Path, options, run):
         head = self.head(options)  # an unknown --loss or bad --quantiles fails before the data is read
+        augmentation = parse_augment(getattr(options, "augment", None))  # and a bad --augment
         bidirectional = bool(run.init_from.model.config.bidirectional if run.init_from is not None
                              else options.bidirectional)
         split_data = self._split_data(data, options, run)
@@ -316,7 +324,9 @@ class SequenceKind(DataKind):
         self.tie_to_data(split_data, season, run)
         if bidirectional:
             refuse_bidirectional(seq.task, run.train_config.window)
-        pairs, streams = self._streams(split_data, run, bidirectional)
+        if run.train_config.auto_window and seq.classifies:  # trained in whole-sequence batches: refused before the plan
+            raise BpttError(WHOLE_SEQUENCES_HAVE_NO_WINDOW)
+        pairs, streams = self._streams(split_data, run, bidirectional, augmentation)
         seed_everything(run.train_config.seed)
         if run.init_from is not None:
             model = run.init_from.model.train()
