@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,8 +137,10 @@ def _parse_time(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
 def _dates(values: pd.Series, column: str, path: Path | None) -> pd.Series:
     """Dates of text values (NaT where one is not a date); times in several zones are an error, not a guess."""
     try:
-        return pd.to_datetime(values, errors="coerce", format="mixed")
-    except ValueError as err:
+        with warnings.catch_warnings():  # pandas 2 warns (and returns objects) where pandas 3 raises
+            warnings.filterwarnings("error", message=".*mixed time zones", category=FutureWarning)
+            return pd.to_datetime(values, errors="coerce", format="mixed")
+    except (ValueError, FutureWarning) as err:
         if "zone" not in str(err).lower():
             raise
         zones = sorted(set(values.dropna().astype(str).str.extract(r"([+-]\d\d:?\d\d|Z|UTC)$")[0].dropna()))[:3]
