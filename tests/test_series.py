@@ -205,3 +205,20 @@ def test_evaluate_a_file_missing_a_training_column_fails_cleanly(tmp_path, run):
     other = _bad(tmp_path, "other.csv", "time,load\n" + "".join(f"2024-01-01 {i:02d}:00,{i}\n" for i in range(20)))
     code, _, stderr = run("evaluate", out, other)
     assert code == 2 and "temp" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_mixed_time_zones_are_refused_as_pandas_2_reports_them(monkeypatch):
+    """pandas 2 warns and returns plain objects where pandas 3 raises; both must give the one-line refusal."""
+    import warnings
+
+    from bptt_cli import series
+
+    def pandas_2(values, **options):
+        warnings.warn("In a future version of pandas, parsing datetimes with mixed time zones will raise an error "
+                      "unless `utc=True`.", FutureWarning)
+        return pd.Series(list(values), dtype=object)
+
+    monkeypatch.setattr(series.pd, "to_datetime", pandas_2)
+    values = pd.Series(["2024-03-01 10:00+01:00", "2024-03-01 13:00+02:00"])
+    with pytest.raises(BpttError, match=r"mixes time zones \(\+01:00, \+02:00\)"):
+        series._dates(values, "time", Path("zones.csv"))
