@@ -9,19 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from bptt_cli.cli import app
 from bptt_cli.modelfile import load_model_file, read_payload, save_model_file
 from bptt_cli.residuals import ResidualBands
-from test_intervals import ar1_csv
+from test_intervals import ar1_csv, invoke
 
 SHORT = ["--hidden", "16", "--layers", "1", "--window", "20", "--max-steps", "150", "-q"]
-
-
-def invoke(*args):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.fixture(scope="module")
