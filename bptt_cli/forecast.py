@@ -25,6 +25,7 @@ from bptt_cli.errors import BpttError
 from bptt_cli.losses import OutputHead, level_name, pinball
 from bptt_cli.memory import require_rollout_fits
 from bptt_cli.models import RecurrentModel, State, next_step
+from bptt_cli.residuals import ResidualBands, calibrate
 from bptt_cli.series import Normaliser, calendar_names, calendar_values, read_future, stored_calendar
 
 DEFAULT_HORIZON = 24
@@ -276,22 +277,37 @@ def evaluate_forecasts(model: RecurrentModel, seq, norm: Normaliser, starts: lis
     seasonal = stored.get("mase_seasonal_scale") if season == stored.get("season") else None
     seasonal = None if seasonal is None else np.asarray(seasonal)
     head = OutputHead.stored(stored, None)
-    offsets, notes = (baseline_offsets(seq, starts, horizon, season, head.levels) if head.probabilistic
+    residual = None if head.probabilistic else ResidualBands.stored(stored)
+    banded = residual or head  # what the levels and intervals come from
+    offsets, notes = (baseline_offsets(seq, starts, horizon, season, banded.levels) if banded.levels
                       else ({}, []))
     out: dict = {}
     for h in sorted({1, horizon}):
         scored = _forecasts(model, seq, norm, starts, h, season, device, head,
-                            plan if h == horizon else OriginPlan(), {k: v[:h] for k, v in offsets.items()})
+                            plan if h == horizon else OriginPlan(), {k: v[:h] for k, v in offsets.items()}, residual)
         if len(scored.truth) == 0:
             raise BpttError(f"{data}: too short to score a {h}-step forecast"
                             + (f" after a season of {season}" if season else "") + "; give more rows or a smaller --horizon")
         out[str(h)] = {name: errors(scored.truth, values, scale, seasonal)
-                       | interval_scores(scored.truth, bands, head, sigma)
+                       | interval_scores(scored.truth, bands, banded, sigma)
                        for name, values, bands, sigma in _forecasters(scored)}
         out[str(h)]["points"] = int(scored.truth.shape[0] * scored.truth.shape[1])
     return {"task": "forecast", "horizons": out, "targets": stored["target_names"], "points": out["1"]["points"],
-            "season": season, "notes": notes, "levels": list(head.levels), "intervals": interval_names(head),
-            "plot": _last_picture(seq, scored, horizon, head), "backtest": scored}
+            "season": season, "notes": notes, "levels": list(banded.levels), "intervals": interval_names(banded),
+            "plot": _last_picture(seq, scored, horizon, banded), "backtest": scored}
+
+
+def residual_quantiles(model: RecurrentModel, seq, norm: Normaliser, starts: list[int], season: int | None,
+                       device) -> dict | None:
+    """A point model's error quantiles per lead over a season (or ``DEFAULT_HORIZON``) on the validation tail
+    that starts at ``starts``, rolled out as ``evaluate`` does (``residuals.calibrate``); None if too short."""
+    training = model.training
+    model.eval()
+    try:
+        return calibrate(lambda plan, h: _forecasts(model, seq, norm, starts, h, season, device, OutputHead(), plan,
+                                                    {}), seq, starts, season or DEFAULT_HORIZON, season)
+    finally:
+        model.train(training)
 
 
 def _forecasters(scored: Scored):
@@ -301,7 +317,7 @@ def _forecasters(scored: Scored):
         yield name, values, scored.baseline_bands.get(name), None
 
 
-def _last_picture(seq, scored: Scored, horizon: int, head: OutputHead) -> dict:
+def _last_picture(seq, scored: Scored, horizon: int, head: OutputHead | ResidualBands) -> dict:
     """What --plot draws: the last window scored at the longest horizon, with the outermost interval."""
     i, origin = int(scored.sequence[-1]), int(scored.origin[-1])
     times = seq.times[i] if seq.times else None
@@ -315,7 +331,7 @@ def _last_picture(seq, scored: Scored, horizon: int, head: OutputHead) -> dict:
     return plot | band_label(head)
 
 
-def band_label(head: OutputHead) -> dict:
+def band_label(head: OutputHead | ResidualBands) -> dict:
     """The legend entry of a picture's band, when the head has one."""
     if not head.intervals:
         return {}
@@ -323,7 +339,7 @@ def band_label(head: OutputHead) -> dict:
     return {"band_label": f"{nominal:.0%} interval ({level_name(head.levels[low])}-{level_name(head.levels[high])})"}
 
 
-def interval_names(head: OutputHead) -> list[dict]:
+def interval_names(head: OutputHead | ResidualBands) -> list[dict]:
     """Each interval a head forecasts: its levels and nominal coverage."""
     return [{"low": head.levels[lo], "high": head.levels[hi], "nominal": round(nominal, 10)}
             for lo, hi, nominal in head.intervals]
@@ -386,8 +402,10 @@ def _lag(lead: int, season: int | None) -> int:
 
 
 def _forecasts(model, seq, norm: Normaliser, starts: list[int], horizon: int, season: int | None, device,
-               head: OutputHead, plan: OriginPlan, offsets: dict[str, np.ndarray]) -> Scored:
-    """Truth, model and baseline forecasts (N, H, O) in original units, from every origin of every sequence."""
+               head: OutputHead, plan: OriginPlan, offsets: dict[str, np.ndarray],
+               residual: ResidualBands | None = None) -> Scored:
+    """Truth, model and baseline forecasts (N, H, O) in original units, from every origin of every sequence;
+    a point model's bands from its ``residual`` quantiles."""
     feed = feedback(seq.features, seq.targets)
     lead = np.arange(1, horizon + 1)
     parts: dict[str, list] = {}
@@ -404,6 +422,8 @@ def _forecasts(model, seq, norm: Normaliser, starts: list[int], horizon: int, se
                  "sequence": np.full(len(origins), i), "origin": origins}
         if bands is not None:
             found["bands"] = norm.invert(bands.double().cpu().numpy(), seq.targets)
+        elif residual is not None:
+            found["bands"] = residual.around(found["point"])
         if head.loss == "gaussian" and horizon == 1:  # CRPS of the predicted normal: exact at one step only
             found["sigma"] = head.scale(outputs).numpy() * norm.std[seq.targets]
         for name, forecast_values in baselines(target_values, origins, horizon, season).items():
@@ -555,6 +575,10 @@ def generate_forecast(file, device, context=None, horizon: int | None = None, fu
     values = norm.invert(head.point(outputs).cpu().double().numpy(), targets)  # (G, H, O)
     bands = rollout_bands(model, state, first, known, feed, horizon, head, outputs)  # (G, H, L, O)
     bands = None if bands is None else norm.invert(bands.cpu().double().numpy(), targets)
+    residual = None if head.probabilistic else ResidualBands.stored(stored)
+    if residual is not None:
+        bands = residual.around(values)
+    banded = residual or head
     past = None
     if times is not None:
         past = (context.times[-1] if context is not None
@@ -563,8 +587,8 @@ def generate_forecast(file, device, context=None, horizon: int | None = None, fu
                             group_column=stored.get("group_column"))
     band = {} if bands is None else {"band_low": bands[-1][:, 0], "band_high": bands[-1][:, -1]}
     plot = picture(shown, len(names) - 1, histories[-1], past, None if times is None else times[-1], horizon,
-                   f"{horizon}-step forecast", forecast_values=values[-1], **band) | band_label(head)
+                   f"{horizon}-step forecast", forecast_values=values[-1], **band) | band_label(banded)
     return {"kind": stored["kind"], "names": names, "values": values, "times": times, "notes": notes,
-            "bands": bands, "levels": list(head.levels),
+            "bands": bands, "levels": list(banded.levels),
             "targets": stored["target_names"], "time_column": stored.get("time_column"),
             "group_column": stored.get("group_column"), "horizon": horizon, "plot": plot}

@@ -102,8 +102,7 @@ class OutputHead:
     @property
     def intervals(self) -> list[tuple[int, int, float]]:
         """(low level index, high level index, nominal coverage): the outermost levels paired inwards."""
-        levels = self.levels
-        return [(i, len(levels) - 1 - i, levels[len(levels) - 1 - i] - levels[i]) for i in range(len(levels) // 2)]
+        return paired_intervals(self.levels)
 
     def blocks(self, outputs: torch.Tensor) -> torch.Tensor:
         """Outputs (..., K*O) as (..., K, O); quantile blocks sorted, so p10 <= p50 <= p90 always."""
@@ -149,6 +148,11 @@ class OutputHead:
             error = predicted - y
             per = error.square() if self.loss == "mse" else F.huber_loss(error, torch.zeros_like(error), reduction="none")
         return torch.where(scored, per, 0.0).sum(), scored.sum()
+
+
+def paired_intervals(levels: tuple[float, ...]) -> list[tuple[int, int, float]]:
+    """(low level index, high level index, nominal coverage) of ascending ``levels``, outermost pair first."""
+    return [(i, len(levels) - 1 - i, levels[len(levels) - 1 - i] - levels[i]) for i in range(len(levels) // 2)]
 
 
 def pinball(forecast, actual, level):

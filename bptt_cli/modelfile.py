@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from bptt_cli import __version__
+from bptt_cli import __version__, residuals
 from bptt_cli.atomic import atomic_write
 from bptt_cli.errors import BpttError
 from bptt_cli.input_paths import check_input
@@ -261,6 +261,8 @@ def _data(raw: Any, config: ModelConfig) -> None:
         need(len(targets) * per_target == config.output_size,
              f"{len(targets)} targets but {config.output_size} model outputs"
              + (f" ({per_target} wanted per target by its {raw.get('loss')} loss)" if per_target != 1 else ""))
+        reason = residuals.check(raw.get("residual_quantiles"), len(targets))
+        need(reason is None, reason or "")
     else:
         classes = raw.get("classes")
         need(isinstance(classes, list) and len(classes) == config.output_size >= 2,

@@ -361,7 +361,9 @@ class SequenceKind(DataKind):
             best = {"best_step": record["step"], "best_epoch": record["epoch"], "best_val_loss": record.get("val_loss")}
             tail = (_tail(model, seq, norm, season, device, ends_here.pop("state", None))
                     if seq.task == "forecast" else None)
-            return ModelFile(model, None, run.run_config, {**summary, **best}, {**described, "tail": tail})
+            residual = _residual_quantiles(model, split_data, head, season, device)
+            return ModelFile(model, None, run.run_config, {**summary, **best},
+                             {**described, "tail": tail, **({"residual_quantiles": residual} if residual else {})})
 
         if isinstance(streams, SequenceBatches):  # each batch is shared out over the ranks as it is drawn
             inputs, targets, resets = streams, None, None
@@ -489,6 +491,18 @@ class SequenceKind(DataKind):
         inputs, targets = seq.pairs(norm, longest)
         return gradcheck.feature_problem(inputs, targets, seq.task, OutputHead.stored(stored, file.config),
                                          source=f"{data} (sequence {seq.names[longest]})")
+
+
+def _residual_quantiles(model: RecurrentModel, split_data: _Training, head: OutputHead, season: int | None,
+                        device) -> dict | None:
+    """A point forecaster's error quantiles on its validation data, which its intervals come from; None for
+    probabilistic heads (their own intervals), labels, and runs without validation data."""
+    held = split_data.val_seq
+    if held is None or held.task != "forecast" or head.probabilistic:
+        return None
+    held = held.subset(split_data.val_keep)
+    starts = [split_data.val_starts[i] for i in split_data.val_keep]
+    return forecast.residual_quantiles(model, held, split_data.norm, starts, season, device)
 
 
 def _label_baselines(stored: dict, seq: Sequences, norm: Normaliser, truth: np.ndarray) -> list[dict]:
