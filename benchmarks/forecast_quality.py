@@ -1,8 +1,9 @@
 """Forecast quality with the defaults: bptt against persistence, seasonal naive, AutoETS and MSTL.
 
 For each series given, ``bptt train`` runs with its defaults under a fixed ``--max-time`` (or
-``--max-steps``; a subprocess, as a user runs it), then ``bptt evaluate`` scores the held-out tail (the
-last ``--val-fraction`` of the series, which training never saw) at one step and over one season.
+``--max-steps``; a subprocess, as a user runs it) on the first 90 % of the rows (so its early stopping and
+its intervals use a validation tail of their own), then ``bptt evaluate`` on the whole file scores the last
+10 %, which training never read, at one step and over one season.
 statsforecast's AutoETS (one season) is fitted once on the same training part and runs forward to each
 origin with its parameters fixed, as bptt's weights are. MSTL (every season that fits: a day and a week
 of sub-daily data) is decomposed anew on all the data before each season of origins (``--mstl-refit
@@ -44,6 +45,9 @@ from bptt_cli import forecast
 from bptt_cli.kinds import of_model
 from bptt_cli.modelfile import load_model_file
 from bptt_cli.streams import tail_cut
+
+HELD_OUT = 0.1  # the share of rows scored, never read by training: bptt's default --val-fraction, which
+# evaluate's held-out tail follows
 
 BASELINES = {"persistence": "persistence", "seasonal_naive": "seasonal naive"}
 WEEK = 7  # days: MSTL's second season on sub-daily data
@@ -163,12 +167,21 @@ def score_peers(model_path: Path, data: Path, horizons: list[int], refit: str) -
             for name, by_h in found.items()}
 
 
+def training_part(path: Path, out: Path) -> Path:
+    """The CSV without its last ``HELD_OUT`` of rows, line for line: bptt trains (and early-stops on its own
+    validation tail) on this, and ``bptt evaluate`` on the whole file scores the rows it never read."""
+    header, *rows = path.read_text().splitlines(keepends=True)
+    out.write_text(header + "".join(rows[: tail_cut(len(rows), HELD_OUT)]))
+    return out
+
+
 def run_series(spec: str, budget: list[str], workdir: Path, number: int, refit: str) -> dict:
     """Train, evaluate and score the peers on one series; its row of figures."""
     path, *flags = shlex.split(spec)
     model = workdir / f"{number}-{Path(path).stem}.pt"  # one file per spec: the same CSV may come with other flags
     began = time.perf_counter()
-    trained = bptt("train", path, "-o", str(model), *budget, "--quiet", *flags)
+    trained = bptt("train", str(training_part(Path(path), workdir / f"{number}-train.csv")), "-o", str(model),
+                   *budget, "--quiet", *flags)
     trained_for = time.perf_counter() - began
     stored = load_model_file(model).data
     season = stored.get("season") or forecast.DEFAULT_HORIZON
@@ -179,6 +192,7 @@ def run_series(spec: str, budget: list[str], workdir: Path, number: int, refit: 
     for h in horizons:
         figures = scored["horizons"][str(h)]
         row["mase"].setdefault("bptt", {})[h] = figures["model"]["mase"]
+        row.setdefault("coverage", {})[h] = (figures["model"].get("coverage") or [None])[0]  # outermost interval
         for key, name in BASELINES.items():
             if key in figures:
                 row["mase"].setdefault(name, {})[h] = figures[key]["mase"]
@@ -190,7 +204,7 @@ def run_series(spec: str, budget: list[str], workdir: Path, number: int, refit: 
 def table(rows: list[dict]) -> str:
     """One markdown table: MASE at 1 step and over the season for bptt and each peer, and bptt / best other."""
     names = list(dict.fromkeys(n for r in rows for n in r["mase"] if n != "bptt"))
-    head = ["series (season)", "h", "bptt", *names, "bptt / best other"]
+    head = ["series (season)", "h", "bptt", *names, "bptt / best other", "bptt 80 % interval coverage"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         for h in sorted(r["mase"]["bptt"]):
@@ -199,7 +213,8 @@ def table(rows: list[dict]) -> str:
             ratio = r["mase"]["bptt"][h] / others[best]
             cells = [f"{r['series']} ({r['season']})", "1" if h == 1 else f"1..{h}", f"{r['mase']['bptt'][h]:.3f}",
                      *[f"{others[n]:.3f}" if n in others else "" for n in names],
-                     f"{ratio:.2f} ({best}){'' if ratio <= 1 else ' **misses**'}"]
+                     f"{ratio:.2f} ({best}){'' if ratio <= 1 else ' **misses**'}",
+                     "-" if r["coverage"].get(h) is None else f"{r['coverage'][h]:.3f}"]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
