@@ -19,7 +19,7 @@ from bptt_cli import distributed
 from bptt_cli.kinds import DataKind, RunSetup, resume_keys
 from bptt_cli.choices import REPLACE_RULES
 from bptt_cli.errors import BpttError
-from bptt_cli.modelfile import ModelFile, load_model_file
+from bptt_cli.modelfile import ModelFile, load_model_file, save_model_file
 from bptt_cli.models import RecurrentModel
 from bptt_cli.runfiles import RunFiles
 from bptt_cli.trainer import RESUMABLE, Reporter, TrainConfig, Trainer
@@ -63,6 +63,8 @@ def train(kind: DataKind, data: str | Path, output: str | Path, options, setup: 
                                   resets=prepared.resets, loss_fn=prepared.loss_fn, resume=resume,
                                   must_match=RESUME_KEYS + tuple(resume_keys(options)), existing=existing,
                                   sample=_sampler(prepared, setup.train_config))
+            if prepared.finish is not None and files.owner and (result["model_written"] or result["already_complete"]):
+                _finish_model(files.output, prepared.finish)
     for note in prepared.closing_notes:
         setup.reporter.note(note)
     if existing is not None and not result["already_complete"]:
@@ -91,6 +93,14 @@ def _score_test(output: Path, test: str | Path, options, setup: RunSetup) -> dic
         setup.reporter.note(f"--test {test}: {note}")
     figures = {**figures, **figures.get("horizons", {}).get("1", {}).get("model", {})}
     return {"test_file": str(test), **{f"test_{name}": figures[name] for name in TEST_FIGURES if name in figures}}
+
+
+def _finish_model(output: Path, finish: Callable[[ModelFile], ModelFile | None]) -> None:
+    """Complete the kept model file once (``Prepared.finish``), rewriting it whole; a run killed before this
+    leaves a file without that part, which its resumed run completes."""
+    done = finish(load_model_file(output))
+    if done is not None:
+        save_model_file(output, done)
 
 
 def _sampler(prepared, config: TrainConfig) -> Callable[[RecurrentModel, int], str] | None:

@@ -86,3 +86,25 @@ def test_damaged_quantiles_are_refused_on_load(default_model, tmp_path):
     torch.save(payload, bad)
     code, _, err = invoke("generate", bad)
     assert code == 2 and "residual_quantiles" in err and "NaN" in err
+
+
+def test_intervals_are_calibrated_once_on_the_kept_weights_not_at_every_best_save(tmp_path, monkeypatch):
+    """Regression: the validation tail's rollout ran at every new best model, inside the --max-time budget."""
+    import bptt_cli.forecast as forecast_module
+    import bptt_cli.runfiles as runfiles_module
+
+    calls, saves = [], []
+    calibrate, save = forecast_module.residual_quantiles, runfiles_module.save_model_file
+    monkeypatch.setattr(forecast_module, "residual_quantiles", lambda model, *rest: calls.append(
+        {k: v.clone() for k, v in model.state_dict().items()}) or calibrate(model, *rest))
+    monkeypatch.setattr(runfiles_module, "save_model_file", lambda *a: saves.append(1) or save(*a))
+    train = ar1_csv(tmp_path / "ar.csv", 1500, seed=0)
+    model = tmp_path / "m.pt"
+    code, _, err = invoke("train", train, "-o", model, "--hidden", "8", "--layers", "1", "--window", "20",
+                          "--epochs", "6", "--patience", "6", "-q")
+    assert code == 0, err
+    assert len(saves) >= 2, "the run must save several best models for this test to mean anything"
+    assert len(calls) == 1
+    kept = load_model_file(model)
+    assert kept.data["residual_quantiles"]["errors"].shape == (24, 2, 1)
+    assert all(torch.equal(calls[0][k], v) for k, v in kept.model.state_dict().items())

@@ -43,6 +43,8 @@ class Prepared:
     # on these very points, or (None, why it cannot read them)
     sample: Callable[..., str] | None = None  # (model, seed, length, temperature) -> its text; token kinds only
     result: dict = field(default_factory=dict)  # what the kind adds to the run summary
+    finish: Callable[[Any], Any] | None = None  # ModelFile -> the same file completed once, when the run ends
+    # (a forecaster's interval calibration on its best weights), or None when it needs nothing
     closing_notes: list[str] = field(default_factory=list)  # said after the run, so bad input stays one line
 
 

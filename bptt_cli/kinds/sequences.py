@@ -361,9 +361,16 @@ class SequenceKind(DataKind):
             best = {"best_step": record["step"], "best_epoch": record["epoch"], "best_val_loss": record.get("val_loss")}
             tail = (_tail(model, seq, norm, season, device, ends_here.pop("state", None))
                     if seq.task == "forecast" else None)
-            residual = _residual_quantiles(model, split_data, head, season, device)
-            return ModelFile(model, None, run.run_config, {**summary, **best},
-                             {**described, "tail": tail, **({"residual_quantiles": residual} if residual else {})})
+            return ModelFile(model, None, run.run_config, {**summary, **best}, {**described, "tail": tail})
+
+        def finish(file: ModelFile) -> ModelFile | None:
+            """The best model's intervals, calibrated once on its own weights when the run ends: a rollout of the
+            validation tail costs more than a save, and a run improving at many epochs would repeat it."""
+            if "residual_quantiles" in file.data:
+                return None
+            residual = _residual_quantiles(file.model.to(device), split_data, head, season, device)
+            return ModelFile(file.model, None, file.config, file.summary,
+                             {**file.data, "residual_quantiles": residual}) if residual else None
 
         if isinstance(streams, SequenceBatches):  # each batch is shared out over the ranks as it is drawn
             inputs, targets, resets = streams, None, None
@@ -377,7 +384,8 @@ class SequenceKind(DataKind):
                        result={"task": seq.task, "sequences": len(seq.values), "streams": width,
                                "train_steps": summary["train_steps"], "val_steps": summary.get("val_steps", 0),
                                **({"model_selection": chosen} if chosen else {})},
-                       closing_notes=[chosen] if chosen else [])
+                       closing_notes=[chosen] if chosen else [],
+                       finish=finish if seq.task == "forecast" else None)
 
     def _validation(self, split_data: _Training, summary: dict, batch: int, bidirectional: bool, options, run):
         """The validation pass over the held-out data (None without any), and where it leaves the tail's state."""
