@@ -128,13 +128,20 @@ def sampled_bands(model: RecurrentModel, state: State, first: torch.Tensor, know
     return torch.cat(found)
 
 
+def seasonal_rows(origins: np.ndarray, horizon: int, season: int | None) -> np.ndarray:
+    """The rows (N, H) whose values a forecast from each origin reuses at leads 1..H: the same step one season
+    earlier, or the origin's own row where there is no season or less than a season up to the origin."""
+    origins = np.asarray(origins)[:, None]
+    if not season:
+        return np.repeat(origins, horizon, axis=1)
+    lead = np.arange(1, horizon + 1)
+    back = season * np.ceil(lead / season).astype(int) - lead  # steps back from the origin
+    return np.where(origins + 1 >= season, origins - back, origins)
+
+
 def seasonal_fill(history: np.ndarray, horizon: int, season: int | None) -> np.ndarray:
     """Values (H, C) after ``history`` (L, C): the same step one season earlier, or the last value."""
-    lead = np.arange(1, horizon + 1)
-    if season and len(history) >= season:
-        back = season * np.ceil(lead / season).astype(int) - lead  # steps back from the last row
-        return history[len(history) - 1 - back]
-    return np.repeat(history[-1:], horizon, axis=0)
+    return history[seasonal_rows(np.array([len(history) - 1]), horizon, season)[0]]
 
 
 def future_inputs(history: np.ndarray, horizon: int, season: int | None, columns: list[str], calendar: list[str],
@@ -281,10 +288,17 @@ def evaluate_forecasts(model: RecurrentModel, seq, norm: Normaliser, starts: lis
     banded = residual or head  # what the levels and intervals come from
     offsets, notes = (baseline_offsets(seq, starts, horizon, season, banded.levels) if banded.levels
                       else ({}, []))
+    unknown = unknown_inputs(stored)
+    if unknown and horizon > 1:
+        names = ", ".join(stored["columns"][stored["features"][p]] for p in unknown)
+        how = f"their values one season ({season} steps) earlier" if season else "their values at the origin"
+        notes = [*notes, f"inputs {names} are not marked --future: after each origin the forecasts read {how}, "
+                         "as generate --assume-seasonal does, not their real values"]
     out: dict = {}
     for h in sorted({1, horizon}):
         scored = _forecasts(model, seq, norm, starts, h, season, device, head,
-                            plan if h == horizon else OriginPlan(), {k: v[:h] for k, v in offsets.items()}, residual)
+                            plan if h == horizon else OriginPlan(), {k: v[:h] for k, v in offsets.items()}, residual,
+                            unknown)
         if len(scored.truth) == 0:
             raise BpttError(f"{data}: too short to score a {h}-step forecast"
                             + (f" after a season of {season}" if season else "") + "; give more rows or a smaller --horizon")
@@ -298,14 +312,14 @@ def evaluate_forecasts(model: RecurrentModel, seq, norm: Normaliser, starts: lis
 
 
 def residual_quantiles(model: RecurrentModel, seq, norm: Normaliser, starts: list[int], season: int | None,
-                       device) -> dict | None:
+                       device, unknown: list[int] = ()) -> dict | None:
     """A point model's error quantiles per lead over a season (or ``DEFAULT_HORIZON``) on the validation tail
     that starts at ``starts``, rolled out as ``evaluate`` does (``residuals.calibrate``); None if too short."""
     training = model.training
     model.eval()
     try:
         return calibrate(lambda plan, h: _forecasts(model, seq, norm, starts, h, season, device, OutputHead(), plan,
-                                                    {}), seq, starts, season or DEFAULT_HORIZON, season)
+                                                    {}, unknown=unknown), seq, starts, season or DEFAULT_HORIZON, season)
     finally:
         model.train(training)
 
@@ -403,9 +417,10 @@ def _lag(lead: int, season: int | None) -> int:
 
 def _forecasts(model, seq, norm: Normaliser, starts: list[int], horizon: int, season: int | None, device,
                head: OutputHead, plan: OriginPlan, offsets: dict[str, np.ndarray],
-               residual: ResidualBands | None = None) -> Scored:
+               residual: ResidualBands | None = None, unknown: list[int] = ()) -> Scored:
     """Truth, model and baseline forecasts (N, H, O) in original units, from every origin of every sequence;
-    a point model's bands from its ``residual`` quantiles."""
+    a point model's bands from its ``residual`` quantiles. The ``unknown`` inputs take last season's values
+    after the origin, as ``generate --assume-seasonal`` gives them."""
     feed = feedback(seq.features, seq.targets)
     lead = np.arange(1, horizon + 1)
     parts: dict[str, list] = {}
@@ -414,7 +429,7 @@ def _forecasts(model, seq, norm: Normaliser, starts: list[int], horizon: int, se
         if len(origins) == 0:
             continue
         outputs, bands = _model_outputs(model, torch.from_numpy(seq.frames(norm, i)).to(device), origins, horizon,
-                                        feed, head, device)
+                                        feed, head, device, seasonal_rows(origins, horizon, season), unknown)
         outputs = outputs.double().cpu()
         target_values = values[:, seq.targets]
         found = {"truth": target_values[origins[:, None] + lead[None, :]],
@@ -444,9 +459,10 @@ def _forecasts(model, seq, norm: Normaliser, starts: list[int], horizon: int, se
 
 @torch.no_grad()
 def _model_outputs(model, x: torch.Tensor, origins: np.ndarray, horizon: int, feed, head: OutputHead,
-                   device) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   device, reused: np.ndarray, unknown: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The model's outputs (N, H, K*O) from each origin of one normalised series x (L, F), and its
-    forecast at each level (N, H, L, O) for a probabilistic head."""
+    forecast at each level (N, H, L, O) for a probabilistic head; the ``unknown`` inputs after the origin are
+    read from the ``reused`` rows (N, H) instead of their real future."""
     if horizon == 1:  # one pass gives every one-step forecast
         out, _ = model.recur(x.unsqueeze(1), model.init_state(1, device))
         outputs = next_step(model.decode(out[:, 0], x), model.config)[origins].unsqueeze(1)
@@ -454,6 +470,8 @@ def _model_outputs(model, x: torch.Tensor, origins: np.ndarray, horizon: int, fe
     lead = np.arange(1, horizon + 1)
     state = states_at(model, x, origins, device)
     known = x[origins[:, None] + lead[None, :-1]]  # (N, H-1, F): the real inputs after the origin
+    if unknown:
+        known[:, :, unknown] = x[reused[:, :-1]][:, :, unknown]
     outputs = rollout(model, state, x[origins], known, feed, horizon, head)
     return outputs, rollout_bands(model, state, x[origins], known, feed, horizon, head, outputs)
 
@@ -471,9 +489,7 @@ def known_future(stored: dict, names: list[str], times, horizon: int, future: Pa
                  assume_seasonal: bool) -> tuple[dict[str, np.ndarray], list[str]]:
     """The future values (G, H) of the inputs that are neither targets nor calendar, from ``future``, and
     notes; an input without them is refused unless ``assume_seasonal`` (then last season's, said in a note)."""
-    columns, season = stored["columns"], stored.get("season")
-    computed = set(calendar_names(stored_calendar(stored)))
-    others = [columns[f] for f in stored["features"] if f not in stored["targets"] and columns[f] not in computed]
+    season, others = stored.get("season"), _other_inputs(stored)
     if horizon < 2 or not others:  # a one-step forecast reads only the rows already there
         return {}, []
     marked = (stored.get("settings") or {}).get("future", [])
@@ -488,6 +504,20 @@ def known_future(stored: dict, names: list[str], times, horizon: int, future: Pa
         return given, []
     how = f"their values one season ({season} steps) earlier" if season else "their last values"
     return given, [f"--assume-seasonal: inputs {', '.join(unknown)} are not forecast; the future uses {how}"]
+
+
+def _other_inputs(stored: dict) -> list[str]:
+    """The input columns a forecast neither predicts nor computes: their future comes from outside."""
+    columns, computed = stored["columns"], set(calendar_names(stored_calendar(stored)))
+    return [columns[f] for f in stored["features"] if f not in stored["targets"] and columns[f] not in computed]
+
+
+def unknown_inputs(stored: dict) -> list[int]:
+    """Positions among the model's inputs of the columns whose future is not known ahead (not marked
+    ``--future``): a rollout scored on past data must not read their real future, which ``generate`` has not."""
+    marked = set((stored.get("settings") or {}).get("future", []))
+    unknown = {c for c in _other_inputs(stored) if c not in marked}
+    return [p for p, f in enumerate(stored["features"]) if stored["columns"][f] in unknown]
 
 
 def feedback(features: list[int], targets: list[int]) -> list[tuple[int, int]]:

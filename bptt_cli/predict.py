@@ -26,6 +26,7 @@ from bptt_cli.errors import BpttError
 from bptt_cli.losses import OutputHead, class_sum, level_name
 from bptt_cli.memory import require_rollout_fits
 from bptt_cli.models import next_step
+from bptt_cli.residuals import ResidualBands
 from bptt_cli.series import Normaliser, calendar_names, calendar_values, stored_calendar
 from bptt_cli.token_cache import sha256
 
@@ -118,6 +119,8 @@ class SeriesPredictor(Predictor):
         self.time_column, self.season = data.get("time_column"), data.get("season")
         self.feed = forecast.feedback(self.features, self.targets)
         self.head = OutputHead.stored(data, file.config)  # a gaussian or quantile model also prints its levels
+        # a point model prints the levels of its validation errors (older files have none)
+        self.residual = None if self.head.probabilistic else ResidualBands.stored(data)
         self.keep = max(1, self.season or 1)  # rows of history kept to fill future inputs one season back
         self.calendar = stored_calendar(data)  # computed from each row's time, never read from the row
         computed = calendar_names(self.calendar)
@@ -132,7 +135,8 @@ class SeriesPredictor(Predictor):
 
     def columns(self) -> list[str]:
         lead = [""] if self.horizon == 1 else [f"+{k}" for k in range(1, self.horizon + 1)]
-        levels = [""] + [f"_{level_name(q)}" for q in self.head.levels]  # Demand, Demand_p10, ... per lead
+        banded = self.residual or self.head
+        levels = [""] + [f"_{level_name(q)}" for q in banded.levels]  # Demand, Demand_p10, ... per lead
         names = [f"{self.names[t]}{level}{suffix}" for suffix in lead for level in levels for t in self.targets]
         return ([self.time_column] if self.time_column else []) + names
 
@@ -187,10 +191,14 @@ class SeriesPredictor(Predictor):
             _, state = self.model.recur(x.unsqueeze(0), self.stream.state)
         self.stream = StreamState(state, self.stream.rows + 1, str(when) if when is not None else None,
                                   history, None, self.stream.header)
-        parts = [self.head.point(predicted[0]).unsqueeze(1)]  # (H, 1, O), then the levels (H, L, O)
+        point = self.norm.invert(self.head.point(predicted[0]).double().cpu().numpy(), self.targets)  # (H, O)
         if bands is not None:
-            parts.append(bands[0])
-        forecast_values = self.norm.invert(torch.cat(parts, dim=1).double().cpu().numpy(), self.targets)  # (H, 1 [+ L], O)
+            levels = self.norm.invert(bands[0].double().cpu().numpy(), self.targets)  # (H, L, O)
+        elif self.residual is not None:
+            levels = self.residual.around(point[None])[0]
+        else:
+            levels = np.zeros((len(point), 0, point.shape[1]))
+        forecast_values = np.concatenate([point[:, None], levels], axis=1)  # (H, 1 + L, O)
         result: dict = {}
         if self.time_column:
             result[self.time_column] = str(when + self.step_offset) if self.step_offset is not None else str(when)

@@ -3,6 +3,7 @@ without them ``generate`` refuses instead of silently reusing last season's valu
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +141,26 @@ def test_evaluate_scores_a_model_with_future_inputs_on_the_real_values(trained, 
     demand_frame(ROWS + 200).iloc[ROWS - 100:].to_csv(data, index=False)
     code, _, err = invoke("evaluate", model, data, "--horizon", HORIZON, "--json")
     assert code == 0, err
+
+
+def test_evaluate_never_reads_the_real_future_of_inputs_not_marked_future(tmp_path):
+    """Regression: a rollout read every input's real future, so a leading indicator nobody knows ahead made a
+    model look perfect at every lead; unmarked inputs now get what generate --assume-seasonal gives them."""
+    rng = np.random.default_rng(3)
+    walk = np.cumsum(rng.standard_normal(3001))
+    data = tmp_path / "lead.csv"
+    pd.DataFrame({"y": walk[:-1], "ahead": walk[1:]}).to_csv(data, index=False)  # ahead[t] = y[t + 1]
+    scores, errs = {}, {}
+    for name, extra in (("marked", ["--future", "ahead"]), ("unmarked", [])):
+        model = tmp_path / f"{name}.pt"
+        code, _, err = invoke("train", data, "--target", "y", "-o", model, "--hidden", "16", "--layers", "1",
+                              "--window", "20", "--max-steps", "600", "--seed", "0", "--quiet", *extra)
+        assert code == 0, err
+        code, out, errs[name] = invoke("evaluate", model, data, "--horizon", "8", "--json")
+        assert code == 0, errs[name]
+        found = json.loads(out)["horizons"]["8"]
+        scores[name], persistence = found["model"]["mase"], found["persistence"]["mase"]
+    assert scores["marked"] < 0.6 * persistence  # it reads y's real future through the marked input
+    assert scores["unmarked"] > 1.5 * scores["marked"]  # it knows one step ahead, not eight
+    assert "inputs ahead are not marked --future" in errs["unmarked"]
+    assert "not marked --future" not in errs["marked"]

@@ -108,3 +108,25 @@ def test_intervals_are_calibrated_once_on_the_kept_weights_not_at_every_best_sav
     kept = load_model_file(model)
     assert kept.data["residual_quantiles"]["errors"].shape == (24, 2, 1)
     assert all(torch.equal(calls[0][k], v) for k, v in kept.model.state_dict().items())
+
+
+def test_predict_prints_a_point_models_interval_beside_each_forecast(default_model):
+    from typer.testing import CliRunner
+
+    from bptt_cli.cli import app
+
+    model, test = default_model
+    rows = "\n".join(test.read_text().splitlines()[:31]) + "\n"
+    quantiles = load_model_file(model).data["residual_quantiles"]["errors"].double().numpy()  # (H, 2, 1)
+    for horizon, suffixes in ((1, [""]), (3, ["+1", "+2", "+3"])):
+        result = CliRunner().invoke(app, ["predict", str(model), "--format", "json", "--horizon", str(horizon)],
+                                    input=rows)
+        assert result.exit_code == 0, result.stderr
+        records = [json.loads(line) for line in result.stdout.splitlines()]
+        assert len(records) == 30
+        assert list(records[0]) == [f"y{level}{s}" for s in suffixes for level in ("", "_p10", "_p90")]
+        for record in records:
+            for lead, s in enumerate(suffixes):
+                low, high = record[f"y_p10{s}"] - record[f"y{s}"], record[f"y_p90{s}"] - record[f"y{s}"]
+                assert low == pytest.approx(quantiles[lead, 0, 0], abs=1e-5)
+                assert high == pytest.approx(quantiles[lead, 1, 0], abs=1e-5)

@@ -368,7 +368,8 @@ class SequenceKind(DataKind):
             validation tail costs more than a save, and a run improving at many epochs would repeat it."""
             if "residual_quantiles" in file.data:
                 return None
-            residual = _residual_quantiles(file.model.to(device), split_data, head, season, device)
+            residual = _residual_quantiles(file.model.to(device), split_data, head, season, device,
+                                          forecast.unknown_inputs(file.data))
             return ModelFile(file.model, None, file.config, file.summary,
                              {**file.data, "residual_quantiles": residual}) if residual else None
 
@@ -502,7 +503,7 @@ class SequenceKind(DataKind):
 
 
 def _residual_quantiles(model: RecurrentModel, split_data: _Training, head: OutputHead, season: int | None,
-                        device) -> dict | None:
+                        device, unknown: list[int]) -> dict | None:
     """A point forecaster's error quantiles on its validation data, which its intervals come from; None for
     probabilistic heads (their own intervals), labels, and runs without validation data."""
     held = split_data.val_seq
@@ -510,7 +511,7 @@ def _residual_quantiles(model: RecurrentModel, split_data: _Training, head: Outp
         return None
     held = held.subset(split_data.val_keep)
     starts = [split_data.val_starts[i] for i in split_data.val_keep]
-    return forecast.residual_quantiles(model, held, split_data.norm, starts, season, device)
+    return forecast.residual_quantiles(model, held, split_data.norm, starts, season, device, unknown)
 
 
 def _label_baselines(stored: dict, seq: Sequences, norm: Normaliser, truth: np.ndarray) -> list[dict]:
