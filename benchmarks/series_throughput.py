@@ -17,16 +17,19 @@ Two tasks, each with the default model (LSTM 2x256), AdamW at lr 2e-3, clip 1.0:
 Each loop gets the same wall-clock budget from the same initial weights; then the
 validation loss that bptt's own validation pass computes (same held-out points
 for all) is read for each. The plain loop runs twice: its second run is the A/A
-control. Prints updates/s, CPU seconds, the validation loss (and accuracy) reached, and the machine.
+control. The three alternate for ``--rounds`` rounds, and the ratios are medians over rounds: the plain
+loop's speed swings from run to run (glibc's allocator state), so one run is not a figure. Prints
+updates/s, CPU seconds, the validation loss (and accuracy) reached, and the machine.
 
-    python benchmarks/series_throughput.py --task forecast --seconds 40
-    python benchmarks/series_throughput.py --task classify --seconds 40
+    python benchmarks/series_throughput.py --task forecast --seconds 20 --rounds 5
+    python benchmarks/series_throughput.py --task classify --seconds 20 --rounds 5
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 import time
 from pathlib import Path
 
@@ -123,6 +126,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of an untimed plain loop first")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--clip", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="run plain, bptt, plain again this many times; ratios are medians over rounds")
     args = parser.parse_args()
     kind_name, data, window, batch = TASKS[args.task]
     kind = KINDS[kind_name]
@@ -157,19 +162,31 @@ def main() -> None:
 
         plain_run("warm-up", args.warmup)  # oneDNN's first calls and the allocator's first pages, not timed
         del figures["warm-up"]
-        plain_run("plain loop")
-        bptt_run()
-        plain_run("plain loop again (A/A)")
+        rounds = []
+        for _ in range(args.rounds):  # alternated, so a slow spell of the machine hits every loop alike
+            plain_run("plain loop")
+            bptt_run()
+            plain_run("plain loop again (A/A)")
+            rounds.append(dict(figures))
     shape = f"{len(inputs)} batches of {inputs.size}" if targets is None else f"streams {tuple(inputs.shape)}"
     print(f"{args.task}: {data}, window {window or 'full'}, batch {batch}, {config.cell} {config.layers}x"
-          f"{config.hidden}, AdamW lr {args.lr:g}, clip {args.clip:g}, {args.seconds:g} s each; {shape}")
+          f"{config.hidden}, AdamW lr {args.lr:g}, clip {args.clip:g}, {args.seconds:g} s each, "
+          f"{args.rounds} round(s); {shape}")
     print(machine_line())
-    plain_rate = figures["plain loop"][0] / figures["plain loop"][1]
-    for name, (updates, wall, cpu, scored) in figures.items():
-        rate = updates / wall
-        accuracy = f", accuracy {scored['accuracy']:.4f}" if "accuracy" in scored else ""
-        print(f"{name:24s} {updates:6d} updates  {wall:6.1f} s wall  {cpu:6.1f} s CPU  {rate:7.2f} updates/s "
-              f"({rate / plain_rate:5.2f}x plain)  validation loss {scored['loss']:.5f}{accuracy}")
+    ratios: dict[str, list[float]] = {}
+    for number, found in enumerate(rounds, 1):
+        plain_rate = found["plain loop"][0] / found["plain loop"][1]
+        for name, (updates, wall, cpu, scored) in found.items():
+            rate = updates / wall
+            ratios.setdefault(name, []).append(rate / plain_rate)
+            accuracy = f", accuracy {scored['accuracy']:.4f}" if "accuracy" in scored else ""
+            print(f"round {number} {name:24s} {updates:6d} updates  {wall:6.1f} s wall  {cpu:6.1f} s CPU  "
+                  f"{rate:7.2f} updates/s ({rate / plain_rate:5.2f}x plain)  validation loss {scored['loss']:.5f}"
+                  f"{accuracy}")
+    for name in ("bptt Trainer", "plain loop again (A/A)"):
+        found = ratios[name]
+        print(f"median over rounds, {name}: {statistics.median(found):.3f}x plain "
+              f"(rounds {min(found):.3f}-{max(found):.3f})")
 
 
 if __name__ == "__main__":
