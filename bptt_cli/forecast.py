@@ -489,7 +489,7 @@ def known_future(stored: dict, names: list[str], times, horizon: int, future: Pa
                  assume_seasonal: bool) -> tuple[dict[str, np.ndarray], list[str]]:
     """The future values (G, H) of the inputs that are neither targets nor calendar, from ``future``, and
     notes; an input without them is refused unless ``assume_seasonal`` (then last season's, said in a note)."""
-    season, others = stored.get("season"), _other_inputs(stored)
+    season, others = stored.get("season"), outside_inputs(stored)
     if horizon < 2 or not others:  # a one-step forecast reads only the rows already there
         return {}, []
     marked = (stored.get("settings") or {}).get("future", [])
@@ -506,7 +506,7 @@ def known_future(stored: dict, names: list[str], times, horizon: int, future: Pa
     return given, [f"--assume-seasonal: inputs {', '.join(unknown)} are not forecast; the future uses {how}"]
 
 
-def _other_inputs(stored: dict) -> list[str]:
+def outside_inputs(stored: dict) -> list[str]:
     """The input columns a forecast neither predicts nor computes: their future comes from outside."""
     columns, computed = stored["columns"], set(calendar_names(stored_calendar(stored)))
     return [columns[f] for f in stored["features"] if f not in stored["targets"] and columns[f] not in computed]
@@ -516,7 +516,7 @@ def unknown_inputs(stored: dict) -> list[int]:
     """Positions among the model's inputs of the columns whose future is not known ahead (not marked
     ``--future``): a rollout scored on past data must not read their real future, which ``generate`` has not."""
     marked = set((stored.get("settings") or {}).get("future", []))
-    unknown = {c for c in _other_inputs(stored) if c not in marked}
+    unknown = {c for c in outside_inputs(stored) if c not in marked}
     return [p for p, f in enumerate(stored["features"]) if stored["columns"][f] in unknown]
 
 

@@ -99,6 +99,10 @@ class Predictor:
         """The fields a record must have (none for text lines)."""
         return []
 
+    def future_notes(self, assume_seasonal: bool) -> list[str]:
+        """What the forecasts assume of inputs whose future no row brings; refused without ``assume_seasonal``."""
+        return []
+
     def step(self, record) -> dict:
         raise NotImplementedError
 
@@ -132,6 +136,19 @@ class SeriesPredictor(Predictor):
     def needed(self) -> list[str]:
         """The columns a row must have."""
         return ([self.time_column] if self.time_column else []) + list(self.given)
+
+    def future_notes(self, assume_seasonal: bool) -> list[str]:
+        """A forecast of several steps reuses last season's values of the inputs it neither predicts nor
+        computes (a row brings only their present), as ``generate`` does only when told to."""
+        outside = forecast.outside_inputs(self.file.data) if self.horizon > 1 else []
+        if not outside:
+            return []
+        how = f"their values one season ({self.season} steps) earlier" if self.season else "their last values"
+        if not assume_seasonal:
+            raise BpttError(f"inputs {', '.join(outside)} are not forecast and their future is unknown: "
+                            f"--horizon {self.horizon} would use {how}; pass --assume-seasonal to accept that, "
+                            "or --horizon 1")
+        return [f"--assume-seasonal: inputs {', '.join(outside)} are not forecast; the forecasts use {how}"]
 
     def columns(self) -> list[str]:
         lead = [""] if self.horizon == 1 else [f"+{k}" for k in range(1, self.horizon + 1)]

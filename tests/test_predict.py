@@ -166,3 +166,21 @@ def test_a_feature_model_predicts_the_next_frame_of_each_frame_in_a_file(tmp_pat
     assert len(rows) == len(np.load(frames)) and set(rows[0]) == {"f0", "f1", "f2"}
     code, _, err = run("predict", out)
     assert code == 2 and "reads its frames from a file" in err
+
+
+def test_a_multi_step_forecast_with_inputs_nobody_forecasts_needs_assume_seasonal(tmp_path, run):
+    """Regression: predict --horizon N silently reused last season's temperature, where generate refuses."""
+    data = seasonal_csv(tmp_path / "s.csv", rows=120)
+    model = tmp_path / "load.pt"
+    code, _, err = run("train", data, "-o", model, "--target", "load", "--max-steps", "3", "--hidden", "8",
+                       "--layers", "1", "--window", "12")
+    assert code == 0, err
+    rows = "\n".join(data.read_text().splitlines()[:21]) + "\n"
+    code, stdout, err = run_with_input(run, rows, "predict", model, "--horizon", "3")
+    assert code == 2 and stdout == ""
+    assert err.count("\n") == 1 and "inputs temp are not forecast" in err and "--assume-seasonal" in err
+    code, stdout, err = run_with_input(run, rows, "predict", model, "--horizon", "3", "--assume-seasonal")
+    assert code == 0, err
+    assert "--assume-seasonal: inputs temp are not forecast" in err and len(stdout.splitlines()) == 21
+    code, stdout, err = run_with_input(run, rows, "predict", model)  # one step reads only the rows given
+    assert code == 0 and "temp" not in err and len(stdout.splitlines()) == 21

@@ -20,6 +20,7 @@ def predict(
     save_every: Annotated[int, typer.Option("--save-every", min=0, help="With --state: also save it every N rows (0: only at the end).")] = 0,
     on_bad_row: Annotated[OnBadRow, typer.Option("--on-bad-row", help="A row that cannot be read: skip it (one line on stderr) or stop (exit 2).")] = OnBadRow.skip,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="csv (a header line, then a line per row) or json lines; auto: json for JSON input.")] = OutputFormat.auto,
+    assume_seasonal: Annotated[bool, typer.Option("--assume-seasonal", help="With --horizon above 1: inputs that are not targets take their values one season earlier (or their last ones).")] = False,
     device: Device = "cpu",
     threads: Threads = None,
 ) -> None:
@@ -35,13 +36,15 @@ def predict(
     from bptt_cli.device import resolve_device, set_threads
     from bptt_cli.modelfile import load_model_file
     from bptt_cli.predict import BadRow, Records
-    from bptt_cli.render.console import error_line
+    from bptt_cli.render.console import error_line, info
     from bptt_cli.render.predict import PredictionWriter
 
     set_threads(threads)
     file = load_model_file(model_file)
     kind = kinds.of_model(file)
     predictor = kind.predictor(file, model_file, resolve_device(device), horizon)
+    for note in predictor.future_notes(assume_seasonal):
+        info(note)
     if state is not None and state.is_file():
         predictor.load_state(state)
     if kind.reads_frames:
