@@ -289,7 +289,7 @@ def evaluate_forecasts(model: RecurrentModel, seq, norm: Normaliser, starts: lis
     offsets, notes = (baseline_offsets(seq, starts, horizon, season, banded.levels) if banded.levels
                       else ({}, []))
     unknown = unknown_inputs(stored)
-    if unknown and horizon > 1:
+    if unknown and horizon > model.config.leads:  # a direct head reads nothing after the origin
         names = ", ".join(stored["columns"][stored["features"][p]] for p in unknown)
         how = f"their values one season ({season} steps) earlier" if season else "their values at the origin"
         notes = [*notes, f"inputs {names} are not marked --future: after each origin the forecasts read {how}, "
@@ -486,12 +486,14 @@ def rollout_bands(model, state, first, known, feed, horizon: int, head: OutputHe
 
 
 def known_future(stored: dict, names: list[str], times, horizon: int, future: Path | None,
-                 assume_seasonal: bool) -> tuple[dict[str, np.ndarray], list[str]]:
+                 assume_seasonal: bool, leads: int = 1) -> tuple[dict[str, np.ndarray], list[str]]:
     """The future values (G, H) of the inputs that are neither targets nor calendar, from ``future``, and
-    notes; an input without them is refused unless ``assume_seasonal`` (then last season's, said in a note)."""
+    notes; an input without them is refused unless ``assume_seasonal`` (then last season's, said in a note).
+    A model that decodes ``leads`` steps at once reads no future input up to that horizon."""
     season, others = stored.get("season"), outside_inputs(stored)
-    if horizon < 2 or not others:  # a one-step forecast reads only the rows already there
-        return {}, []
+    if horizon <= leads or not others:  # the forecast reads only the rows already there
+        return {}, ([f"--future {future}: not read; this model forecasts {leads} step(s) at once from the rows "
+                     "already read"] if future is not None and others else [])
     marked = (stored.get("settings") or {}).get("future", [])
     given = read_future(future, stored, names, times, others, marked) if future is not None else {}
     unknown = [c for c in others if c not in given]
@@ -593,7 +595,7 @@ def generate_forecast(file, device, context=None, horizon: int | None = None, fu
     elif calendar:
         raise BpttError("this model reads calendar inputs, but the data has no regular time step to continue "
                         "its times with; give --context rows at a regular step")
-    given, notes = known_future(stored, names, times, horizon, future, assume_seasonal)
+    given, notes = known_future(stored, names, times, horizon, future, assume_seasonal, model.config.leads)
     first = np.concatenate([norm.apply(h[-1:])[:, features] for h in histories])
     known = np.concatenate([norm.apply(future_inputs(h, horizon, season, columns, calendar,
                                                      None if times is None else times[i],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -133,8 +134,10 @@ class OutputHead:
             return split[..., :1, :] + z[:, None] * self.scale(outputs).unsqueeze(-2)
         return self.blocks(outputs)
 
-    def sums(self, predicted: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The summed loss over the targets that are not NaN, and their count."""
+    def sums(self, predicted: torch.Tensor, targets: torch.Tensor,
+             weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The summed loss over the targets that are not NaN, and their count; a point loss's terms times
+        ``weights`` (one per output column, see ``lead_weights``) when given."""
         scored = ~torch.isnan(targets)
         y = torch.nan_to_num(targets)
         predicted = at_least_float32(predicted)
@@ -147,7 +150,25 @@ class OutputHead:
         else:
             error = predicted - y
             per = error.square() if self.loss == "mse" else F.huber_loss(error, torch.zeros_like(error), reduction="none")
+            if weights is not None:
+                per = per * weights.to(per.device, per.dtype)
         return torch.where(scored, per, 0.0).sum(), scored.sum()
+
+
+def lead_weights(history: list[np.ndarray], leads: int) -> torch.Tensor | None:
+    """Weights (leads * C,), lead-major as a direct head's outputs, for the loss of a model that decodes
+    ``leads`` steps at once: 1 / the mean squared change of the (normalised) training targets over each lead,
+    scaled to mean 1. Each lead then counts by its error relative to persistence's, so the next step, whose
+    errors are the smallest, is not drowned out by the last lead's; None for one lead or too short a history."""
+    usable = [h for h in history if len(h) > leads]
+    if leads < 2 or not usable:
+        return None
+    changes = np.stack([np.nanmean(np.concatenate([np.square(h[k:] - h[:-k]) for h in usable]), axis=0)
+                        for k in range(1, leads + 1)])  # (leads, C)
+    if not np.isfinite(changes).all() or (changes <= 0).any():
+        return None
+    weights = 1.0 / changes
+    return torch.from_numpy((weights / weights.mean()).reshape(-1)).float()
 
 
 def paired_intervals(levels: tuple[float, ...]) -> list[tuple[int, int, float]]:
@@ -161,11 +182,14 @@ def pinball(forecast, actual, level):
     return (error >= 0) * level * error + (error < 0) * (level - 1) * error
 
 
-def regression_loss(head: OutputHead):
-    """The mean loss over the targets that are not NaN; no NaN when there are none."""
+def regression_loss(head: OutputHead, weights: torch.Tensor | None = None):
+    """The mean loss over the targets that are not NaN (its terms times ``weights``); no NaN when there are none."""
+    on_device: dict = {}  # the weights, copied once to each device the loss runs on
 
     def loss(predicted: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        total, count = head.sums(predicted, targets)
+        if weights is not None and predicted.device not in on_device:
+            on_device[predicted.device] = weights.to(predicted.device)
+        total, count = head.sums(predicted, targets, on_device.get(predicted.device))
         return total / count.clamp(min=1)  # a device-side count: no host sync
 
     return loss

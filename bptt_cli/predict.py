@@ -140,7 +140,7 @@ class SeriesPredictor(Predictor):
     def future_notes(self, assume_seasonal: bool) -> list[str]:
         """A forecast of several steps reuses last season's values of the inputs it neither predicts nor
         computes (a row brings only their present), as ``generate`` does only when told to."""
-        outside = forecast.outside_inputs(self.file.data) if self.horizon > 1 else []
+        outside = forecast.outside_inputs(self.file.data) if self.horizon > self.model.config.leads else []
         if not outside:
             return []
         how = f"their values one season ({self.season} steps) earlier" if self.season else "their last values"

@@ -36,16 +36,18 @@ def stream_pass(model: RecurrentModel, streams: Streams, device: torch.device) -
     return torch.cat(outputs).cpu(), state
 
 
-def scored_sums(seq, outputs: torch.Tensor, streams: Streams, head: OutputHead | str = "mse") -> torch.Tensor:
+def scored_sums(seq, outputs: torch.Tensor, streams: Streams, head: OutputHead | str = "mse",
+                weights: torch.Tensor | None = None) -> torch.Tensor:
     """What validation figures are made of, as sums that add up over ranks: (loss, scored count, hits).
 
-    ``seq`` is the data the streams came from: its ``classifies`` says which loss scores them.
+    ``seq`` is the data the streams came from: its ``classifies`` says which loss scores them; ``weights``
+    weigh a forecast's outputs as training's loss does.
     """
     if seq.classifies:
         total, count = class_sum(outputs, streams.targets)
         hits = ((outputs.argmax(-1) == streams.targets) & (streams.targets != IGNORE_LABEL)).sum()
     else:
-        total, count = as_head(head).sums(outputs, streams.targets)
+        total, count = as_head(head).sums(outputs, streams.targets, weights)
         hits = torch.zeros(())
     return torch.stack([total.double(), count.double(), hits.double()])
 
@@ -67,8 +69,8 @@ def columns_of_this_rank(streams: Streams) -> Streams:
 
 
 def ranked_sums(model: RecurrentModel, streams: Streams, device: torch.device, seq,
-                head: OutputHead | str = "mse") -> tuple[torch.Tensor, State]:
+                head: OutputHead | str = "mse", weights: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
     """One validation pass shared out over the ranks: the all-reduced sums, and this rank's final state."""
     mine = columns_of_this_rank(streams)
     outputs, state = stream_pass(model, mine, device)
-    return distributed.all_sum(scored_sums(seq, outputs, mine, head)), state
+    return distributed.all_sum(scored_sums(seq, outputs, mine, head, weights)), state

@@ -110,3 +110,40 @@ def test_print_config_shows_the_series_defaults_and_text_keeps_its_own(tmp_path,
     assert code == 0
     for line in ("hidden: 256", "layers: 2", "window: 50", "epochs: 10", "patience: null"):
         assert line in out.splitlines()
+
+
+def test_lead_weights_count_each_lead_by_its_error_relative_to_persistence():
+    from bptt_cli.losses import OutputHead, lead_weights
+
+    rng = np.random.default_rng(0)
+    walk = np.cumsum(rng.standard_normal((20000, 1)), axis=0)  # k-step changes have variance k
+    weights = lead_weights([walk[:12000], walk[12000:]], 6)
+    assert weights.shape == (6,) and weights.mean().item() == pytest.approx(1.0)
+    np.testing.assert_allclose(weights.numpy() * np.arange(1, 7), weights[0].item(), rtol=0.05)
+    assert lead_weights([walk], 1) is None and lead_weights([walk[:4]], 6) is None
+    # persistence forecast of each lead: every lead then adds about the same to the weighted loss
+    origins = np.arange(100, 19000, 7)
+    truth = torch.from_numpy(walk[origins[:, None] + np.arange(1, 7)[None, :], 0]).float()  # (N, 6)
+    last = torch.from_numpy(walk[origins, :]).float().expand(-1, 6)
+    per_lead = [OutputHead().sums(last[:, [k]], truth[:, [k]], weights[[k]])[0].item() for k in range(6)]
+    np.testing.assert_allclose(per_lead, np.mean(per_lead), rtol=0.15)
+
+
+def test_inputs_nobody_knows_ahead_get_the_direct_head_and_known_ones_a_rollout(tmp_path, run):
+    """The direct head reads nothing after the origin, so a temperature nobody forecasts is never guessed;
+    inputs marked --future are read, so a model whose other inputs are all known ahead is rolled out."""
+    data = daily_csv(tmp_path / "daily.csv", days=8)
+    frame = pd.read_csv(data)
+    frame["temp"] = 20 + np.cos(np.arange(len(frame)) / 5)
+    frame.to_csv(data, index=False)
+    for extra, leads in (([], 24), (["--future", "temp"], 1)):
+        out = tmp_path / f"m{leads}.pt"
+        code, _, err = run("train", data, "--target", "load", "-o", out, *SMALL, "--max-steps", "2", "--quiet",
+                           *extra)
+        assert code == 0, err
+        assert read_payload(out)["model_config"]["leads"] == leads
+    code, stdout, err = run("generate", tmp_path / "m24.pt", "--horizon", "24")  # no --future file needed
+    assert code == 0, err
+    assert len(pd.read_csv(pd.io.common.StringIO(stdout))) == 24
+    code, _, err = run("generate", tmp_path / "m24.pt", "--horizon", "30")  # past the head: it would guess
+    assert code == 2 and "inputs temp are not forecast" in err

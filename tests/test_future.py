@@ -34,13 +34,15 @@ def demand_frame(rows: int) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
-    """A model of load that reads the holiday flag (known ahead) and the temperature (not)."""
+    """A one-step model of load, rolled out, that reads the holiday flag (known ahead) and the temperature
+    (not); by default such a model decodes a season at once (see the test of the default below)."""
     root = tmp_path_factory.mktemp("future")
     frame = demand_frame(ROWS + HORIZON)
     data = root / "demand.csv"
     frame.iloc[:ROWS].to_csv(data, index=False)
     model = root / "m.pt"
-    code, _, err = invoke("train", data, "--target", "load", "--future", "holiday", "-o", model, *TINY)
+    code, _, err = invoke("train", data, "--target", "load", "--future", "holiday", "--leads", "1", "-o", model,
+                          *TINY)
     assert code == 0, err
     return model, frame.iloc[ROWS:]
 
@@ -154,7 +156,7 @@ def test_evaluate_never_reads_the_real_future_of_inputs_not_marked_future(tmp_pa
     for name, extra in (("marked", ["--future", "ahead"]), ("unmarked", [])):
         model = tmp_path / f"{name}.pt"
         code, _, err = invoke("train", data, "--target", "y", "-o", model, "--hidden", "16", "--layers", "1",
-                              "--window", "20", "--max-steps", "600", "--seed", "0", "--quiet", *extra)
+                              "--window", "20", "--max-steps", "600", "--seed", "0", "--leads", "1", "--quiet", *extra)
         assert code == 0, err
         code, out, errs[name] = invoke("evaluate", model, data, "--horizon", "8", "--json")
         assert code == 0, errs[name]

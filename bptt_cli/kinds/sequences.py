@@ -22,7 +22,7 @@ from bptt_cli.augment import Augmentation, parse_augment
 from bptt_cli.choices import ANCHORS
 from bptt_cli.errors import BpttError
 from bptt_cli.kinds.base import DataKind, Prepared, Request
-from bptt_cli.losses import IGNORE_LABEL, PROBABILISTIC, OutputHead, class_loss, regression_loss
+from bptt_cli.losses import IGNORE_LABEL, PROBABILISTIC, OutputHead, class_loss, lead_weights, regression_loss
 from bptt_cli.modelfile import ModelFile
 from bptt_cli.models import RecurrentModel, State
 from bptt_cli.scoring import ranked_sums, scored_figures, scored_sums, stream_pass
@@ -171,8 +171,9 @@ def forecast_leads(seq: Sequences, options, init_from) -> int:
     one); a warm start keeps its model's; 1 for other data and for probabilistic losses (one step, rolled out).
 
     A direct head decodes a block from the state alone, so it never reads the future values of inputs such as a
-    holiday flag or a temperature (--future): with inputs other than the targets and the calendar the default is
-    one step, rolled out over those values.
+    holiday flag or a temperature: when every input other than the targets and the calendar is known ahead
+    (--future), the default is one step, rolled out over those values; an input whose future nobody knows is
+    read up to the origin only, by the direct head.
     """
     if init_from is not None:
         return init_from.model.config.leads
@@ -181,7 +182,8 @@ def forecast_leads(seq: Sequences, options, init_from) -> int:
     if options.leads:
         return options.leads
     calendar = set(calendar_names(stored_calendar({"settings": seq.settings})))
-    if any(f not in seq.targets and seq.columns[f] not in calendar for f in seq.features):
+    outside = [seq.columns[f] for f in seq.features if f not in seq.targets and seq.columns[f] not in calendar]
+    if outside and set(outside) <= set(seq.settings.get("future") or []):
         return 1
     return getattr(options, "season", None) or season_of(seq.freq) or forecast.DEFAULT_HORIZON
 
@@ -345,9 +347,12 @@ class SequenceKind(DataKind):
             labels = [y[-1:] if seq.task == "sequence" else y for _, y in pairs]
             described["baseline"] = baselines.label_reference([x for x, _ in pairs], labels, len(seq.classes),
                                                               seq.task == "sequence")
+        per_lead = None  # weights of a direct head's leads in the loss (losses.lead_weights)
         if seq.task == "forecast":
             described.update(head.describe())
             history = [seq.values[i][: split_data.ends[i], seq.targets] for i in split_data.train_ids]
+            if not head.probabilistic:
+                per_lead = lead_weights([norm.apply(h, seq.targets) for h in history], seq.leads)
             described["mase_scale"] = forecast.naive_scale(history).tolist()
             if season and any(len(h) > season for h in history):
                 described["mase_seasonal_scale"] = forecast.naive_scale(history, season).tolist()
@@ -355,7 +360,8 @@ class SequenceKind(DataKind):
         summary = {"data_file": Path(data).name, "data_sha256": data_hash(data), "sequences": len(seq.values),
                    "train_steps": int(sum(len(x) for x, _ in pairs))}
         width = streams.size if isinstance(streams, SequenceBatches) else streams.inputs.shape[1]
-        validate, ends_here, score_other = self._validation(split_data, summary, width, bidirectional, options, run)
+        validate, ends_here, score_other = self._validation(split_data, summary, width, bidirectional, options, run,
+                                                             per_lead)
 
         def make_file(record: dict) -> ModelFile:
             best = {"best_step": record["step"], "best_epoch": record["epoch"], "best_val_loss": record.get("val_loss")}
@@ -380,7 +386,7 @@ class SequenceKind(DataKind):
                                                                                streams.resets))
         chosen = summary.get("model_selection")  # why the last model is kept, when validation cannot choose
         yield Prepared(model, inputs, targets, resets,
-                       class_loss if seq.classifies else regression_loss(head),
+                       class_loss if seq.classifies else regression_loss(head, per_lead),
                        validate, make_file, summary["data_sha256"], score_other,
                        result={"task": seq.task, "sequences": len(seq.values), "streams": width,
                                "train_steps": summary["train_steps"], "val_steps": summary.get("val_steps", 0),
@@ -388,8 +394,10 @@ class SequenceKind(DataKind):
                        closing_notes=[chosen] if chosen else [],
                        finish=finish if seq.task == "forecast" else None)
 
-    def _validation(self, split_data: _Training, summary: dict, batch: int, bidirectional: bool, options, run):
-        """The validation pass over the held-out data (None without any), and where it leaves the tail's state."""
+    def _validation(self, split_data: _Training, summary: dict, batch: int, bidirectional: bool, options, run,
+                    weights: torch.Tensor | None):
+        """The validation pass over the held-out data (None without any), and where it leaves the tail's state;
+        its loss weighs a direct head's leads as training's does."""
         ends_here: dict = {}  # the validation pass's final states are the tail's when it ran over the training data
         if split_data.val_seq is None:
             return None, ends_here, lambda file: (None, "this run has no validation data")
@@ -406,7 +414,7 @@ class SequenceKind(DataKind):
             summary["model_selection"] = too_few
 
         def validate(model: RecurrentModel) -> dict:
-            sums, state = ranked_sums(model, scoring, run.device, seq, self.head(options))
+            sums, state = ranked_sums(model, scoring, run.device, seq, self.head(options), weights)
             if own_tail:  # with several ranks the model file's tail state is computed anew
                 ends_here["state"] = state
             return {**scored_figures(seq, sums), **({"chooses": False} if too_few else {})}
@@ -433,7 +441,7 @@ class SequenceKind(DataKind):
                 wanted, by_lead = seq.targets, outputs.double().numpy().reshape(*outputs.shape[:-1], seq.leads, -1)
                 outputs = torch.from_numpy(split_data.norm.apply(own.invert(by_lead, wanted), wanted)
                                            .reshape(outputs.shape))
-            return scored_figures(seq, scored_sums(seq, outputs, scoring, head))["loss"], ""
+            return scored_figures(seq, scored_sums(seq, outputs, scoring, head, weights))["loss"], ""
 
         return validate, ends_here, score_other
 
