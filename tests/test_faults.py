@@ -1,4 +1,4 @@
-"""A training process killed (kill -9) at 20 random moments, some during a checkpoint write: after every
+"""A training process killed (kill -9) at 8 random moments, some during a checkpoint write: after every
 kill the model file and the checkpoint load or are absent, no temporary file outlives the next run, and the
 run resumed after the last kill ends with the weights of a run that was never killed, bit for bit."""
 
@@ -17,7 +17,7 @@ from bptt_cli.modelfile import load_model_file
 from conftest import TINY
 from test_scripts import EXACT, STEPS, bptt, weights_of_checkpoint
 
-KILLS = 20
+KILLS = 8  # each kill costs a process start (torch's import): 20 took CI past 15 minutes on Zen 3
 
 
 def checkpoint_step(path: Path) -> int:
@@ -48,7 +48,7 @@ def kill_at_a_moment(process, folder: Path, ckpt: Path, after: int, during_write
 
 
 @pytest.mark.slow
-def test_twenty_kills_leave_no_damage_and_the_resumed_run_is_bit_identical(tmp_path):
+def test_repeated_kills_leave_no_damage_and_the_resumed_run_is_bit_identical(tmp_path):
     text = tmp_path / "tiny.txt"
     text.write_text((Path(__file__).parents[1] / "sample_data" / "shakespeare.txt").read_text()[:6000])
     whole = tmp_path / "whole"
@@ -73,11 +73,11 @@ def test_twenty_kills_leave_no_damage_and_the_resumed_run_is_bit_identical(tmp_p
         if out.exists():
             load_model_file(out)  # loads (a damaged file would raise)
         assert checkpoint_step(ckpt) > 0  # the checkpoint loads, and it holds progress
-    assert kills == KILLS and during_writes >= 5, (kills, during_writes)
+    assert kills == KILLS and during_writes >= 2, (kills, during_writes)
     last = bptt(text, "-o", out, *TINY, *EXACT, "--checkpoint-every", "7", "--resume")
     assert last.wait() == 0, last.stderr.read()
     assert temporaries(folder) == [] and checkpoint_step(ckpt) == STEPS
     got = weights_of_checkpoint(ckpt)
     for name, tensor in expected.items():
-        assert torch.equal(got[name], tensor), name  # bit for bit, after 20 kills
+        assert torch.equal(got[name], tensor), name  # bit for bit, after every kill
     assert os.path.getsize(out) > 0 and load_model_file(out).summary["best_step"] > 0
