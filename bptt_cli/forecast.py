@@ -291,7 +291,7 @@ def evaluate_forecasts(model: RecurrentModel, seq, norm: Normaliser, starts: lis
     unknown = unknown_inputs(stored)
     if unknown and horizon > model.config.leads:  # a direct head reads nothing after the origin
         names = ", ".join(stored["columns"][stored["features"][p]] for p in unknown)
-        how = f"their values one season ({season} steps) earlier" if season else "their values at the origin"
+        how = reused_values(season)
         notes = [*notes, f"inputs {names} are not marked --future: after each origin the forecasts read {how}, "
                          "as generate --assume-seasonal does, not their real values"]
     out: dict = {}
@@ -504,8 +504,13 @@ def known_future(stored: dict, names: list[str], times, horizon: int, future: Pa
                         "or --assume-seasonal to reuse last season's")
     if not unknown:
         return given, []
-    how = f"their values one season ({season} steps) earlier" if season else "their last values"
+    how = reused_values(season)
     return given, [f"--assume-seasonal: inputs {', '.join(unknown)} are not forecast; the future uses {how}"]
+
+
+def reused_values(season: int | None) -> str:
+    """What a forecast takes for inputs whose future it has no values of (``seasonal_rows``), in words."""
+    return f"their values one season ({season} steps) earlier" if season else "their last values"
 
 
 def outside_inputs(stored: dict) -> list[str]:

@@ -143,7 +143,7 @@ class SeriesPredictor(Predictor):
         outside = forecast.outside_inputs(self.file.data) if self.horizon > self.model.config.leads else []
         if not outside:
             return []
-        how = f"their values one season ({self.season} steps) earlier" if self.season else "their last values"
+        how = forecast.reused_values(self.season)
         if not assume_seasonal:
             raise BpttError(f"inputs {', '.join(outside)} are not forecast and their future is unknown: "
                             f"--horizon {self.horizon} would use {how}; pass --assume-seasonal to accept that, "

@@ -26,8 +26,8 @@ from bptt_cli.losses import IGNORE_LABEL, PROBABILISTIC, OutputHead, class_loss,
 from bptt_cli.modelfile import ModelFile
 from bptt_cli.models import RecurrentModel, State
 from bptt_cli.scoring import ranked_sums, scored_figures, scored_sums, stream_pass
-from bptt_cli.series import (Normaliser, SequenceBatches, Streams, calendar_names, check_window, pack, season_of,
-                             split_pieces, stored_calendar)
+from bptt_cli.series import (Normaliser, SequenceBatches, Streams, check_window, pack, season_of,
+                             split_pieces)
 from bptt_cli.streams import plan_windows, tail_cut
 from bptt_cli.token_cache import sha256
 from bptt_cli.trainer import WHOLE_SEQUENCES_HAVE_NO_WINDOW, seed_everything
@@ -181,9 +181,8 @@ def forecast_leads(seq: Sequences, options, init_from) -> int:
         return 1
     if options.leads:
         return options.leads
-    calendar = set(calendar_names(stored_calendar({"settings": seq.settings})))
-    outside = [seq.columns[f] for f in seq.features if f not in seq.targets and seq.columns[f] not in calendar]
-    if outside and set(outside) <= set(seq.settings.get("future") or []):
+    described = {"columns": seq.columns, "features": seq.features, "targets": seq.targets, "settings": seq.settings}
+    if forecast.outside_inputs(described) and not forecast.unknown_inputs(described):
         return 1
     return getattr(options, "season", None) or season_of(seq.freq) or forecast.DEFAULT_HORIZON
 
