@@ -155,19 +155,31 @@ class OutputHead:
         return torch.where(scored, per, 0.0).sum(), scored.sum()
 
 
-def lead_weights(history: list[np.ndarray], leads: int) -> torch.Tensor | None:
+LEAD_WEIGHT_POWER = 2.5  # measured on the demand, JFK and a synthetic seasonal series (README, "Forecast quality")
+
+
+def lead_weights(history: list[np.ndarray], leads: int, season: int | None = None) -> torch.Tensor | None:
     """Weights (leads * C,), lead-major as a direct head's outputs, for the loss of a model that decodes
-    ``leads`` steps at once: 1 / the mean squared change of the (normalised) training targets over each lead,
-    scaled to mean 1. Each lead then counts by its error relative to persistence's, so the next step, whose
-    errors are the smallest, is not drowned out by the last lead's; None for one lead or too short a history."""
+    ``leads`` steps at once, scaled to mean 1; None for one lead or too short a history.
+
+    Each lead's reference is the better naive forecast at that lead: the mean squared change of the (normalised)
+    training targets over the lead (persistence's error) or, with a season, over the whole seasons that cover it
+    (seasonal naive's). The weight is 1 / reference ** LEAD_WEIGHT_POWER: above the first power it leans towards
+    the near leads, whose errors are the smallest, so the next step is forecast about as well as by a one-step
+    model; the seasonal reference keeps a series that repeats its season from putting all the weight on it."""
     usable = [h for h in history if len(h) > leads]
     if leads < 2 or not usable:
         return None
-    changes = np.stack([np.nanmean(np.concatenate([np.square(h[k:] - h[:-k]) for h in usable]), axis=0)
-                        for k in range(1, leads + 1)])  # (leads, C)
-    if not np.isfinite(changes).all() or (changes <= 0).any():
+
+    def change(k: int) -> np.ndarray:
+        return np.nanmean(np.concatenate([np.square(h[k:] - h[:-k]) for h in history if len(h) > k]), axis=0)
+
+    reference = np.stack([change(k) for k in range(1, leads + 1)])  # (leads, C)
+    if season and any(len(h) > season * -(-leads // season) for h in history):
+        reference = np.minimum(reference, np.stack([change(season * -(-k // season)) for k in range(1, leads + 1)]))
+    if not np.isfinite(reference).all() or (reference <= 0).any():  # a target that never changes
         return None
-    weights = 1.0 / changes
+    weights = 1.0 / reference.astype(np.float64) ** LEAD_WEIGHT_POWER
     return torch.from_numpy((weights / weights.mean()).reshape(-1)).float()
 
 

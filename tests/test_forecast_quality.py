@@ -100,8 +100,11 @@ def test_a_model_file_from_before_the_anchor_evaluates_as_before(tmp_path, run):
 def test_print_config_shows_the_series_defaults_and_text_keeps_its_own(tmp_path, run):
     code, out, _ = run("train", daily_csv(tmp_path / "daily.csv", days=3), "--print-config")
     assert code == 0
-    for line in ("hidden: 64", "layers: 1", "window: 48", "epochs: 500", "patience: 20", "anchor: last"):
+    for line in ("hidden: 64", "layers: 1", "window: 48", "epochs: 500", "patience: 20", "anchor: last",
+                 "average: ema:0.99"):
         assert line in out.splitlines()
+    code, out, _ = run("train", daily_csv(tmp_path / "daily.csv", days=3), "--print-config", "--optimizer", "nt-asgd")
+    assert code == 0 and "average: null" in out.splitlines()  # nt-asgd averages its own weights
     code, out, _ = run("train", daily_csv(tmp_path / "d.csv", days=3), "--print-config", "--val-fraction", "0",
                        "--hidden", "32")
     assert "hidden: 32" in out.splitlines() and "patience: null" in out.splitlines()  # no tail to stop on
@@ -112,21 +115,30 @@ def test_print_config_shows_the_series_defaults_and_text_keeps_its_own(tmp_path,
         assert line in out.splitlines()
 
 
-def test_lead_weights_count_each_lead_by_its_error_relative_to_persistence():
-    from bptt_cli.losses import OutputHead, lead_weights
+def test_lead_weights_lean_on_the_near_leads_and_on_the_better_naive_reference():
+    from bptt_cli.losses import LEAD_WEIGHT_POWER, OutputHead, lead_weights
 
     rng = np.random.default_rng(0)
     walk = np.cumsum(rng.standard_normal((20000, 1)), axis=0)  # k-step changes have variance k
     weights = lead_weights([walk[:12000], walk[12000:]], 6)
     assert weights.shape == (6,) and weights.mean().item() == pytest.approx(1.0)
-    np.testing.assert_allclose(weights.numpy() * np.arange(1, 7), weights[0].item(), rtol=0.05)
+    np.testing.assert_allclose(weights.numpy() * np.arange(1, 7) ** LEAD_WEIGHT_POWER, weights[0].item(), rtol=0.1)
     assert lead_weights([walk], 1) is None and lead_weights([walk[:4]], 6) is None
-    # persistence forecast of each lead: every lead then adds about the same to the weighted loss
+    assert lead_weights([np.ones((50, 1))], 6) is None  # a target that never changes
+    # persistence forecast of each lead: lead k adds about k ** (1 - power) of the first lead's to the loss
     origins = np.arange(100, 19000, 7)
     truth = torch.from_numpy(walk[origins[:, None] + np.arange(1, 7)[None, :], 0]).float()  # (N, 6)
     last = torch.from_numpy(walk[origins, :]).float().expand(-1, 6)
     per_lead = [OutputHead().sums(last[:, [k]], truth[:, [k]], weights[[k]])[0].item() for k in range(6)]
-    np.testing.assert_allclose(per_lead, np.mean(per_lead), rtol=0.15)
+    np.testing.assert_allclose(np.array(per_lead) * np.arange(1, 7) ** (LEAD_WEIGHT_POWER - 1), per_lead[0],
+                               rtol=0.15)
+    # a season repeated with little noise: the leads past the first are all as hard as seasonal naive makes them,
+    # so they weigh alike instead of the season's last lead taking all the weight
+    cycle = np.sin(2 * np.pi * np.arange(6000) / 12)[:, None] + 0.05 * rng.standard_normal((6000, 1))
+    plain, seasonal = lead_weights([cycle], 12).numpy(), lead_weights([cycle], 12, season=12).numpy()
+    assert plain[-1] / plain.sum() > 0.99
+    assert seasonal[-1] / seasonal.sum() < 0.1
+    np.testing.assert_allclose(seasonal[3:], seasonal[-1], rtol=0.2)
 
 
 def test_inputs_nobody_knows_ahead_get_the_direct_head_and_known_ones_a_rollout(tmp_path, run):
@@ -147,3 +159,13 @@ def test_inputs_nobody_knows_ahead_get_the_direct_head_and_known_ones_a_rollout(
     assert len(pd.read_csv(pd.io.common.StringIO(stdout))) == 24
     code, _, err = run("generate", tmp_path / "m24.pt", "--horizon", "30")  # past the head: it would guess
     assert code == 2 and "inputs temp are not forecast" in err
+
+
+@pytest.mark.parametrize("extra, averaged", [([], True), (["--average", "none"], False)])
+def test_a_series_run_averages_its_weights_by_default(tmp_path, run, extra, averaged):
+    """Regression: the series default ema:0.99 reached --print-config but not the run."""
+    out = tmp_path / "m.pt"
+    code, _, err = run("train", daily_csv(tmp_path / "d.csv", days=6), "-o", out, "--max-steps", "4", *extra)
+    assert code == 0, err
+    saved = torch.load(f"{out}.ckpt", weights_only=True)["training"]
+    assert (saved["average"] is not None) == averaged

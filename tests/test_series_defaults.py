@@ -127,7 +127,7 @@ def test_text_keeps_a_constant_rate(tmp_path, run):
 def test_a_plateau_run_with_a_season_window_resumes_bit_identically_after_the_rate_was_halved(tmp_path, run):
     data = cycle_csv(tmp_path / "s.csv", rows=2400, seed=3)
     common = [data, "--hidden", "8", "--threads", "1", "--lr", "0.2", "--patience", "6", "--epochs", "10",
-              "--seed", "2", "--schedule", "plateau"]  # a high rate, so validation stalls and plateau halves it (after 1 validation)
+              "--seed", "2", "--schedule", "plateau", "--average", "none"]  # a high rate, so validation stalls and plateau halves it (after 1 validation)
     whole = tmp_path / "whole.pt"
     code, stdout, err = run("train", *common, "-o", whole, "--json")
     assert code == 0, err

@@ -149,8 +149,8 @@ def train(
 
         untouched = {name for name in run_config if ctx.get_parameter_source(name).name == "DEFAULT"}
         run_config.update(detect(data).defaults(run_config, untouched))
-        hidden, layers, window, epochs, patience = (run_config[k] for k in ("hidden", "layers", "window", "epochs",
-                                                                             "patience"))
+        hidden, layers, window, epochs, patience, average = (
+            run_config[k] for k in ("hidden", "layers", "window", "epochs", "patience", "average"))
     if print_config:
         from types import SimpleNamespace
 

@@ -351,7 +351,7 @@ class SequenceKind(DataKind):
             described.update(head.describe())
             history = [seq.values[i][: split_data.ends[i], seq.targets] for i in split_data.train_ids]
             if not head.probabilistic:
-                per_lead = lead_weights([norm.apply(h, seq.targets) for h in history], seq.leads)
+                per_lead = lead_weights([norm.apply(h, seq.targets) for h in history], seq.leads, season)
             described["mase_scale"] = forecast.naive_scale(history).tolist()
             if season and any(len(h) > season for h in history):
                 described["mase_seasonal_scale"] = forecast.naive_scale(history, season).tolist()

@@ -36,7 +36,9 @@ class SeriesOptions:
 
 # Defaults that train a series well in a few minutes on 2 cores (README, "Forecast quality"): a small model, and
 # epochs enough for early stopping on the chronological validation tail to end the run, not the epoch count.
-SERIES_DEFAULTS = {"hidden": 64, "layers": 1, "window": 48, "epochs": 500}
+# The validation tail, the model file and the intervals use an exponential moving average of the weights (its
+# figures: README, "Forecast quality"); not with nt-asgd, which averages its own.
+SERIES_DEFAULTS = {"hidden": 64, "layers": 1, "window": 48, "epochs": 500, "average": "ema:0.99"}
 SERIES_PATIENCE = 20  # validations (one per epoch) without a better loss; only where there is a validation tail
 
 
@@ -57,6 +59,8 @@ def season_window(season: int, longest: int) -> int:
 class SeriesKind(SequenceKind, name="series", what="CSV data", holds="a CSV time series", options=SeriesOptions):
     def defaults(self, values: dict, untouched: set[str]) -> dict:
         found = {name: value for name, value in SERIES_DEFAULTS.items() if name in untouched}
+        if values.get("optimizer") == "nt-asgd":
+            found.pop("average", None)
         if "patience" in untouched and (values.get("val") or values.get("val_fraction")):
             found["patience"] = SERIES_PATIENCE
         return found
