@@ -169,3 +169,11 @@ def test_a_series_run_averages_its_weights_by_default(tmp_path, run, extra, aver
     assert code == 0, err
     saved = torch.load(f"{out}.ckpt", weights_only=True)["training"]
     assert (saved["average"] is not None) == averaged
+
+
+def test_every_option_the_series_kind_defaults_is_one_train_re_reads():
+    from bptt_cli.kinds.base import KIND_DEFAULTED
+    from bptt_cli.kinds.series import SeriesKind
+
+    found = SeriesKind().defaults({"val_fraction": 0.1}, set(KIND_DEFAULTED) | {"optimizer", "lr", "dropout"})
+    assert found and set(found) <= set(KIND_DEFAULTED)

@@ -146,11 +146,11 @@ def train(
     run_config = plain_values({k: v for k, v in options.items() if k != "ctx"})
     if data is not None:  # the kind's own defaults, e.g. a small model for a CSV series
         from bptt_cli.kinds import detect
+        from bptt_cli.kinds.base import KIND_DEFAULTED
 
         untouched = {name for name in run_config if ctx.get_parameter_source(name).name == "DEFAULT"}
         run_config.update(detect(data).defaults(run_config, untouched))
-        hidden, layers, window, epochs, patience, average = (
-            run_config[k] for k in ("hidden", "layers", "window", "epochs", "patience", "average"))
+        hidden, layers, window, epochs, patience, average = (run_config[k] for k in KIND_DEFAULTED)
     if print_config:
         from types import SimpleNamespace
 

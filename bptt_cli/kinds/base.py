@@ -87,6 +87,10 @@ class RunSetup:
     untouched: frozenset = frozenset()  # the options left at their defaults: a kind may tie them to the data it read
 
 
+# The bptt train options a kind's ``defaults`` may set: the command re-reads exactly these after asking the kind,
+# so a default outside them would show in --print-config but not reach the run.
+KIND_DEFAULTED = ("hidden", "layers", "window", "epochs", "patience", "average")
+
 class DataKind:
     """The interface of a data kind. A subclass names itself in its class line and implements the methods::
 
@@ -125,7 +129,8 @@ class DataKind:
         return self.unit
 
     def defaults(self, values: dict, untouched: set[str]) -> dict:
-        """This kind's own defaults of ``bptt train`` options the user left ``untouched`` (``values``: all of them)."""
+        """This kind's own defaults of ``bptt train`` options the user left ``untouched`` (``values``: all of them),
+        among ``KIND_DEFAULTED``."""
         return {}
 
     @contextlib.contextmanager
