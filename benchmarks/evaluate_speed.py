@@ -5,6 +5,8 @@ model in MODEL both ways, and the exact way a second time as the A/A control,
 alternating round after round. Prints each way's time per token (best of the
 rounds), its ratio to the exact stream and its bits per token's distance from
 the exact figure. --ways tries other STREAMSxCONTEXT choices beside the default.
+On a CPU with bf16 arithmetic each way also runs with the recurrence in bf16
+(the decoder and the loss in fp32), which ``bptt evaluate`` takes there for the LSTM.
 
     python benchmarks/evaluate_speed.py speed.pt --data sample_data/shakespeare.txt --chars 300000
 """
@@ -17,9 +19,11 @@ import time
 
 import torch
 
+from bptt_cli.device import cpu_has_bf16
 from bptt_cli.evaluation import (
     EVALUATE_CONTEXT,
     EVALUATE_STREAMS,
+    scoring_precision,
     stream_count,
     token_loss,
 )
@@ -54,18 +58,24 @@ def main() -> None:
         text = text[: args.chars]
     ids = file.tokenizer.encode(text)[0]
     model = file.model
+    cpu = torch.device("cpu")
     default = f"{EVALUATE_STREAMS}x{EVALUATE_CONTEXT}"
-    ways = {"exact": (1, 0), "exact again (A/A)": (1, 0)}
+    runs_here = scoring_precision(cpu, "auto", model.config.cell, exact=False)  # what bptt evaluate takes here
+    ways = {"exact": (1, 0, "fp32"), "exact again (A/A)": (1, 0, "fp32")}
     for way in dict.fromkeys([default, *filter(None, args.ways.split(","))]):
         streams, context = map(int, way.split("x"))
         streams = stream_count(len(ids) - 1, streams, context)
-        ways[f"{streams} streams x {context} context" + (" (default)" if way == default else "")] = (streams, context)
+        for precision in ("fp32", "bf16") if cpu_has_bf16() else ("fp32",):
+            name = f"{streams} streams x {context} context {precision}"
+            if way == default and precision == runs_here:
+                name += " (default)"
+            ways[name] = (streams, context, precision)
     seconds = {name: math.inf for name in ways}
     bits = {}
     for _ in range(args.rounds):
-        for name, (streams, context) in ways.items():
+        for name, (streams, context, precision) in ways.items():
             start = time.perf_counter()
-            total, count = token_loss(model, ids, torch.device("cpu"), "fp32", streams, context)
+            total, count = token_loss(model, ids, cpu, precision, streams, context)
             seconds[name] = min(seconds[name], time.perf_counter() - start)
             bits[name] = total / count / math.log(2)
     print(f"{args.data}: {len(text):,} characters, {len(ids):,} tokens; model {file.model.config.cell} "
@@ -74,7 +84,7 @@ def main() -> None:
     print(f"CPU: {cpu_line()}")
     exact = seconds["exact"]
     for name in ways:
-        print(f"{name:34s} {seconds[name] / len(ids) * 1e6:8.2f} us/token  {seconds[name]:7.2f} s  "
+        print(f"{name:40s} {seconds[name] / len(ids) * 1e6:8.2f} us/token  {seconds[name]:7.2f} s  "
               f"speed {exact / seconds[name]:6.2f}x  bits/token {bits[name]:.8f}  "
               f"difference {abs(bits[name] - bits['exact']):.1e}")
 

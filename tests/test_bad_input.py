@@ -249,6 +249,7 @@ CASES = [
     ("train {text} --device mps", 2, "not available"),
     ("train {text} --device tpu", 2, "unknown device"),
     ("evaluate {model} {text} --device cuda", 2, "not available"),
+    ("evaluate {model} {text} --precision bf16", 2, "no bf16 arithmetic"),
     # where the output goes
     ("train {text} -o {nodir}", 2, "does not exist"),
     ("train {text} -o {proc}", 2, "does not exist"),
@@ -383,7 +384,7 @@ CASES += [  # checks the commands make before any work
 
 @pytest.fixture
 def cpu_without_bf16(monkeypatch):
-    """The table's bf16 case is about a CPU without bf16, whatever CPU runs the tests."""
+    """The table's bf16 cases are about a CPU without bf16, whatever CPU runs the tests."""
     import bptt_cli.device
 
     monkeypatch.setattr(bptt_cli.device, "cpu_has_bf16", lambda: False)

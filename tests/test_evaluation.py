@@ -7,9 +7,12 @@ import pytest
 import torch
 from conftest import SAMPLE_TEXT
 
+import bptt_cli.device as device_module
+from bptt_cli.errors import BpttError
 from bptt_cli.evaluation import (
     EVALUATE_CONTEXT,
     EVALUATE_STREAMS,
+    scoring_precision,
     summarise,
     token_loss,
 )
@@ -117,3 +120,49 @@ def test_a_text_too_short_for_two_streams_is_scored_exactly(tiny_model, tmp_path
     code, out, _ = run("evaluate", tiny_model, short, "--json")
     figures = json.loads(out)
     assert code == 0 and figures["exact"] is True and figures["streams"] == 1 and figures["context"] == 0
+
+
+def test_evaluate_takes_bf16_for_the_lstm_only_where_the_cpu_has_it_and_never_for_the_exact_figure(monkeypatch):
+    monkeypatch.setattr(device_module, "cpu_has_bf16", lambda: True)
+    assert scoring_precision(CPU, "auto", "lstm", exact=False) == "bf16"
+    assert scoring_precision(CPU, "auto", "lstm", exact=True) == "fp32"
+    assert scoring_precision(CPU, "auto", "gru", exact=False) == "fp32"  # bptt's fp32 GRU kernel is faster
+    assert scoring_precision(CPU, "bf16", "lstm", exact=True) == "bf16"  # asked for: as asked
+    monkeypatch.setattr(device_module, "cpu_has_bf16", lambda: False)
+    assert scoring_precision(CPU, "auto", "lstm", exact=False) == "fp32"
+    with pytest.raises(BpttError, match="no bf16 arithmetic"):
+        scoring_precision(CPU, "bf16", "lstm", exact=False)
+
+
+def test_bf16_scoring_runs_the_recurrence_in_bf16_and_the_decoder_in_fp32(model_and_ids, monkeypatch):
+    monkeypatch.setattr(device_module, "cpu_has_bf16", lambda: True)  # emulated where the CPU lacks it: slow, not wrong
+    model, ids = model_and_ids
+    seen = {}
+
+    def record(name, tensor):
+        seen.setdefault(name, tensor.dtype)  # returns None, so the hooked module's output stays as it was
+
+    model.rnn.register_forward_hook(lambda module, args, out: record("rnn", out[0]))
+    model.decoder.register_forward_hook(lambda module, args, out: record("decoder", args[0]))
+    total, n = token_loss(model, ids, CPU, "bf16", streams=4, context=50)
+    exact, m = token_loss(model, ids, CPU)
+    assert seen == {"rnn": torch.bfloat16, "decoder": torch.float32}
+    assert n == m == 2000 and total / n != exact / m
+    assert total / n == pytest.approx(exact / m, rel=1e-2)
+
+
+def test_evaluate_says_when_the_recurrence_ran_in_bf16_and_stays_within_1e4_bits(trained_text_model, run,
+                                                                                 monkeypatch):
+    monkeypatch.setattr(device_module, "cpu_has_bf16", lambda: True)
+    model, held_out = trained_text_model
+    code, out, err = run("evaluate", model, held_out, "--json")
+    assert code == 0, err
+    fast = json.loads(out)
+    code, out, err = run("evaluate", model, held_out, "--json", "--exact")
+    exact = json.loads(out)
+    assert fast["precision"] == "bf16" and exact["precision"] == "fp32"
+    assert abs(fast["bits_per_token"] - exact["bits_per_token"]) < 1e-4
+    code, _, err = run("evaluate", model, held_out)
+    assert code == 0 and "the recurrence in bf16" in err
+    code, out, err = run("evaluate", model, held_out, "--json", "--precision", "fp32")
+    assert code == 0 and json.loads(out)["precision"] == "fp32"

@@ -348,7 +348,8 @@ def test_the_model_file_holds_the_average_and_evaluate_reproduces_the_validation
     for name, value in zip(names, checkpoint["average"]["values"]):
         assert torch.equal(file.model.state_dict()[name], value), name  # the file holds the average
     assert not torch.equal(file.model.state_dict()["rnn.weight_hh_l0"], checkpoint["weights"]["rnn.weight_hh_l0"])
-    evaluated = runner.invoke(app, ["evaluate", str(model), str(tmp_path / "val.txt"), "--json"])
+    evaluated = runner.invoke(app, ["evaluate", str(model), str(tmp_path / "val.txt"), "--json",
+                                    "--precision", "fp32"])  # as validation ran (on a bf16 CPU auto takes bf16)
     assert evaluated.exit_code == 0, evaluated.output
     figures = json.loads(evaluated.stdout.strip().splitlines()[-1])
     assert figures["loss"] == pytest.approx(summary["best_val_loss"], rel=1e-9, abs=0)

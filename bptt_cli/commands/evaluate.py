@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from bptt_cli.commands.options import Config, Device, Json, Threads
+from bptt_cli.commands.options import Config, Device, Json, Precision, Threads
 
 SERIES = "Series and audio"
 
@@ -23,6 +23,7 @@ def evaluate(
     origins: Annotated[Optional[int], typer.Option("--origins", min=1, help="Score the --horizon forecasts from N evenly spaced rolling origins over the scored part of each series (default: one every --horizon steps).", rich_help_panel=SERIES, show_default=False)] = None,
     every: Annotated[Optional[int], typer.Option("--every", min=1, help="Score the --horizon forecasts from an origin every K steps (instead of --origins).", rich_help_panel=SERIES, show_default=False)] = None,
     exact: Annotated[bool, typer.Option("--exact", help="Text: score in one stream from the first token to the last (slow). By default many streams run side by side, each warmed up on the text before its part: within 1e-4 bits of the exact figure, and the output says how it was computed.")] = False,
+    precision: Annotated[Precision, typer.Option("--precision", help="A text file: the recurrence's precision when scored in streams (the decoder and the loss stay fp32). auto: bf16 where the CPU computes in bf16 and the cell trains faster in it (the LSTM), within 1e-4 bits of fp32 (benchmarks/evaluate_speed.py); fp32 elsewhere and with --exact.")] = Precision.auto,
     device: Device = "auto",
     threads: Threads = None,
     json: Json = False,
@@ -51,7 +52,8 @@ def evaluate(
     plan = OriginPlan(origins, every)
     file = load_model_file(model_file)
     kind = kinds.of_model(file)
-    request = kinds.Request(labels=labels, horizon=horizon, season=season, plot=plot, exact=exact, origins=plan)
+    request = kinds.Request(labels=labels, horizon=horizon, season=season, plot=plot, exact=exact, origins=plan,
+                              precision=precision.value)
     kind.check_request(file, request, "evaluate")
     check_backtest(file.data, forecasts, plan)
     if forecasts is not None:

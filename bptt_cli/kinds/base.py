@@ -68,6 +68,7 @@ class Request:
     future: Path | None = None  # generate: a CSV of the known future values of a series model's inputs
     assume_seasonal: bool = False  # generate: inputs without known future values take last season's
     origins: Any = None  # forecast.OriginPlan: where evaluate's rolling forecasts start
+    precision: str = "auto"  # evaluate (and train --test): the text recurrence's --precision
 
 
 @dataclass

@@ -18,6 +18,7 @@ from bptt_cli.evaluation import (
     EVALUATE_STREAMS,
     VALIDATION_CONTEXT,
     VALIDATION_STREAMS,
+    scoring_precision,
     stream_count,
     summarise,
     token_loss,
@@ -190,9 +191,11 @@ class TextKind(DataKind, name="text", what="text", holds="text", options=TextOpt
         streams, context = (1, 0) if request.exact else (EVALUATE_STREAMS, EVALUATE_CONTEXT)
         streams = stream_count(len(ids) - 1, streams, context) if len(ids) >= 2 else 1
         context = context if streams > 1 else 0  # one stream reads from the first token: nothing before it
-        total, count = token_loss(file.model.to(device), ids, device, streams=streams, context=context)
+        precision = scoring_precision(device, request.precision, file.model.config.cell, request.exact)
+        total, count = token_loss(file.model.to(device), ids, device, precision, streams, context)
         return {**summarise(total, count), "tokens": count, "unknown_tokens": unknown,
                 "tokenizer": file.tokenizer.kind, "streams": streams, "context": context, "exact": streams == 1,
+                "precision": precision,
                 "baselines": baselines.token_baselines(file.data.get("baseline"), [ids])}
 
     def generate(self, file: ModelFile, device, request: Request) -> TextSample:
