@@ -354,6 +354,7 @@ CASES = [
     ("evaluate {flipped_pt} {text}", 2, "do not match their checksum"),
     # plot
     ("plot {missing} -o {png}", 2, "no such metrics file"),
+    ("plot {fifo} -o {png}", 2, "is a FIFO"),  # it hung, waiting for a writer
     ("plot {binary} -o {png}", 2, "not a text file"),
     ("plot {empty} -o {png}", 2, "is empty"),
     ("plot {text} -o {png}", 2, "neither JSON lines nor CSV"),

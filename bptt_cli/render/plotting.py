@@ -27,6 +27,7 @@ import pandas as pd
 
 from bptt_cli.atomic import write_bytes
 from bptt_cli.errors import BpttError
+from bptt_cli.input_paths import check_input
 from bptt_cli.metrics_file import flatten
 
 MISSING_EXTRA = "plotting needs matplotlib, which is not installed; install the extra: pip install 'bptt[plot]'"
@@ -137,6 +138,8 @@ def read_metrics(path: str | Path) -> Metrics:
     Records of other kinds are skipped, so files from newer versions still plot.
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        check_input(path)  # a FIFO or a device would hang the read or feed it forever
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
