@@ -1,11 +1,14 @@
 """Training tokens/s with 1 and 2 threads, spinning or sleeping OpenMP waits, on idle and on busy cores.
 
-Each run is a short ``bptt train`` in its own process (the quick start's 2x256
-LSTM, window 50, batch 32), so OpenMP reads its wait policy afresh:
+Each run is a short ``bptt train`` in its own process (by default the quick
+start's 2x256 LSTM, window 50, batch 32; ``--data`` and ``--train-flags`` pick
+another, e.g. a series), so OpenMP reads its wait policy afresh:
 
-- ``passive``: ``python -m bptt_cli``, which sets OMP_WAIT_POLICY=PASSIVE before torch loads;
+- ``bptt``: ``python -m bptt_cli``, which sets OMP_WAIT_POLICY=PASSIVE and
+  GOMP_SPINCOUNT=3000 before torch loads (a short spin, then sleep);
+- ``sleep``: the same with GOMP_SPINCOUNT=0 (sleep at once), as bptt ran before;
 - ``spin``: the same app, but torch imported first, so libgomp keeps its default
-  (each idle thread spins for about 3 ms before it sleeps), as bptt ran before.
+  (each idle thread spins for about 3 ms before it sleeps), as bptt ran before that.
 
 The busy phase starts one busy-loop process per usable core (each ends by
 itself after ``--load-seconds`` and is stopped when the benchmark ends, however
@@ -14,6 +17,7 @@ over rounds of the run summary's training tokens/s, with the process's wall and
 CPU time beside it.
 
     python benchmarks/threads.py --steps 20 --rounds 2
+    python benchmarks/threads.py --data sample_data/elecdemand.csv --train-flags "--target Demand" --steps 300
     python benchmarks/threads.py --idle-only --rounds 4   # only the cost of sleeping on free cores
 """
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -30,7 +35,10 @@ import time
 from pathlib import Path
 
 SPIN = "import sys, torch; from bptt_cli.cli import main; sys.argv[0] = 'bptt'; main()"  # libgomp loads first
-LAUNCH = {"passive": [sys.executable, "-m", "bptt_cli"], "spin": [sys.executable, "-c", SPIN]}
+LAUNCH = {"bptt": [sys.executable, "-m", "bptt_cli"], "sleep": [sys.executable, "-m", "bptt_cli"],
+          "spin": [sys.executable, "-c", SPIN]}
+POLICY_ENV = {"sleep": {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "0"}}  # bptt keeps a user's own choice
+POLICIES = ("spin", "sleep", "bptt")
 BUSY_LOOP = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end:\n    pass\n"
 
 
@@ -44,6 +52,7 @@ def cpu_model() -> str:
 def run_once(policy: str, threads: int, train_args: list[str]) -> dict:
     """One ``bptt train``: its summary's tokens/s, and the process's wall and CPU seconds."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")}
+    env.update(POLICY_ENV.get(policy, {}))
     command = [*LAUNCH[policy], "train", *train_args, "--threads", str(threads)]
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -100,32 +109,37 @@ def measure(phase: str, configs: list[tuple[str, int]], rounds: int, train_args:
 
 
 def ratios(name: str, medians: dict) -> None:
-    print(f"{name}: passive/spin at 2 threads {medians[('passive', 2)] / medians[('spin', 2)]:.2f}x, "
-          f"at 1 thread {medians[('passive', 1)] / medians[('spin', 1)]:.2f}x; "
-          f"2 threads/1 thread: passive {medians[('passive', 2)] / medians[('passive', 1)]:.2f}x, "
-          f"spin {medians[('spin', 2)] / medians[('spin', 1)]:.2f}x")
+    for policy in ("sleep", "bptt"):
+        print(f"{name}: {policy}/spin at 2 threads {medians[(policy, 2)] / medians[('spin', 2)]:.2f}x, "
+              f"at 1 thread {medians[(policy, 1)] / medians[('spin', 1)]:.2f}x")
+    print(f"{name}: 2 threads/1 thread: " + ", ".join(
+        f"{policy} {medians[(policy, 2)] / medians[(policy, 1)]:.2f}x" for policy in POLICIES))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="sample_data/shakespeare.txt")
+    parser.add_argument("--train-flags", default="", help="more bptt train flags, e.g. \"--target Demand\"")
     parser.add_argument("--steps", type=int, default=20, help="updates per run")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--load-seconds", type=float, default=900.0, help="the busy loops end by themselves after this")
     parser.add_argument("--idle-only", action="store_true", help="skip the busy phase; 2 threads only")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
-    configs = [(policy, threads) for threads in ((2,) if args.idle_only else (1, 2)) for policy in ("spin", "passive")]
+    configs = [(policy, threads) for threads in ((2,) if args.idle_only else (1, 2)) for policy in POLICIES]
     with tempfile.TemporaryDirectory() as folder:
-        train_args = [args.data, "--max-steps", str(args.steps), "--val-fraction", "0.02", "--json", "--quiet",
-                      "--cache-dir", folder, "-o", f"{folder}/model.pt"]
-        run_once("passive", 1, train_args)  # builds the token cache, outside the timings
+        cache = ["--cache-dir", folder] if Path(args.data).suffix in ("", ".txt") else []  # text's token cache
+        train_args = [args.data, *shlex.split(args.train_flags), "--max-steps", str(args.steps), "--val-fraction",
+                      "0.02", "--json", "--quiet", *cache, "-o", f"{folder}/model.pt", "--replace", "always"]
+        run_once("bptt", 1, train_args)  # builds the token cache, outside the timings
         _last_child_cpu()
-        print(f"{cpu_model()}, {cores} usable cores, torch threads 1 and 2; bptt train {args.data}, "
-              f"LSTM 2x256, window 50, batch 32, {args.steps} updates per run, median of {args.rounds} rounds")
+        print(f"{cpu_model()}, {cores} usable cores, torch threads 1 and 2; bptt train {args.data} "
+              f"{args.train_flags or '(LSTM 2x256, window 50, batch 32)'}, {args.steps} updates per run, "
+              f"median of {args.rounds} rounds")
         quiet = measure("idle cores (no load of our own)", configs, args.rounds, train_args)
         if args.idle_only:
-            print(f"\nidle: passive/spin at 2 threads {quiet[('passive', 2)] / quiet[('spin', 2)]:.2f}x")
+            print("\nidle: " + ", ".join(f"{policy}/spin at 2 threads {quiet[(policy, 2)] / quiet[('spin', 2)]:.2f}x"
+                                        for policy in ("sleep", "bptt")))
             return
         load = start_load(cores, args.load_seconds)
         try:
@@ -136,8 +150,8 @@ def main() -> None:
     print()
     ratios("idle", quiet)
     ratios("busy", busy)
-    print(f"busy/idle at 2 threads: passive {busy[('passive', 2)] / quiet[('passive', 2)]:.2f}x, "
-          f"spin {busy[('spin', 2)] / quiet[('spin', 2)]:.2f}x")
+    print("busy/idle at 2 threads: " + ", ".join(
+        f"{policy} {busy[(policy, 2)] / quiet[(policy, 2)]:.2f}x" for policy in POLICIES))
 
 
 if __name__ == "__main__":

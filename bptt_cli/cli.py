@@ -136,18 +136,25 @@ def root(
     quiet_openmp_wait()
 
 
-def quiet_openmp_wait() -> None:
-    """Let OpenMP's idle threads sleep instead of spin, unless the user chose OMP_WAIT_POLICY.
+OPENMP_SPIN_COUNT = "3000"  # spins before an idle OpenMP thread sleeps: libgomp's default is 300,000 (about 3 ms)
 
-    libgomp reads the policy once, when torch loads it, so this runs before any
+
+def quiet_openmp_wait() -> None:
+    """Let OpenMP's idle threads spin briefly, then sleep, unless the user chose OMP_WAIT_POLICY or GOMP_SPINCOUNT.
+
+    libgomp reads these once, when torch loads it, so this runs before any
     command imports torch. By default each idle thread spins for about 3 ms at
     every wait; on cores that other processes need, the spinning threads and the
-    other work slow each other down many times over. With 2 threads on a shared
-    2-core machine sleeping waits trained 2.6-3.3x faster, and 17.6x with a busy
-    loop on every core (``benchmarks/threads.py``; no idle machine was at hand
-    to price the wake-ups on free cores).
+    other work slow each other down many times over (17.6x with a busy loop on
+    every core, ``benchmarks/threads.py``). Sleeping at once (a spin count of 0)
+    costs a wake-up at every one of the many small parallel regions of a small
+    model: on an Intel Xeon VM a 64-unit series model trained 6.5x slower with 2
+    threads than with 1. A spin of 3,000 rounds keeps both: it catches the next
+    region of a busy update and sleeps soon after the work stops.
     """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.environ["GOMP_SPINCOUNT"] = OPENMP_SPIN_COUNT
 
 
 _COMMANDS = {"cls": BpttCommand, "context_settings": {"help_option_names": ["-h", "--help"]}}

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
+from bptt_cli.cli import app, quiet_openmp_wait  # imports no torch
+
 # as bptt does for its users, before torch starts: with two test workers on two cores, OpenMP threads that
-# spin at every wait slowed a tiny evaluation 300x on a Xeon with AMX (0.34 s alone, 117 s beside the other)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# spin 3 ms at every wait slowed a tiny evaluation 300x on a Xeon with AMX (0.34 s alone, 117 s beside the other)
+quiet_openmp_wait()
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
-
-from bptt_cli.cli import app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_TEXT = ROOT / "sample_data" / "shakespeare.txt"

@@ -45,7 +45,7 @@ def test_set_threads_uses_the_usable_cores_unless_told(monkeypatch, no_quota):
     assert chosen == [1, 2] and device.default_threads() is None
 
 
-# What the process saw: the wait policy when ``import torch`` began, and torch's threads at exit.
+# What the process saw: the wait policy and spin count when ``import torch`` began, and torch's threads at exit.
 PROBE = """
 import atexit, os, sys
 seen = {}
@@ -54,6 +54,7 @@ class WatchTorch:
     def find_spec(self, name, path=None, target=None):
         if name == "torch" and "policy" not in seen:
             seen["policy"] = os.environ.get("OMP_WAIT_POLICY")
+            seen["spin"] = os.environ.get("GOMP_SPINCOUNT")
         return None
 
 sys.meta_path.insert(0, WatchTorch())
@@ -62,7 +63,7 @@ os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # this process may use 
 @atexit.register
 def report():
     import torch
-    sys.stderr.write(f"PROBE policy={seen.get('policy')} threads={torch.get_num_threads()}\\n")
+    sys.stderr.write(f"PROBE policy={seen.get('policy')} spin={seen.get('spin')} threads={torch.get_num_threads()}\\n")
 
 from bptt_cli.cli import main
 sys.argv = ["bptt", *sys.argv[1:]]
@@ -71,7 +72,7 @@ main()
 
 
 def probe(*args, **env) -> str:
-    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")}
     result = subprocess.run([sys.executable, "-c", PROBE, *map(str, args)], capture_output=True, text=True,
                             env={**clean, **env}, check=False)
     assert result.returncode == 0, result.stderr
@@ -79,14 +80,16 @@ def probe(*args, **env) -> str:
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux affinity")
-def test_openmp_sleeps_and_threads_follow_affinity_before_torch_starts(tiny_model):
-    assert probe("generate", tiny_model, "--length", "3") == "PROBE policy=PASSIVE threads=1"
+def test_openmp_spins_briefly_then_sleeps_and_threads_follow_affinity_before_torch_starts(tiny_model):
+    assert probe("generate", tiny_model, "--length", "3") == "PROBE policy=PASSIVE spin=3000 threads=1"
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux affinity")
 def test_a_users_own_wait_policy_and_thread_count_are_kept(tiny_model):
     line = probe("generate", tiny_model, "--length", "3", "--threads", "2", OMP_WAIT_POLICY="ACTIVE")
-    assert line == "PROBE policy=ACTIVE threads=2"
+    assert line == "PROBE policy=ACTIVE spin=None threads=2"
+    line = probe("generate", tiny_model, "--length", "3", GOMP_SPINCOUNT="0")  # the user's spin count: no policy set
+    assert line == "PROBE policy=None spin=0 threads=1"
 
 
 @pytest.mark.parametrize("command", [["generate", "MODEL"], ["evaluate", "MODEL", "DATA"], ["gradcheck"], ["train", "DATA"]])
