@@ -21,9 +21,11 @@ the mean, not the median. Ratios are taken per round, and their median printed.
 
 from __future__ import annotations
 
-import os
+from bptt_cli.cli import quiet_openmp_wait  # imports no torch
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the bptt command sets it; before torch starts OpenMP
+quiet_openmp_wait()  # OpenMP waits as the bptt command sets them, before torch starts OpenMP
+
+import os  # noqa: E402
 
 import statistics
 import time

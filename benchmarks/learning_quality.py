@@ -22,10 +22,12 @@ is what the machine's changing load does to a figure (the A/A control).
 
 from __future__ import annotations
 
-import os
+from bptt_cli.cli import quiet_openmp_wait  # imports no torch
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as bptt runs (benchmarks/threads.py): the in-process
-# baselines must not spin on a shared machine either; set before torch loads OpenMP
+quiet_openmp_wait()  # OpenMP waits as bptt sets them (benchmarks/threads.py), for the in-process baselines too;
+# before torch loads OpenMP
+
+import os  # noqa: E402
 
 import argparse
 import json
