@@ -148,8 +148,8 @@ def quiet_openmp_wait() -> None:
     other work slow each other down many times over (17.6x with a busy loop on
     every core, ``benchmarks/threads.py``). Sleeping at once (a spin count of 0)
     costs a wake-up at every one of the many small parallel regions of a small
-    model: on an Intel Xeon VM a 64-unit series model trained 6.5x slower with 2
-    threads than with 1. A spin of 3,000 rounds keeps both: it catches the next
+    model: on an Intel Xeon VM a 64-unit series model trained 13x slower with 2
+    threads than with this spin. A spin of 3,000 rounds keeps both: it catches the next
     region of a busy update and sleeps soon after the work stops.
     """
     if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:

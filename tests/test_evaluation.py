@@ -166,3 +166,5 @@ def test_evaluate_says_when_the_recurrence_ran_in_bf16_and_stays_within_1e4_bits
     assert code == 0 and "the recurrence in bf16" in err
     code, out, err = run("evaluate", model, held_out, "--json", "--precision", "fp32")
     assert code == 0 and json.loads(out)["precision"] == "fp32"
+    code, _, err = run("evaluate", model, held_out, "--exact", "--precision", "bf16")  # asked for: said so
+    assert code == 0 and "one stream, exact; the recurrence in bf16" in err

@@ -29,8 +29,9 @@ def scoring_rows(figures: dict) -> list[list]:
     if "exact" not in figures:  # a corpus: every document scored from its first token
         return []
     if figures["exact"]:
-        return [["scored in", "one stream, exact"]]
-    how = f"{figures['streams']} streams, each after {figures['context']} tokens of context (--exact for one stream)"
+        how = "one stream, exact"
+    else:
+        how = f"{figures['streams']} streams, each after {figures['context']} tokens of context (--exact for one stream)"
     if figures.get("precision") == "bf16":
         how += "; the recurrence in bf16 (--precision fp32 for fp32)"
     return [["scored in", how]]
