@@ -52,8 +52,8 @@ def token_loss(
     after ``context`` tokens of the text before it. ``share`` (k, n) scores only
     the k-th of n contiguous shares of those streams (a process's, under
     torch.distributed), and the count is theirs. ``precision`` is the
-    recurrence's; the decoder and the loss run in fp32, which keeps bf16's
-    error at a third of what it is with the decoder in bf16 too.
+    recurrence's; the decoder and the loss run in the weights' precision (fp32),
+    which keeps bf16's error at a third of what it is with the decoder in bf16 too.
     """
     if len(ids) < 2:
         raise BpttError(f"{len(ids)} known token(s) is too little to evaluate; give at least 2")
@@ -70,6 +70,7 @@ def token_loss(
     was_training = model.training
     model.eval()
     state = model.init_state(len(first), device)
+    dtype = model.decoder.weight.dtype  # the decoder and the loss run in the weights' own precision
     total = torch.zeros((), dtype=torch.float64, device=device)
     chunk = max(1, CHUNK // max(1, len(first)))  # about CHUNK tokens per forward call, whatever the streams
     for start in range(0, steps, chunk):
@@ -83,8 +84,8 @@ def token_loss(
         y = torch.from_numpy(wanted).to(device)
         with autocast(device, precision):
             out, state = model.recur(x, state)  # (T, S, hidden)
-        state = tuple(part.float() for part in state)
-        logits = model.decode(out.float(), x)  # (T, S, V) in fp32 whatever the recurrence ran in
+        state = tuple(part.to(dtype) for part in state)  # no-ops unless the recurrence ran in bf16
+        logits = model.decode(out.to(dtype), x)  # (T, S, V) in the weights' precision whatever the recurrence ran in
         total += class_sum(logits, y)[0].double()
     model.train(was_training)
     return float(total), int((ends - first).sum())  # one host sync per evaluation

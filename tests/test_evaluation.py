@@ -168,3 +168,10 @@ def test_evaluate_says_when_the_recurrence_ran_in_bf16_and_stays_within_1e4_bits
     assert code == 0 and json.loads(out)["precision"] == "fp32"
     code, _, err = run("evaluate", model, held_out, "--exact", "--precision", "bf16")  # asked for: said so
     assert code == 0 and "one stream, exact; the recurrence in bf16" in err
+
+
+def test_a_float64_model_is_scored_in_float64_throughout(model_and_ids):
+    model, ids = model_and_ids
+    single, n = token_loss(model, ids, CPU, streams=4, context=50)
+    double, m = token_loss(model.double(), ids, CPU, streams=4, context=50)  # the decoder once got fp32 inputs
+    assert n == m == 2000 and double == pytest.approx(single, rel=1e-5) and double != single
