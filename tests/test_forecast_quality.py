@@ -177,3 +177,23 @@ def test_every_option_the_series_kind_defaults_is_one_train_re_reads():
 
     found = SeriesKind().defaults({"val_fraction": 0.1}, set(KIND_DEFAULTED) | {"optimizer", "lr", "dropout"})
     assert found and set(found) <= set(KIND_DEFAULTED)
+
+
+def test_a_file_that_extends_the_training_rows_is_scored_on_its_new_rows_only(tmp_path, run):
+    """Trained on the first 600 rows and evaluated on all 720: the 120 rows training never read are scored
+    (before, every row was, the training rows too, so a benchmark of the held-out tail was in-sample); a file
+    whose first rows differ is scored whole."""
+    whole = daily_csv(tmp_path / "whole.csv", days=30)
+    lines = whole.read_text().splitlines(keepends=True)
+    (tmp_path / "part.csv").write_text("".join(lines[:601]))
+    code, _, err = run("train", tmp_path / "part.csv", "-o", tmp_path / "m.pt", *SMALL, "--max-steps", "2", "--quiet")
+    assert code == 0, err
+    code, out, err = run("evaluate", tmp_path / "m.pt", whole, "--horizon", "24", "--json")
+    assert code == 0, err
+    figures = json.loads(out)
+    assert figures["horizons"]["1"]["points"] == figures["horizons"]["24"]["points"] == 120  # origins 24 apart
+    assert "whole.csv extends the training data: scoring its 120 new row(s)" in err
+    other = daily_csv(tmp_path / "other.csv", days=30, seed=5)
+    code, out, err = run("evaluate", tmp_path / "m.pt", other, "--json")
+    assert code == 0, err
+    assert json.loads(out)["horizons"]["1"]["points"] == 720 - 24  # from the first origin a season in

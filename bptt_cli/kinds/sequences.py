@@ -153,6 +153,32 @@ def data_hash(data: str | Path) -> str:
     return digest.hexdigest()
 
 
+def rows_hash(values: list[np.ndarray], rows: list[int]) -> str:
+    """SHA-256 of the first ``rows[i]`` rows of each sequence's values as read: the same rows in a longer
+    file (new rows appended) hash the same, whatever else the file holds after them."""
+    digest = hashlib.sha256()
+    for v, n in zip(values, rows):
+        digest.update(np.ascontiguousarray(v[:n], dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def rows_read(seq: Sequences) -> dict:
+    """What a forecast model's summary keeps of the rows it was trained on (their count per sequence and their
+    hash), so that ``evaluate`` on a file that extends them scores only the new rows; {} for other tasks."""
+    if seq.task != "forecast":
+        return {}
+    rows = [len(v) for v in seq.values]
+    return {"rows_read": rows, "rows_sha256": rows_hash(seq.values, rows)}
+
+
+def extends_training(summary: dict, seq: Sequences) -> bool:
+    """Whether ``seq`` holds every sequence's training rows (``rows_read``) and at least one row more in each."""
+    read = summary.get("rows_read")
+    return bool(seq.task == "forecast" and read and len(read) == len(seq.values)
+                and all(len(v) > n for v, n in zip(seq.values, read))
+                and rows_hash(seq.values, read) == summary.get("rows_sha256"))
+
+
 @dataclass
 class _Training:
     """The training side of sequence data, read and split: what ``prepare`` builds the run from."""
@@ -357,7 +383,7 @@ class SequenceKind(DataKind):
                 described["mase_seasonal_scale"] = forecast.naive_scale(history, season).tolist()
         described["val_fraction"] = run.val_fraction if run.val is None else 0.0
         summary = {"data_file": Path(data).name, "data_sha256": data_hash(data), "sequences": len(seq.values),
-                   "train_steps": int(sum(len(x) for x, _ in pairs))}
+                   "train_steps": int(sum(len(x) for x, _ in pairs)), **rows_read(seq)}
         width = streams.size if isinstance(streams, SequenceBatches) else streams.inputs.shape[1]
         validate, ends_here, score_other = self._validation(split_data, summary, width, bidirectional, options, run,
                                                              per_lead)
@@ -532,7 +558,8 @@ def _label_baselines(stored: dict, seq: Sequences, norm: Normaliser, truth: np.n
 
 
 def _scored_starts(file: ModelFile, seq: Sequences, data: Path) -> tuple[list[int], list[str]]:
-    """Where scoring starts in each sequence: the held-out tail on the training data itself, else 0."""
+    """Where scoring starts in each sequence: the held-out tail on the training data itself, the first new row
+    in a file that extends the training data (its rows, then more), else 0."""
     stored = file.data
     same = file.summary.get("data_sha256") == data_hash(data) and stored.get("val_fraction", 0) > 0
     tail_only = same and seq.task in ("forecast", "tag")  # chronological splits: the tail was never trained on
@@ -544,6 +571,12 @@ def _scored_starts(file: ModelFile, seq: Sequences, data: Path) -> tuple[list[in
     elif same:
         notes.append(f"{Path(data).name} is the training data: every sequence is scored, training ones "
                      "included; score held-out files for a fair figure")
+    elif extends_training(file.summary, seq):
+        read = file.summary["rows_read"]
+        new = sum(len(v) - n for v, n in zip(seq.values, read))
+        notes.append(f"{Path(data).name} extends the training data: scoring its {new:,} new row(s), "
+                     "the state warmed up on the rows trained on")
+        return list(read), notes
     return [tail_cut(len(v), fraction) if tail_only else 0 for v in seq.values], notes
 
 
