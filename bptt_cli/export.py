@@ -336,6 +336,9 @@ def export_model(model_path: str | Path, output: str | Path) -> Export:
     if file.model.config.bidirectional:
         raise BpttError(f"{model_path}: a bidirectional model reads each sequence from its end, which an export "
                         "that carries the state step by step cannot; export a model trained without --bidirectional")
+    if file.model.config.linear:
+        raise BpttError(f"{model_path}: its forecasts add a linear autoregression on the last values, which the "
+                        "exported step does not keep; export a model trained with --anchor last")
     kind = kinds.of_model(file).name
     model = file.model.float().eval()
     program = trace(model)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bptt_cli.autoregression import LinearStart
 from bptt_cli.errors import BpttError
 from bptt_cli.losses import OutputHead, level_name, pinball
 from bptt_cli.memory import require_rollout_fits
@@ -66,6 +67,7 @@ def rollout(
     horizon: int,
     head: OutputHead = OutputHead(),
     choose=None,
+    trail: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The model's outputs (N, H, K*O) from N states, starting by reading ``first`` (N, F).
 
@@ -75,19 +77,23 @@ def rollout(
     outputs, e.g. a draw) replaces that feature, so targets are the model's own
     and other features are given. A model with a direct head decodes ``leads``
     steps at once: it reads those steps back (one fused call) only when the
-    horizon is longer.
+    horizon is longer. A model with a linear start adds its offsets, read from ``trail`` (N, lags, O), the last
+    target values up to the origin (``LinearStart.trail``), which the forecasts then extend.
     """
     choose = choose or head.point
+    start = LinearStart.of(model.config)
     x, predictions, done = first.unsqueeze(0), [], 0
     while True:  # over every origin at once: one decode per block of leads
         out, state = model.recur(x, state)  # (steps, N, hidden)
-        block = model.decode(out[-1], x[-1]).unflatten(-1, (model.config.leads, -1))[:, : horizon - done]
+        block = decoded(model, out[-1], x[-1], trail).unflatten(-1, (model.config.leads, -1))[:, : horizon - done]
         predictions.append(block)  # (N, take, K*O)
         done += block.shape[1]
         if done == horizon:
             return torch.cat(predictions, dim=1)
         x = known[:, done - block.shape[1] : done].transpose(0, 1).clone()  # (take, N, F): the block's steps
         point = choose(block.flatten(0, 1)).unflatten(0, block.shape[:2]).transpose(0, 1)  # (take, N, O)
+        if start is not None:
+            trail = start.advance(trail, point.transpose(0, 1))
         for target, feature in feed:
             x[:, :, feature] = point[:, :, target]
 
@@ -463,17 +469,34 @@ def _model_outputs(model, x: torch.Tensor, origins: np.ndarray, horizon: int, fe
     """The model's outputs (N, H, K*O) from each origin of one normalised series x (L, F), and its
     forecast at each level (N, H, L, O) for a probabilistic head; the ``unknown`` inputs after the origin are
     read from the ``reused`` rows (N, H) instead of their real future."""
+    trail = trail_at(model, x, origins)
     if horizon == 1:  # one pass gives every one-step forecast
         out, _ = model.recur(x.unsqueeze(1), model.init_state(1, device))
-        outputs = next_step(model.decode(out[:, 0], x), model.config)[origins].unsqueeze(1)
+        outputs = next_step(decoded(model, out[origins, 0], x[origins], trail), model.config).unsqueeze(1)
         return outputs, head.bands(outputs) if head.probabilistic else None
     lead = np.arange(1, horizon + 1)
     state = states_at(model, x, origins, device)
     known = x[origins[:, None] + lead[None, :-1]]  # (N, H-1, F): the real inputs after the origin
     if unknown:
         known[:, :, unknown] = x[reused[:, :-1]][:, :, unknown]
-    outputs = rollout(model, state, x[origins], known, feed, horizon, head)
+    outputs = rollout(model, state, x[origins], known, feed, horizon, head, trail=trail)
     return outputs, rollout_bands(model, state, x[origins], known, feed, horizon, head, outputs)
+
+
+def decoded(model: RecurrentModel, out: torch.Tensor, x: torch.Tensor, trail: torch.Tensor | None) -> torch.Tensor:
+    """The forecasts (N, leads * K*O) decoded from the outputs ``out`` (N, hidden) after reading x (N, F): with
+    a linear start, plus its offsets from each row's ``trail`` (``trail_at``)."""
+    decoded_outputs = model.decode(out, x)
+    if trail is None:
+        return decoded_outputs
+    return decoded_outputs + LinearStart.of(model.config).offsets(trail).to(decoded_outputs.dtype)
+
+
+def trail_at(model: RecurrentModel, x: torch.Tensor, origins: np.ndarray) -> torch.Tensor | None:
+    """The last target values (N, lags, O) up to each origin of the normalised inputs x (L, F) that a model's
+    linear start reads (its anchor inputs are the targets); None for a model without one."""
+    start = LinearStart.of(model.config)
+    return None if start is None else start.trail(x[:, model.config.anchor], origins)
 
 
 def rollout_bands(model, state, first, known, feed, horizon: int, head: OutputHead,
@@ -608,7 +631,10 @@ def generate_forecast(file, device, context=None, horizon: int | None = None, fu
                             for i, h in enumerate(histories)])  # (G, H-1, F) the future inputs
     head = OutputHead.stored(stored, file.config)
     first, known, feed = torch.from_numpy(first).to(device), torch.from_numpy(known).to(device), feedback(features, targets)
-    outputs = rollout(model, state, first, known, feed, horizon, head)  # (G, H, K*O)
+    trails = [trail_at(model, torch.from_numpy(norm.apply(h)[:, features]).to(device), np.array([len(h) - 1]))
+              for h in histories]
+    outputs = rollout(model, state, first, known, feed, horizon, head,
+                      trail=None if trails[0] is None else torch.cat(trails))  # (G, H, K*O)
     values = norm.invert(head.point(outputs).cpu().double().numpy(), targets)  # (G, H, O)
     bands = rollout_bands(model, state, first, known, feed, horizon, head, outputs)  # (G, H, L, O)
     bands = None if bands is None else norm.invert(bands.cpu().double().numpy(), targets)

@@ -149,7 +149,7 @@ def finite_tensors(values: Any, what: str) -> None:
             finite_tensors(value, f"{what} {i}")
 
 
-LATER_MODEL_FIELDS = ("anchor", "leads")  # model_config fields older files lack: their defaults rebuild those models
+LATER_MODEL_FIELDS = ("anchor", "leads", "linear", "linear_lags")  # model_config fields older files lack: their defaults rebuild those models
 
 
 def _model_config(raw: Any) -> ModelConfig:

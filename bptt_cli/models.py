@@ -9,6 +9,7 @@ and RNN, ``(h, c)`` for LSTM, so carrying and detaching never branch on the cell
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Iterator, Sequence
@@ -46,6 +47,10 @@ class ModelConfig:
     # (a zero decoder, so an untrained model is persistence); empty: the decoder's output is the prediction
     anchor: list[int] = field(default_factory=list)
     leads: int = 1  # steps ahead decoded at once from each state (a direct multi-step head), lead by lead
+    # an anchored forecast's linear start (autoregression.LinearStart): weights per lead, output and lag (of
+    # linear_lags, oldest first) on each lag's difference from the last value, flat; empty: none
+    linear: list[float] = field(default_factory=list)
+    linear_lags: int = 0
     # build and train even when the memory estimate exceeds what the machine has available (--force);
     # a choice of this run, not a property of the model: model files do not store it
     force: bool = field(default=False, compare=False)
@@ -60,6 +65,11 @@ class ModelConfig:
         if self.anchor and (len(self.anchor) != self.output_size
                             or not all(isinstance(i, int) and 0 <= i < self.input_size for i in self.anchor)):
             raise BpttError(f"the anchor {self.anchor} does not name one input for each of {self.output_size} outputs")
+        if self.linear and (not self.anchor or type(self.linear_lags) is not int or self.linear_lags < 2
+                            or len(self.linear) != self.output_size * self.leads * self.linear_lags
+                            or not all(type(v) in (int, float) and math.isfinite(v) for v in self.linear)):
+            raise BpttError(f"the linear start needs an anchor, at least 2 lags and a finite weight for each lag "
+                            f"of {self.output_size * self.leads} leads and outputs")
         if not 0.0 <= self.dropout < 1.0:
             raise BpttError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.tie_weights and not self.tokens:

@@ -125,7 +125,8 @@ class SeriesPredictor(Predictor):
         self.head = OutputHead.stored(data, file.config)  # a gaussian or quantile model also prints its levels
         # a point model prints the levels of its validation errors (older files have none)
         self.residual = None if self.head.probabilistic else ResidualBands.stored(data)
-        self.keep = max(1, self.season or 1)  # rows of history kept to fill future inputs one season back
+        # rows of history kept to fill future inputs one season back, and for a linear start's lags
+        self.keep = max(1, self.season or 1, self.model.config.linear_lags)
         self.calendar = stored_calendar(data)  # computed from each row's time, never read from the row
         computed = calendar_names(self.calendar)
         self.given = [c for c in self.names if c not in computed]  # the columns a row brings
@@ -194,15 +195,18 @@ class SeriesPredictor(Predictor):
         x = torch.from_numpy(self.norm.apply(values[None, :])[:, self.features]).to(self.device)  # (1, F)
         previous = self.stream.history if self.stream.history is not None else np.zeros((0, len(self.names)))
         history = np.concatenate([previous[-(self.keep - 1):] if self.keep > 1 else previous[:0], values[None, :]])
+        trail = forecast.trail_at(self.model, torch.from_numpy(self.norm.apply(history)[:, self.features]).to(
+            self.device), np.array([len(history) - 1]))
         if self.horizon == 1:
             out, state = self.model.recur(x.unsqueeze(0), self.stream.state)  # (1, 1, hidden): one step
-            predicted = next_step(self.model.decode(out[0], x), self.model.config).unsqueeze(1)  # (1, 1, K*O)
+            predicted = next_step(forecast.decoded(self.model, out[0], x, trail), self.model.config).unsqueeze(1)
             bands = self.head.bands(predicted) if self.head.probabilistic else None
         else:
             known = self.norm.apply(forecast.future_inputs(history, self.horizon, self.season, self.names,
                                                            self.calendar, self._future_times(when)))
             known = torch.from_numpy(known[None, :, self.features]).to(self.device)
-            predicted = forecast.rollout(self.model, self.stream.state, x, known, self.feed, self.horizon, self.head)
+            predicted = forecast.rollout(self.model, self.stream.state, x, known, self.feed, self.horizon, self.head,
+                                         trail=trail)
             bands = forecast.rollout_bands(self.model, self.stream.state, x, known, self.feed, self.horizon,
                                            self.head, predicted)
             _, state = self.model.recur(x.unsqueeze(0), self.stream.state)

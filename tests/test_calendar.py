@@ -120,9 +120,9 @@ def test_generate_computes_the_future_calendar_at_the_true_future_times(tmp_path
     seen = {}
     real_rollout = forecast.rollout
 
-    def spy(model, state, first, known, feed, horizon, *rest):
+    def spy(model, state, first, known, feed, horizon, *rest, **named):
         seen["known"] = known.cpu().numpy()
-        return real_rollout(model, state, first, known, feed, horizon, *rest)
+        return real_rollout(model, state, first, known, feed, horizon, *rest, **named)
 
     monkeypatch.setattr(forecast, "rollout", spy)
     code, out, err = invoke("generate", model, "--horizon", horizon)

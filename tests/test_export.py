@@ -43,7 +43,7 @@ def models(tmp_path_factory) -> dict[tuple[str, str], Path]:
         "temp": 20 + np.cos(2 * np.pi * t / 12) + 0.1 * rng.standard_normal(len(t)),
     }).to_csv(series, index=False)
     made = {}
-    for kind, data, extra in (("text", text, ["--embed", "8"]), ("series", series, ["--calendar", "none"])):
+    for kind, data, extra in (("text", text, ["--embed", "8"]), ("series", series, ["--calendar", "none", "--anchor", "last"])):
         for cell in CELLS:
             out = root / f"{kind}-{cell}.pt"
             code, _, err = invoke("train", data, "-o", out, "--model", cell, *TINY, *extra)
@@ -161,7 +161,7 @@ def test_the_sidecar_says_how_calendar_inputs_are_computed(tmp_path):
     pd.DataFrame({"time": pd.date_range("2024-01-01", periods=len(t), freq="30min").astype(str),
                   "load": 10 + 3 * np.sin(2 * np.pi * t / 48)}).to_csv(series, index=False)
     model, out = tmp_path / "m.pt", tmp_path / "m.pt2"
-    assert invoke("train", series, "-o", model, "--calendar", "hour", *TINY)[0] == 0
+    assert invoke("train", series, "-o", model, "--calendar", "hour", "--anchor", "last", *TINY)[0] == 0
     assert invoke("export", model, "-o", out)[0] == 0
     data = json.loads((tmp_path / "m.pt2.json").read_text())["data"]
     assert data["feature_columns"] == ["load", "hour_sin", "hour_cos"] and data["target_columns"] == ["load"]
@@ -189,6 +189,17 @@ def test_a_broken_state_carry_fails_the_parity_check_and_leaves_nothing(models, 
     assert code == 1
     assert len(err.strip().splitlines()) == 1 and "differs from bptt's" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_with_a_linear_start_is_refused_in_one_line(tmp_path):
+    """The default series model adds a linear autoregression on its last values, which an exported step (the
+    state carried by the caller) does not keep: one line naming the flag to train with, nothing written."""
+    series = tmp_path / "load.csv"
+    pd.DataFrame({"load": np.sin(np.arange(300) / 4)}).to_csv(series, index=False)
+    assert invoke("train", series, "-o", tmp_path / "m.pt", *TINY)[0] == 0
+    code, _, err = invoke("export", tmp_path / "m.pt", "-o", tmp_path / "m.pt2")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--anchor last" in err, err
+    assert not (tmp_path / "m.pt2").exists()
 
 
 def test_a_missing_extra_names_the_install_line(models, tmp_path, monkeypatch):

@@ -100,7 +100,7 @@ def test_a_model_file_from_before_the_anchor_evaluates_as_before(tmp_path, run):
 def test_print_config_shows_the_series_defaults_and_text_keeps_its_own(tmp_path, run):
     code, out, _ = run("train", daily_csv(tmp_path / "daily.csv", days=3), "--print-config")
     assert code == 0
-    for line in ("hidden: 64", "layers: 1", "window: 48", "epochs: 500", "patience: 20", "anchor: last",
+    for line in ("hidden: 64", "layers: 1", "window: 48", "epochs: 500", "patience: 20", "anchor: linear",
                  "average: ema:0.99"):
         assert line in out.splitlines()
     code, out, _ = run("train", daily_csv(tmp_path / "daily.csv", days=3), "--print-config", "--optimizer", "nt-asgd")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from bptt_cli import kinds
+from bptt_cli import forecast, kinds
 from bptt_cli.modelfile import load_model_file
 from test_series import seasonal_csv
 
@@ -42,7 +42,9 @@ def one_step_forecasts(model_path: Path, data: Path) -> np.ndarray:
     x = torch.from_numpy(seq.frames(norm, 0)).unsqueeze(1)
     with torch.no_grad():
         out, _ = file.model.recur(x, file.model.init_state(1))
-        predicted = next_step(file.model.decode(out[:, 0], x[:, 0]), file.model.config).double().numpy()
+        trail = forecast.trail_at(file.model, x[:, 0], np.arange(len(x)))  # a linear start's values
+        predicted = next_step(forecast.decoded(file.model, out[:, 0], x[:, 0], trail), file.model.config)
+    predicted = predicted.double().numpy()
     return norm.invert(predicted, seq.targets)
 
 

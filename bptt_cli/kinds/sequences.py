@@ -19,6 +19,7 @@ import torch
 from bptt_cli import baselines, distributed, forecast
 from bptt_cli.audio import list_files
 from bptt_cli.augment import Augmentation, parse_augment
+from bptt_cli.autoregression import LinearStart, default_lags
 from bptt_cli.choices import ANCHORS
 from bptt_cli.errors import BpttError
 from bptt_cli.kinds.base import DataKind, Prepared, Request
@@ -59,6 +60,7 @@ class Sequences:
     notes: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)  # how to read more of this data: series spec or audio features
     leads: int = 1  # steps ahead a forecast target holds (the model's direct head), lead-major
+    start: LinearStart | None = None  # the linear forecast a model starts from: its targets are relative to it
 
     @property
     def classifies(self) -> bool:
@@ -77,7 +79,10 @@ class Sequences:
         """Inputs and targets of sequence i up to ``end``: next-step targets (NaN before ``scored_from``) or labels."""
         x = self.frames(norm, i, end)
         if self.task == "forecast":
-            y = ahead(norm.apply(self.values[i][:end])[:, self.targets], self.leads)
+            values = norm.apply(self.values[i][:end])[:, self.targets]
+            y = ahead(values, self.leads)
+            if self.start is not None:  # the model predicts what the linear start misses
+                y -= self.start.offsets_along(values).astype(y.dtype)
             y[: max(0, scored_from - 1)] = np.nan
             return x[:-1], y
         if self.task == "sequence":
@@ -211,6 +216,22 @@ def forecast_leads(seq: Sequences, options, init_from) -> int:
     if forecast.outside_inputs(described) and not forecast.unknown_inputs(described):
         return 1
     return getattr(options, "season", None) or season_of(seq.freq) or forecast.DEFAULT_HORIZON
+
+
+def linear_start(split_data: _Training, options, run, season: int | None,
+                 head: OutputHead) -> LinearStart | None:
+    """The linear forecast a model starts from: a warm start's own, else fitted on the training rows for
+    ``--anchor linear`` (None for other anchors, for labels and probabilistic heads, and for series too short)."""
+    if run.init_from is not None:
+        return LinearStart.of(run.init_from.model.config)
+    seq = split_data.seq
+    if getattr(options, "anchor", "none") != "linear" or not anchor_inputs(seq, "linear", head):
+        return None
+    norm, held = split_data.norm, split_data.val_seq
+    history = [norm.apply(seq.values[i][: split_data.ends[i], seq.targets], seq.targets) for i in split_data.train_ids]
+    scored = [] if held is None else [(norm.apply(held.values[i][:, held.targets], held.targets), split_data.val_starts[i])
+                                      for i in split_data.val_keep]
+    return LinearStart.fit(history, seq.leads, default_lags(season, max(len(h) for h in history)), scored)
 
 
 def anchor_inputs(seq: Sequences, anchor: str, head: OutputHead) -> list[int]:
@@ -348,6 +369,9 @@ class SequenceKind(DataKind):
         split_data = self._split_data(data, options, run)
         seq, norm, device = split_data.seq, split_data.norm, run.device
         season = getattr(options, "season", None) or season_of(seq.freq)
+        seq.start = linear_start(split_data, options, run, season, head)
+        if split_data.val_seq is not None:
+            split_data.val_seq.start = seq.start
         self.tie_to_data(split_data, season, run)
         if bidirectional:
             refuse_bidirectional(seq.task, run.train_config.window)
@@ -366,6 +390,8 @@ class SequenceKind(DataKind):
             config.tokens, config.input_size, config.bidirectional = False, len(seq.features), bidirectional
             config.output_size = len(seq.classes) if seq.classifies else len(seq.targets) * head.per_target
             config.anchor, config.leads = anchor_inputs(seq, getattr(options, "anchor", "none"), head), seq.leads
+            if seq.start is not None:
+                config.linear, config.linear_lags = seq.start.stored()
             model = RecurrentModel(config)
         described = seq.describe(norm, season)
         if seq.classifies:  # what evaluate's majority-class and nearest-neighbour baselines compare with
@@ -453,6 +479,8 @@ class SequenceKind(DataKind):
                 return None, "it reads other columns, targets or classes"
             if file.model.config.leads != seq.leads:
                 return None, f"it forecasts {file.model.config.leads} step(s) at once, this run {seq.leads}"
+            if LinearStart.of(file.model.config) != seq.start:
+                return None, "it starts its forecasts from another linear forecast (--anchor)"
             head, theirs = self.head(options), OutputHead.stored(stored, file.config)
             distributions = {head.loss, theirs.loss} & set(PROBABILISTIC)
             if not seq.classifies and distributions and theirs != head:
@@ -527,7 +555,7 @@ class SequenceKind(DataKind):
 
         stored = file.data
         seq = self.read(data, self.Options(), stored, labels=request.labels)
-        seq.leads = file.model.config.leads
+        seq.leads, seq.start = file.model.config.leads, LinearStart.of(file.model.config)
         norm = Normaliser.from_dict(stored["norm"])
         longest = max(range(len(seq.values)), key=lambda i: len(seq.values[i]))
         inputs, targets = seq.pairs(norm, longest)
@@ -590,6 +618,7 @@ def _tail(model: RecurrentModel, seq: Sequences, norm: Normaliser, season: int |
     keep = list(range(len(seq.values))) if seq.kind == "series" else [len(seq.values) - 1]
     picked = seq.subset(keep)
     rows = forecast.PLOT_HORIZONS * (season or forecast.DEFAULT_HORIZON)  # a season to forecast, more to draw
+    rows = max(rows, model.config.linear_lags)  # and every value a linear start reads
     if state is None:
         frames = [picked.frames(norm, i)[:-1] for i in range(len(keep))]
         streams = pack(frames, [np.zeros((len(f), 1), np.float32) for f in frames], len(frames), align_end=True)

@@ -31,7 +31,7 @@ class SeriesOptions:
     future: list[str] = kind_option(default_factory=list)  # --future: inputs whose future values are known
     resample: str | None = None  # --resample: a pandas offset (5min) or auto; the rows go on that grid first
     leads: int | None = kind_option(None, shape=True)  # steps decoded at once; None: a season (1: next step only)
-    anchor: str = kind_option("last", shape=True)  # one of choices.ANCHORS: last (predict the change) | none
+    anchor: str = kind_option("linear", shape=True)  # one of choices.ANCHORS: linear | last (the change) | none
 
 
 # Defaults that train a series well in a few minutes on 2 cores (README, "Forecast quality"): a small model, and
