@@ -105,7 +105,8 @@ class LinearStart:
         if torch.is_tensor(trail):
             weights = torch.as_tensor(self.weights, dtype=trail.dtype, device=trail.device)
             return torch.einsum("nlo,kol->nko", moved, weights).flatten(1)
-        return np.einsum("nlo,kol->nko", moved, self.weights).reshape(len(trail), -1)
+        found = np.stack([moved[:, :, o] @ self.weights[:, o].T for o in range(moved.shape[2])], axis=-1)
+        return found.reshape(len(trail), -1)  # (N, leads, O) lead-major
 
     def offsets_along(self, values: np.ndarray) -> np.ndarray:
         """The offsets (L - 1, leads * O) from every row but the last of ``values`` (L, O), in chunks."""
@@ -138,8 +139,9 @@ def _moments(histories: list[tuple[np.ndarray, int]], leads: int, lags: int,
             x = windows(h, at, lags)
             x = x - x[:, -1:]  # (N, lags, O): each lag's difference from the last value
             y = np.nan_to_num(h[at[:, None] + ahead[None, :]] - h[at][:, None])  # (N, leads, O)
-            gram += np.einsum("nlo,nmo->olm", x, x)
-            cross += np.einsum("nlo,nko->olk", x, y)
+            for o in range(width):  # matrix products, not einsum: BLAS on lags of a thousand
+                gram[o] += x[:, :, o].T @ x[:, :, o]
+                cross[o] += x[:, :, o].T @ y[:, :, o]
     return gram, cross
 
 
