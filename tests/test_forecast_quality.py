@@ -100,7 +100,7 @@ def test_a_model_file_from_before_the_anchor_evaluates_as_before(tmp_path, run):
 def test_print_config_shows_the_series_defaults_and_text_keeps_its_own(tmp_path, run):
     code, out, _ = run("train", daily_csv(tmp_path / "daily.csv", days=3), "--print-config")
     assert code == 0
-    for line in ("hidden: 64", "layers: 1", "window: 48", "epochs: 500", "patience: 20", "anchor: linear",
+    for line in ("hidden: 64", "layers: 1", "window: 48", "epochs: 500", "patience: 20", "anchor: linear", "lr: 0.001",
                  "average: ema:0.99"):
         assert line in out.splitlines()
     code, out, _ = run("train", daily_csv(tmp_path / "daily.csv", days=3), "--print-config", "--optimizer", "nt-asgd")
@@ -169,6 +169,16 @@ def test_a_series_run_averages_its_weights_by_default(tmp_path, run, extra, aver
     assert code == 0, err
     saved = torch.load(f"{out}.ckpt", weights_only=True)["training"]
     assert (saved["average"] is not None) == averaged
+
+
+@pytest.mark.parametrize("extra, lr", [([], 1e-3), (["--lr", "0.004"], 4e-3), (["--optimizer", "sgd"], 2e-3)])
+def test_a_series_run_takes_the_series_learning_rate_unless_told_or_not_adam(tmp_path, run, extra, lr):
+    out, metrics = tmp_path / "m.pt", tmp_path / "m.jsonl"
+    code, _, err = run("train", daily_csv(tmp_path / "d.csv", days=6), "-o", out, "--max-steps", "4",
+                       "--metrics", metrics, "--log-every", "2", *extra)
+    assert code == 0, err
+    rates = {json.loads(line).get("lr") for line in metrics.read_text().splitlines()} - {None}
+    assert rates == {lr}
 
 
 def test_every_option_the_series_kind_defaults_is_one_train_re_reads():

@@ -150,7 +150,7 @@ def train(
 
         untouched = {name for name in run_config if ctx.get_parameter_source(name).name == "DEFAULT"}
         run_config.update(detect(data).defaults(run_config, untouched))
-        hidden, layers, window, epochs, patience, average = (run_config[k] for k in KIND_DEFAULTED)
+        hidden, layers, window, epochs, patience, average, lr = (run_config[k] for k in KIND_DEFAULTED)
     if print_config:
         from types import SimpleNamespace
 

@@ -90,7 +90,7 @@ class RunSetup:
 
 # The bptt train options a kind's ``defaults`` may set: the command re-reads exactly these after asking the kind,
 # so a default outside them would show in --print-config but not reach the run.
-KIND_DEFAULTED = ("hidden", "layers", "window", "epochs", "patience", "average")
+KIND_DEFAULTED = ("hidden", "layers", "window", "epochs", "patience", "average", "lr")
 
 class DataKind:
     """The interface of a data kind. A subclass names itself in its class line and implements the methods::
