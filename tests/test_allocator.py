@@ -44,7 +44,9 @@ def faults_per_update(env_extra: dict) -> tuple[str, float]:
 def test_training_updates_reuse_freed_buffers_instead_of_faulting_pages_in():
     applied, faults = faults_per_update({})
     assert applied == "True"
-    assert faults < 200  # glibc's defaults give ~5,000 minor faults per update of this model here
+    # glibc's defaults give 5,000-9,000 minor faults per update of this model; kept, 0 on an idle machine and up
+    # to ~400 beside a benchmark using both cores (the kernel reclaims pages under load)
+    assert faults < 1000
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc settings")
