@@ -49,6 +49,8 @@ def windows(values, origins: np.ndarray, lags: int):
 
 @dataclass(frozen=True, eq=False)
 class LinearStart:
+    """A fitted linear start: its offsets from a trail of the last values, and what a model config keeps."""
+
     weights: np.ndarray  # (leads, O, lags): lead k of target o from the lag differences, oldest lag first
 
     def __eq__(self, other) -> bool:
