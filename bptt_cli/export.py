@@ -30,6 +30,7 @@ from torch import nn
 
 from bptt_cli import __version__, kinds
 from bptt_cli.atomic import atomic_write, write_bytes
+from bptt_cli.autoregression import LinearStart
 from bptt_cli.errors import BpttError, RunFailed
 from bptt_cli.modelfile import ModelFile, load_model_file
 from bptt_cli.output_paths import check_output as check_path
@@ -89,27 +90,57 @@ class StatefulStep(nn.Module):
     """``forward(x, *state) -> (y, *new state)``: the model with its state as explicit inputs and outputs.
 
     x is (T, B) token ids or (T, B, F) features, each state part (layers, B, hidden),
-    y (T, B, outputs). Equal to ``RecurrentModel.forward`` in eval mode.
+    y (T, B, outputs). Equal to ``RecurrentModel.forward`` in eval mode, and for a model with a linear start
+    (``--anchor linear``) its offsets added, the last values it reads carried as one more state part
+    ``recent`` (B, lags, O), NaN where there were none yet.
     """
 
     def __init__(self, model: RecurrentModel):
         super().__init__()
         self.model = model
+        start = LinearStart.of(model.config)
+        self.register_buffer("linear", None if start is None else torch.from_numpy(start.weights).float(),
+                             persistent=False)
 
     def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         from torch._higher_order_ops.scan import scan
 
         model = self.model
         inputs = model.embedding(x) if model.embedding is not None else x  # (T, B, width)
+        recurrent = state[: len(state_names(model.config.cell))]
         ends = []
         for layer in range(model.config.layers):
             w_ih, w_hh, b_ih, b_hh = (getattr(model.rnn, f"{name}_l{layer}")
                                       for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
             step = CELL_STEPS[model.config.cell](w_hh, b_hh)
-            carry, inputs = scan(step, tuple(s[layer] for s in state), inputs @ w_ih.T + b_ih)  # (T, B, hidden)
+            carry, inputs = scan(step, tuple(s[layer] for s in recurrent), inputs @ w_ih.T + b_ih)  # (T, B, hidden)
             ends.append(carry)
         y = anchored(model.decoder(inputs), x, model.config.anchor * model.config.leads)
-        return (y, *(torch.stack(parts) for parts in zip(*ends)))
+        carried = [torch.stack(parts) for parts in zip(*ends)]
+        if self.linear is None:
+            return (y, *carried)
+        offsets, recent = self._linear_start(x, state[-1])
+        return (y + offsets, *carried, recent)
+
+    def _linear_start(self, x: torch.Tensor, recent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The offsets (T, B, leads * O) at every step of x, and the last values after it, from ``recent``, the
+        values before x; a NaN (no value yet) reads as the step's own value, as ``autoregression.windows``."""
+        lags = recent.shape[1]
+        values = torch.cat([recent.transpose(0, 1), x[..., self.model.config.anchor]])  # (lags + T, B, O)
+        rows = torch.arange(x.shape[0]).unsqueeze(1) + torch.arange(1, lags + 1).unsqueeze(0)  # (T, lags)
+        window = values[rows]  # (T, lags, B, O), the step's own value last
+        last = window[:, -1:]
+        moved = torch.where(window.isnan(), last, window) - last
+        offsets = torch.einsum("tlbo,kol->tbko", moved, self.linear).flatten(2)
+        return offsets, values[-lags:].transpose(0, 1)
+
+
+def initial_state(model: RecurrentModel, batch: int) -> list[torch.Tensor]:
+    """The state an export starts from: zeros, and NaN for a linear start's last values (none yet)."""
+    state = list(model.init_state(batch))
+    if model.config.linear:
+        state.append(torch.full((batch, model.config.linear_lags, model.config.output_size), float("nan")))
+    return state
 
 
 # ---------------------------------------------------------------- names, shapes and the sidecar
@@ -125,14 +156,21 @@ def signature(model: RecurrentModel) -> dict:
     x = (["time", "batch"], "int64") if config.tokens else (["time", "batch", config.input_size], "float32")
     state_shape = [config.layers, "batch", config.hidden]
     parts = state_names(config.cell)
+    recent = [{"name": "recent", "shape": ["batch", config.linear_lags, config.output_size], "dtype": "float32"}
+              ] if config.linear else []
+    carried = [*parts, *(r["name"] for r in recent)]
     return {
         "inputs": [{"name": "x", "shape": x[0], "dtype": x[1]},
-                   *({"name": p, "shape": state_shape, "dtype": "float32"} for p in parts)],
+                   *({"name": p, "shape": state_shape, "dtype": "float32"} for p in parts), *recent],
         "outputs": [{"name": "y", "shape": ["time", "batch", config.output_size * config.leads], "dtype": "float32"},
-                    *({"name": f"{p}_next", "shape": state_shape, "dtype": "float32"} for p in parts)],
+                    *({"name": f"{p}_next", "shape": state_shape, "dtype": "float32"} for p in parts),
+                    *({**r, "name": "recent_next"} for r in recent)],
         "state": {
             "parts": parts, "shape": state_shape, "initial": "zeros",
-            "carry": ", ".join(f"{p}_next -> {p}" for p in parts) + " on the next call",
+            "carry": ", ".join(f"{p}_next -> {p}" for p in carried) + " on the next call",
+            **({"recent": {"shape": recent[0]["shape"], "initial": "NaN (no values yet)",
+                           "holds": "the last normalised target values, oldest first, that y's linear start reads"}}
+               if recent else {}),
         },
         "model": {k: getattr(config, k) for k in ("cell", "layers", "hidden", "input_size", "output_size", "tokens")},
     }
@@ -235,8 +273,9 @@ def trace(model: RecurrentModel) -> torch.export.ExportedProgram:
 
     time, batch = Dim("time"), Dim("batch")
     x = _example(model, *EXAMPLE_SHAPE, torch.Generator().manual_seed(0))
-    state = model.init_state(EXAMPLE_SHAPE[1])
-    shapes = {"x": {0: time, 1: batch}, "state": tuple({1: batch} for _ in state)}
+    state = initial_state(model, EXAMPLE_SHAPE[1])
+    batch_axes = [1] * len(model.init_state(1)) + [0] * (len(state) - len(model.init_state(1)))  # recent: (B, ...)
+    shapes = {"x": {0: time, 1: batch}, "state": tuple({axis: batch} for axis in batch_axes)}
     with torch.no_grad():
         return torch.export.export(StatefulStep(model).eval(), (x, *state), dynamic_shapes=shapes)
 
@@ -293,21 +332,47 @@ def _runner(path: Path, fmt: str, model: RecurrentModel) -> Callable[..., list]:
 
 
 def parity(path: Path, fmt: str, model: RecurrentModel, seed: int = 0) -> float:
-    """Largest absolute difference between the exported file and bptt's model over two windows, state carried."""
+    """Largest absolute difference between the exported file and bptt's model over two windows, state carried
+    (a linear start's offsets computed by ``autoregression`` on everything read so far)."""
     generator = torch.Generator().manual_seed(seed)
     x = _example(model, sum(PARITY_WINDOWS), PARITY_BATCH, generator)
     run = _runner(path, fmt, model)
-    ours, theirs = model.init_state(PARITY_BATCH), [s.numpy() for s in model.init_state(PARITY_BATCH)]
-    worst, start = 0.0, 0
+    start = LinearStart.of(model.config)
+    ours, theirs = model.init_state(PARITY_BATCH), [s.numpy() for s in initial_state(model, PARITY_BATCH)]
+    worst, begin = 0.0, 0
     for steps in PARITY_WINDOWS:
-        window = x[start:start + steps]
-        start += steps
+        window = x[begin:begin + steps]
         with torch.no_grad():
             y, ours = model(window, ours)
+        expected = [y, *ours]
+        if start is not None:
+            expected[0] = y + _offsets(start, x[: begin + steps, :, model.config.anchor], begin)
+            expected.append(_recent(x[: begin + steps, :, model.config.anchor], start.lags))
+        begin += steps
         y_exported, *theirs = run(window.numpy(), *theirs)
-        for expected, got in zip((y, *ours), (y_exported, *theirs)):
-            worst = max(worst, float((expected - torch.from_numpy(got)).abs().max()))
+        for want, got in zip(expected, (y_exported, *theirs)):
+            worst = max(worst, _gap(want, torch.from_numpy(got)))
     return worst
+
+
+def _offsets(start: LinearStart, seen: torch.Tensor, begin: int) -> torch.Tensor:
+    """bptt's linear start offsets (steps, B, leads * O) at rows ``begin``.. of ``seen`` (rows, B, O)."""
+    origins = torch.arange(begin, len(seen)).numpy()
+    return torch.stack([torch.from_numpy(start.offsets(start.trail(seen[:, b].double().numpy(), origins))).float()
+                        for b in range(seen.shape[1])], dim=1)
+
+
+def _recent(seen: torch.Tensor, lags: int) -> torch.Tensor:
+    """The last ``lags`` rows of ``seen`` (rows, B, O) as (B, lags, O), NaN before the first."""
+    padded = torch.cat([torch.full((lags, *seen.shape[1:]), float("nan")), seen])
+    return padded[-lags:].transpose(0, 1)
+
+
+def _gap(want: torch.Tensor, got: torch.Tensor) -> float:
+    """The largest absolute difference; infinite where only one of the two is NaN."""
+    if not torch.equal(want.isnan(), got.isnan()):
+        return float("inf")
+    return float((want - got).nan_to_num().abs().max())
 
 
 @dataclass
@@ -336,9 +401,6 @@ def export_model(model_path: str | Path, output: str | Path) -> Export:
     if file.model.config.bidirectional:
         raise BpttError(f"{model_path}: a bidirectional model reads each sequence from its end, which an export "
                         "that carries the state step by step cannot; export a model trained without --bidirectional")
-    if file.model.config.linear:
-        raise BpttError(f"{model_path}: its forecasts add a linear autoregression on the last values, which the "
-                        "exported step does not keep; export a model trained with --anchor last")
     kind = kinds.of_model(file).name
     model = file.model.float().eval()
     program = trace(model)

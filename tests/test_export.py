@@ -191,15 +191,38 @@ def test_a_broken_state_carry_fails_the_parity_check_and_leaves_nothing(models, 
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_model_with_a_linear_start_is_refused_in_one_line(tmp_path):
-    """The default series model adds a linear autoregression on its last values, which an exported step (the
-    state carried by the caller) does not keep: one line naming the flag to train with, nothing written."""
+@pytest.mark.parametrize("fmt", ["pt2", "onnx"])
+def test_a_linear_start_exports_with_its_last_values_carried(tmp_path, fmt, request):
+    """The default series model adds a linear autoregression on its last values: the export carries them as the
+    state part ``recent`` (NaN at first) and, run over a series in three windows, gives bptt's own forecasts
+    from every row (the series is longer than the lags, so the oldest values leave ``recent``)."""
+    if fmt == "onnx":
+        request.getfixturevalue("onnx_extra")
+    from bptt_cli import export, forecast, kinds
+    from bptt_cli.series import Normaliser
+
     series = tmp_path / "load.csv"
-    pd.DataFrame({"load": np.sin(np.arange(300) / 4)}).to_csv(series, index=False)
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"load": np.sin(np.arange(120) / 4) + 0.1 * rng.standard_normal(120)}).to_csv(series, index=False)
     assert invoke("train", series, "-o", tmp_path / "m.pt", *TINY)[0] == 0
-    code, _, err = invoke("export", tmp_path / "m.pt", "-o", tmp_path / "m.pt2")
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "--anchor last" in err, err
-    assert not (tmp_path / "m.pt2").exists()
+    code, _, err = invoke("export", tmp_path / "m.pt", "-o", tmp_path / f"m.{fmt}")
+    assert code == 0, err
+    file = load_model_file(tmp_path / "m.pt")
+    model = file.model.float().eval()
+    assert 2 <= model.config.linear_lags < 50
+    sidecar = json.loads((tmp_path / f"m.{fmt}.json").read_text())
+    assert sidecar["state"]["recent"]["shape"] == ["batch", model.config.linear_lags, 1]
+    kind = kinds.KINDS["series"]
+    x = torch.from_numpy(kind.read(series, kind.Options(), file.data).frames(Normaliser.from_dict(file.data["norm"]), 0))
+    run = export._runner(tmp_path / f"m.{fmt}", fmt, model)
+    state, found = [s.numpy() for s in export.initial_state(model, 1)], []
+    for begin, end in ((0, 50), (50, 90), (90, len(x))):
+        y, *state = run(x[begin:end].unsqueeze(1).numpy(), *state)
+        found.append(y[:, 0])
+    with torch.no_grad():
+        out, _ = model.recur(x.unsqueeze(1), model.init_state(1))
+        expected = forecast.decoded(model, out[:, 0], x, forecast.trail_at(model, x, np.arange(len(x))))
+    np.testing.assert_allclose(np.concatenate(found), expected.numpy(), atol=2e-5)
 
 
 def test_a_missing_extra_names_the_install_line(models, tmp_path, monkeypatch):
