@@ -98,7 +98,7 @@ class StatefulStep(nn.Module):
     def __init__(self, model: RecurrentModel):
         super().__init__()
         self.model = model
-        start = LinearStart.of(model.config)
+        start = model.linear_start
         self.register_buffer("linear", None if start is None else torch.from_numpy(start.weights).float(),
                              persistent=False)
 
@@ -337,7 +337,7 @@ def parity(path: Path, fmt: str, model: RecurrentModel, seed: int = 0) -> float:
     generator = torch.Generator().manual_seed(seed)
     x = _example(model, sum(PARITY_WINDOWS), PARITY_BATCH, generator)
     run = _runner(path, fmt, model)
-    start = LinearStart.of(model.config)
+    start = model.linear_start
     ours, theirs = model.init_state(PARITY_BATCH), [s.numpy() for s in initial_state(model, PARITY_BATCH)]
     worst, begin = 0.0, 0
     for steps in PARITY_WINDOWS:

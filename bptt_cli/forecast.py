@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bptt_cli.autoregression import LinearStart
 from bptt_cli.errors import BpttError
 from bptt_cli.losses import OutputHead, level_name, pinball
 from bptt_cli.memory import require_rollout_fits
@@ -81,7 +80,7 @@ def rollout(
     target values up to the origin (``LinearStart.trail``), which the forecasts then extend.
     """
     choose = choose or head.point
-    start = LinearStart.of(model.config)
+    start = model.linear_start
     x, predictions, done = first.unsqueeze(0), [], 0
     while True:  # over every origin at once: one decode per block of leads
         out, state = model.recur(x, state)  # (steps, N, hidden)
@@ -489,13 +488,13 @@ def decoded(model: RecurrentModel, out: torch.Tensor, x: torch.Tensor, trail: to
     decoded_outputs = model.decode(out, x)
     if trail is None:
         return decoded_outputs
-    return decoded_outputs + LinearStart.of(model.config).offsets(trail).to(decoded_outputs.dtype)
+    return decoded_outputs + model.linear_start.offsets(trail).to(decoded_outputs.dtype)
 
 
 def trail_at(model: RecurrentModel, x: torch.Tensor, origins: np.ndarray) -> torch.Tensor | None:
     """The last target values (N, lags, O) up to each origin of the normalised inputs x (L, F) that a model's
     linear start reads (its anchor inputs are the targets); None for a model without one."""
-    start = LinearStart.of(model.config)
+    start = model.linear_start
     return None if start is None else start.trail(x[:, model.config.anchor], origins)
 
 

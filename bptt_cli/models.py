@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bptt_cli.autoregression import LinearStart
 from bptt_cli.cells import CELL_SPECS, CellSpec, cell_spec
 from bptt_cli.dropout import Regularisers, dropout, keep_mask
 from bptt_cli.errors import BpttError
@@ -105,6 +106,7 @@ class RecurrentModel(nn.Module):
         config.validate()
         require_fits(weights_estimate(config), config.describe(), config.force)
         self.config = config
+        self.linear_start = LinearStart.of(config)  # built once: decoding reads it at every forecast
         width = config.embed if config.tokens else config.input_size
         self.embedding = nn.Embedding(config.input_size, config.embed) if config.tokens else None
         self.spec = config.spec

@@ -223,7 +223,7 @@ def linear_start(split_data: _Training, options, run, season: int | None,
     """The linear forecast a model starts from: a warm start's own, else fitted on the training rows for
     ``--anchor linear`` (None for other anchors, for labels and probabilistic heads, and for series too short)."""
     if run.init_from is not None:
-        return LinearStart.of(run.init_from.model.config)
+        return run.init_from.model.linear_start
     seq = split_data.seq
     if getattr(options, "anchor", "none") != "linear" or not anchor_inputs(seq, "linear", head):
         return None
@@ -479,7 +479,7 @@ class SequenceKind(DataKind):
                 return None, "it reads other columns, targets or classes"
             if file.model.config.leads != seq.leads:
                 return None, f"it forecasts {file.model.config.leads} step(s) at once, this run {seq.leads}"
-            if LinearStart.of(file.model.config) != seq.start:
+            if file.model.linear_start != seq.start:
                 return None, "it starts its forecasts from another linear forecast (--anchor)"
             head, theirs = self.head(options), OutputHead.stored(stored, file.config)
             distributions = {head.loss, theirs.loss} & set(PROBABILISTIC)
@@ -555,7 +555,7 @@ class SequenceKind(DataKind):
 
         stored = file.data
         seq = self.read(data, self.Options(), stored, labels=request.labels)
-        seq.leads, seq.start = file.model.config.leads, LinearStart.of(file.model.config)
+        seq.leads, seq.start = file.model.config.leads, file.model.linear_start
         norm = Normaliser.from_dict(stored["norm"])
         longest = max(range(len(seq.values)), key=lambda i: len(seq.values[i]))
         inputs, targets = seq.pairs(norm, longest)
