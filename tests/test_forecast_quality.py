@@ -111,7 +111,7 @@ def test_print_config_shows_the_series_defaults_and_text_keeps_its_own(tmp_path,
     (tmp_path / "t.txt").write_text("hello world\n" * 20)
     code, out, _ = run("train", tmp_path / "t.txt", "--print-config")
     assert code == 0
-    for line in ("hidden: 256", "layers: 2", "window: 50", "epochs: 10", "patience: null"):
+    for line in ("hidden: 256", "layers: 2", "window: 50", "epochs: 10", "patience: null", "dropout: 0.2"):
         assert line in out.splitlines()
 
 

@@ -116,14 +116,6 @@ def test_the_plan_line_names_the_window_and_the_schedule(tmp_path, run, extra, s
     assert load_model_file(out).config["schedule"] == schedule
 
 
-def test_text_keeps_a_constant_rate(tmp_path, run):
-    text = tmp_path / "t.txt"
-    text.write_text("hello world, a small text to train on.\n" * 40)
-    code, _, err = run("train", text, "-o", tmp_path / "m.pt", *QUICK, "--window", "10", "--batch-size", "4")
-    assert code == 0, err
-    assert "windows of 10 steps, a constant learning rate" in plan_line(err)
-
-
 def test_a_plateau_run_with_a_season_window_resumes_bit_identically_after_the_rate_was_halved(tmp_path, run):
     data = cycle_csv(tmp_path / "s.csv", rows=2400, seed=3)
     common = [data, "--hidden", "8", "--threads", "1", "--lr", "0.2", "--patience", "6", "--epochs", "10",

@@ -87,7 +87,7 @@ def train(
     layers: Annotated[int, typer.Option("--layers", help="Stacked recurrent layers.", rich_help_panel=MODEL)] = 2,
     hidden: Annotated[int, typer.Option("--hidden", help="Hidden state width.", rich_help_panel=MODEL)] = 256,
     embed: Annotated[int, typer.Option("--embed", help="Token embedding width.", rich_help_panel=MODEL)] = 128,
-    dropout: Annotated[float, typer.Option("--dropout", help="Dropout on embeddings, between layers and before the decoder.", rich_help_panel=MODEL)] = 0.0,
+    dropout: Annotated[float, typer.Option("--dropout", help="Dropout on embeddings, between layers and before the decoder (text: 0.2 unless given).", rich_help_panel=MODEL)] = 0.0,
     dropout_kind: Annotated[DropoutKind, typer.Option("--dropout-kind", help="standard: a new --dropout mask at every step; locked: one mask per window, shared by its steps (variational dropout).", rich_help_panel=MODEL)] = DropoutKind.standard,
     weight_drop: Annotated[float, typer.Option("--weight-drop", help="DropConnect on the hidden-to-hidden weights: a share masked once per update (the fused kernel is kept); 0 turns it off.", rich_help_panel=MODEL)] = 0.0,
     embed_dropout: Annotated[float, typer.Option("--embed-dropout", help="Drop whole words: this share of the embedding matrix's rows, once per update; 0 turns it off.", rich_help_panel=MODEL)] = 0.0,
@@ -108,7 +108,7 @@ def train(
     nonmono: Annotated[int, typer.Option("--nonmono", help="With --optimizer nt-asgd: validations without improvement before averaging begins.", rich_help_panel=OPTIM)] = 5,
     lr: Annotated[float, typer.Option("--lr", help="Learning rate.", rich_help_panel=OPTIM)] = 2e-3,
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="Weight decay: decoupled with adamw, an L2 term in the gradient with adam and sgd; 0 turns it off.", rich_help_panel=OPTIM)] = 0.0,
-    schedule: Annotated[ScheduleKind, typer.Option("--schedule", help="Learning-rate schedule after warm-up; plateau halves the rate after a quarter of --patience validations without a better loss (every one without --patience).", rich_help_panel=OPTIM)] = ScheduleKind.constant,
+    schedule: Annotated[ScheduleKind, typer.Option("--schedule", help="Learning-rate schedule after warm-up; plateau halves the rate after a quarter of --patience validations without a better loss (every one without --patience); text trained with Adam(W) takes plateau unless given.", rich_help_panel=OPTIM)] = ScheduleKind.constant,
     warmup: Annotated[int, typer.Option("--warmup", help="Steps of linear learning-rate warm-up.", rich_help_panel=OPTIM)] = 0,
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the data.", rich_help_panel=RUN)] = 10,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many updates.", rich_help_panel=RUN)] = None,
@@ -150,7 +150,8 @@ def train(
 
         untouched = {name for name in run_config if ctx.get_parameter_source(name).name == "DEFAULT"}
         run_config.update(detect(data).defaults(run_config, untouched))
-        hidden, layers, window, epochs, patience, average, lr = (run_config[k] for k in KIND_DEFAULTED)
+        hidden, layers, window, epochs, patience, average, lr, dropout, schedule = (
+            run_config[k] for k in KIND_DEFAULTED)
     if print_config:
         from types import SimpleNamespace
 
@@ -199,7 +200,7 @@ def train(
     train_config = TrainConfig(
         window=0 if window == AUTO else window, auto_window=window == AUTO, min_cosine=min_cosine, stride=stride, window_jitter=window_jitter, stateless=stateless, batch_size=batch_size,
         epochs=epochs, max_steps=max_steps, max_time=parse_duration(max_time) if max_time else None,
-        patience=patience, optimizer=optimizer.value, lr=lr, weight_decay=weight_decay, schedule=schedule.value,
+        patience=patience, optimizer=optimizer.value, lr=lr, weight_decay=weight_decay, schedule=schedule,
         warmup=warmup, clip=clip, clip_value=clip_value or 0.0, log_every=log_every, precision=chosen_precision,
         seed=seed,
         checkpoint_every=checkpoint_every, on_nan=on_nan.value, max_skips=max_skips, sample_every=sample_every,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bptt_cli.choices import SERIES_TASKS as TASKS
 from bptt_cli.errors import BpttError
-from bptt_cli.kinds.base import kind_option
+from bptt_cli.kinds.base import ADAM_FAMILY, kind_option
 from bptt_cli.kinds.sequences import SequenceKind, Sequences
 from bptt_cli.series import SeriesSpec, calendar_names, load_series, stored_calendar
 
@@ -40,7 +40,6 @@ class SeriesOptions:
 # figures: README, "Forecast quality"); not with nt-asgd, which averages its own. Half text's Adam rate: the model
 # learns what the linear start misses, and 1e-3 forecast every held-out tail measured better than 2e-3.
 SERIES_DEFAULTS = {"hidden": 64, "layers": 1, "window": 48, "epochs": 500, "average": "ema:0.99", "lr": 1e-3}
-ADAM_FAMILY = ("adamw", "adam")  # the optimizers the series --lr default is for (SGD rates are another scale)
 SERIES_PATIENCE = 20  # validations (one per epoch) without a better loss; only where there is a validation tail
 
 

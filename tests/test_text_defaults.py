@@ -1,0 +1,60 @@
+"""Issue 15: a language model's defaults regularise it: dropout 0.2 and the rate halved at every validation
+without a better loss (README, "Learning quality", for the held-out figures). A flag given wins, and SGD-family
+optimizers keep their constant rate."""
+
+from __future__ import annotations
+
+import pytest
+
+from bptt_cli.kinds.base import KIND_DEFAULTED
+from bptt_cli.kinds.corpus import CorpusKind
+from bptt_cli.kinds.text import TEXT_DEFAULTS, TextKind
+from bptt_cli.modelfile import load_model_file
+
+QUICK = ["--hidden", "8", "--embed", "4", "--layers", "1", "--threads", "1", "--window", "10", "--batch-size", "4"]
+
+
+def plan_line(stderr: str) -> str:
+    return next(line for line in stderr.splitlines() if line.startswith("training "))
+
+
+def test_every_option_the_text_kinds_default_is_one_train_re_reads():
+    assert set(TEXT_DEFAULTS) <= set(KIND_DEFAULTED)
+    untouched = set(KIND_DEFAULTED) | {"optimizer"}
+    assert TextKind().defaults({}, untouched) == CorpusKind().defaults({}, untouched) == {"dropout": 0.2,
+                                                                                          "schedule": "plateau"}
+    assert TextKind().defaults({"optimizer": "sgd"}, untouched) == {"dropout": 0.2}  # SGD keeps a constant rate
+    assert TextKind().defaults({}, {"lr"}) == {}  # nothing defaulted that the user gave
+
+
+@pytest.mark.parametrize("extra, lines", [
+    ([], ["dropout: 0.2", "schedule: plateau"]),
+    (["--dropout", "0", "--schedule", "constant"], ["dropout: 0.0", "schedule: constant"]),
+    (["--optimizer", "nt-asgd", "--lr", "20"], ["dropout: 0.2", "schedule: constant"]),
+])
+def test_print_config_shows_the_text_defaults_and_the_flags_that_win(tmp_path, run, extra, lines):
+    (tmp_path / "t.txt").write_text("hello world\n" * 20)
+    code, out, err = run("train", tmp_path / "t.txt", "--print-config", *extra)
+    assert code == 0, err
+    for line in lines:
+        assert line in out.splitlines()
+
+
+def test_a_text_run_trains_with_dropout_and_halves_its_rate_on_a_plateau(tmp_path, run):
+    text = tmp_path / "t.txt"
+    text.write_text("hello world, a small text to train on.\n" * 40)
+    out = tmp_path / "m.pt"
+    code, _, err = run("train", text, "-o", out, *QUICK, "--max-steps", "2")
+    assert code == 0, err
+    assert ("windows of 10 steps, the learning rate halved after 1 validation(s) in a row without a better loss"
+            in plan_line(err))
+    config = load_model_file(out).config
+    assert (config["dropout"], config["schedule"]) == (0.2, "plateau")
+
+
+def test_text_given_a_constant_rate_keeps_it(tmp_path, run):
+    text = tmp_path / "t.txt"
+    text.write_text("hello world, a small text to train on.\n" * 40)
+    code, _, err = run("train", text, "-o", tmp_path / "m.pt", *QUICK, "--max-steps", "2", "--schedule", "constant")
+    assert code == 0, err
+    assert "windows of 10 steps, a constant learning rate" in plan_line(err)
