@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from bptt_cli import distributed
-from bptt_cli.augment import Augmentation, masked, stretched
+from bptt_cli.augment import Augmentation, masked, stretched, warped
 from bptt_cli.choices import CALENDAR_PARTS, MISSING
 from bptt_cli.errors import BpttError
 from bptt_cli.input_paths import check_input
@@ -736,6 +736,8 @@ class SequenceBatches:
         if self.augmentation:
             lengths = np.zeros(streams.inputs.shape[1], dtype=np.int64)
             lengths[[w[0] for w in streams.where]] = [w[2] for w in streams.where]
+            if self.augmentation.warp:
+                warped(streams.inputs.numpy(), self.augmentation, rng)
             masked(streams.inputs.numpy(), lengths, self.augmentation, rng)  # the tensor shares the array
         inputs, targets, resets = (distributed.shard_streams(s) for s in (streams.inputs, streams.targets,
                                                                            streams.resets))

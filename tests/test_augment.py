@@ -11,7 +11,7 @@ import torch
 from test_audio import separable_set, write_npys
 from test_scripts import weights_of_checkpoint
 
-from bptt_cli.augment import Augmentation, masked, parse_augment, stretched
+from bptt_cli.augment import Augmentation, masked, parse_augment, stretched, warped
 from bptt_cli.errors import BpttError
 from bptt_cli.losses import IGNORE_LABEL
 from bptt_cli.series import SequenceBatches
@@ -35,7 +35,9 @@ def test_the_spec_names_each_augmentation_with_its_default_or_given_amount():
     assert parse_augment(None) == Augmentation() and not parse_augment("")
     assert parse_augment("stretch,time-mask,freq-mask") == Augmentation(0.15, 10, 8)
     assert parse_augment(" stretch=0.3 , freq-mask=2") == Augmentation(0.3, 0, 2)
+    assert parse_augment("warp") == Augmentation(warp=0.1) and parse_augment("warp=0.25").warp == 0.25
     for spec, said in (("speed", "unknown augmentation 'speed'"), ("stretch=1.5", "must lie in (0, 1)"),
+                       ("warp=1", "warp=1: the share of the feature axis must lie in (0, 1)"),
                        ("time-mask=0", "at least 1"), ("freq-mask=2.5", "whole number"),
                        ("time-mask=many", "must be a number")):
         with pytest.raises(BpttError, match=f"--augment.*{said.replace('(', '[(]').replace(')', '[)]')}"):
@@ -81,6 +83,22 @@ def test_masks_blank_one_run_of_frames_within_each_sequence_and_one_band_of_feat
         blank = np.flatnonzero((inputs[:, b] == 0).all(axis=0))
         assert len(blank) <= 3 and (len(blank) == 0 or np.ptp(blank) == len(blank) - 1)
         assert ((inputs[:, b] == 0).any(axis=0) == (inputs[:, b] == 0).all(axis=0)).all()  # at every step alike
+
+
+def test_a_warp_scales_each_sequences_bands_by_one_factor_in_every_block_and_frame():
+    bands, blocks = 10, 2
+    inputs = np.zeros((7, 50, bands * blocks))
+    inputs[:5] = np.tile(np.arange(bands, dtype=float), blocks)  # feature f of each block holds f; 2 padded steps
+    before = inputs.copy()
+    warped(inputs, Augmentation(warp=0.3, blocks=blocks), np.random.default_rng(0))
+    assert (inputs[5:] == 0).all()  # padding stays zero
+    first, second = inputs[:5, :, :bands], inputs[:5, :, bands:]
+    assert np.array_equal(first, second) and (first == first[:1]).all()  # both blocks, every frame alike
+    factors = first[0, :, 1]  # where band 1 now reads from: the sequence's factor
+    assert ((factors >= 0.7) & (factors <= 1.3)).all() and factors.min() < 0.9 and factors.max() > 1.1
+    expected = np.minimum(np.arange(bands)[None, :] * factors[:, None], bands - 1)
+    assert np.allclose(first[0], expected)  # bands read from band f x factor, the top band past the end
+    assert not np.array_equal(inputs, before)
 
 
 def test_augmented_batches_are_drawn_from_the_seed_epoch_and_update_and_plain_ones_stay_plain():

@@ -34,7 +34,8 @@ class AudioOptions:
     deltas: bool = kind_option(False, shape=True)  # frames' slopes appended: twice the inputs
     trim_db: float | None = None  # WAV: leading and trailing silence cut
     bidirectional: bool = kind_option(False, shape=True)  # labelled sequences only, with --window 0
-    augment: str | None = None  # training batches of labelled sequences: stretch, time-mask, freq-mask
+    augment: str | None = None  # training batches of labelled sequences: stretch, time-mask, freq-mask, warp
+    target_replication: bool = False  # one label per sequence: trained on every frame, not only the last
 
 
 def is_pattern(data: str | Path) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,8 @@ SCORING_STREAMS = 64  # sequences scored side by side by ``evaluate``
 # Held-out sequences below which a validation figure moves in steps too coarse to choose a model on: with 2 the
 # saved model was one at validation accuracy 0 (issue 15: test 46 %, against 56 % for the last model)
 MIN_CHOOSING_SEQUENCES = 10
+REPLICATION_NEEDS_SEQUENCE_LABELS = ("--target-replication copies one label per sequence onto its frames: give --labels "
+                                     "(or a .ts file with classes), or leave it out")
 
 
 @dataclass
@@ -290,6 +292,12 @@ def too_few_to_choose(held: Sequences) -> str | None:
             "or a larger --val-fraction to choose")
 
 
+def replicated(labels: np.ndarray) -> np.ndarray:
+    """--target-replication: a sequence's label (on its last frame) on every frame, so each step is trained to
+    tell the class from what it has read so far; the model still answers from the last frame."""
+    return np.full_like(labels, labels[-1])
+
+
 def refuse_bidirectional(task: str, window: int) -> None:
     """A backward direction reads each sequence from its end: only where the whole sequence is given and labelled."""
     if task == "forecast":
@@ -335,10 +343,12 @@ class SequenceKind(DataKind):
     def tie_to_data(self, split_data: _Training, season: int | None, run) -> None:
         """Set the defaults that depend on the data read (``run.train_config`` and ``run.run_config`` alike)."""
 
-    def _streams(self, split_data: _Training, run, bidirectional: bool,
-                 augmentation: Augmentation) -> tuple[list, Streams | SequenceBatches]:
+    def _streams(self, split_data: _Training, run, bidirectional: bool, augmentation: Augmentation,
+                 replicate: bool = False) -> tuple[list, Streams | SequenceBatches]:
         seq, config = split_data.seq, run.train_config
         pairs = [seq.pairs(split_data.norm, i, 0, split_data.ends[i]) for i in split_data.train_ids]
+        if replicate:
+            pairs = [(x, replicated(y)) for x, y in pairs]
         check_window(config.window, max(len(x) for x, _ in pairs), "sequence" if seq.kind == "audio" else "series")
         if seq.classifies and not config.window:
             return pairs, whole_sequence_batches(pairs, run, bidirectional, augmentation)
@@ -364,6 +374,8 @@ class SequenceKind(DataKind):
     def prepare(self, data: Path, options, run):
         head = self.head(options)  # an unknown --loss or bad --quantiles fails before the data is read
         augmentation = parse_augment(getattr(options, "augment", None))  # and a bad --augment
+        if getattr(options, "deltas", False):
+            augmentation = replace(augmentation, blocks=2)
         bidirectional = bool(run.init_from.model.config.bidirectional if run.init_from is not None
                              else options.bidirectional)
         split_data = self._split_data(data, options, run)
@@ -377,7 +389,10 @@ class SequenceKind(DataKind):
             refuse_bidirectional(seq.task, run.train_config.window)
         if run.train_config.auto_window and seq.classifies:  # trained in whole-sequence batches: refused before the plan
             raise BpttError(WHOLE_SEQUENCES_HAVE_NO_WINDOW)
-        pairs, streams = self._streams(split_data, run, bidirectional, augmentation)
+        replicate = bool(getattr(options, "target_replication", False))
+        if replicate and seq.task != "sequence":
+            raise BpttError(REPLICATION_NEEDS_SEQUENCE_LABELS)
+        pairs, streams = self._streams(split_data, run, bidirectional, augmentation, replicate)
         seed_everything(run.train_config.seed)
         if run.init_from is not None:
             model = run.init_from.model.train()

@@ -1,0 +1,50 @@
+"""--target-replication: one label per sequence trained on every frame, the answer still read from the last."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from test_audio import separable_set, write_npys
+from test_scripts import weights_of_checkpoint
+
+from bptt_cli.kinds.sequences import replicated
+from bptt_cli.losses import IGNORE_LABEL
+
+SMALL = ["--layers", "1", "--hidden", "8", "--threads", "1", "--seed", "3", "--val-fraction", "0"]
+
+
+def test_the_last_frames_label_is_copied_onto_every_frame():
+    labels = np.full(6, IGNORE_LABEL, dtype=np.int64)
+    labels[-1] = 2
+    assert replicated(labels).tolist() == [2] * 6 and labels[0] == IGNORE_LABEL  # a copy: the stored one is kept
+
+
+def test_a_replicated_model_trains_otherwise_and_still_answers_from_the_last_frame(tmp_path, run):
+    data = separable_set(tmp_path / "set", count=24)
+    common = [data, "--labels", data / "labels.csv", "--window", "0", "--batch-size", "6", "--epochs", "30",
+              "--lr", "0.01", *SMALL]
+    replicated_out, plain_out = tmp_path / "replicated.pt", tmp_path / "plain.pt"
+    code, _, err = run("train", *common, "--target-replication", "-o", replicated_out)
+    assert code == 0, err
+    code, _, err = run("train", *common, "-o", plain_out)
+    assert code == 0, err
+    ours, theirs = (weights_of_checkpoint(Path(f"{p}.ckpt")) for p in (replicated_out, plain_out))
+    assert not all(torch.equal(ours[k], theirs[k]) for k in ours)  # every frame's loss changed the updates
+    code, stdout, err = run("evaluate", replicated_out, data, "--labels", data / "labels.csv", "--json")
+    assert code == 0, err
+    figures = json.loads(stdout)
+    assert figures["sequences"] == 24 and figures["accuracy"] >= 0.9  # one answer per sequence, and a right one
+
+
+def test_target_replication_is_refused_where_there_is_no_label_per_sequence(tmp_path, run, tiny_text):
+    clips = write_npys(tmp_path / "clips")
+    for args, reason in (([clips, "--window", "0"], "--target-replication copies one label per sequence"),
+                         ([tiny_text, "--window", "5"], "is for")):
+        out = tmp_path / "m.pt"
+        code, _, err = run("train", *args, "--target-replication", "-o", out, *SMALL)
+        assert code == 2, err
+        assert reason in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()
