@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from test_scripts import weights_of_checkpoint
 
 from bptt_cli.augment import Augmentation, masked, parse_augment, stretched, warped
 from bptt_cli.errors import BpttError
+from bptt_cli.kinds.sequences import augmentation_of
 from bptt_cli.losses import IGNORE_LABEL
 from bptt_cli.series import SequenceBatches
 
@@ -99,6 +101,11 @@ def test_a_warp_scales_each_sequences_bands_by_one_factor_in_every_block_and_fra
     expected = np.minimum(np.arange(bands)[None, :] * factors[:, None], bands - 1)
     assert np.allclose(first[0], expected)  # bands read from band f x factor, the top band past the end
     assert not np.array_equal(inputs, before)
+
+
+def test_with_deltas_the_warp_moves_both_halves_of_the_features_alike():
+    assert augmentation_of(SimpleNamespace(augment="warp", deltas=True)) == Augmentation(warp=0.1, blocks=2)
+    assert augmentation_of(SimpleNamespace(augment="warp", deltas=False)).blocks == 1
 
 
 def test_augmented_batches_are_drawn_from_the_seed_epoch_and_update_and_plain_ones_stay_plain():

@@ -292,6 +292,12 @@ def too_few_to_choose(held: Sequences) -> str | None:
             "or a larger --val-fraction to choose")
 
 
+def augmentation_of(options) -> Augmentation:
+    """--augment as parsed; with --deltas the features are two blocks of the same bands, which a warp moves alike."""
+    augmentation = parse_augment(getattr(options, "augment", None))
+    return replace(augmentation, blocks=2) if getattr(options, "deltas", False) else augmentation
+
+
 def replicated(labels: np.ndarray) -> np.ndarray:
     """--target-replication: a sequence's label (on its last frame) on every frame, so each step is trained to
     tell the class from what it has read so far; the model still answers from the last frame."""
@@ -348,6 +354,8 @@ class SequenceKind(DataKind):
         seq, config = split_data.seq, run.train_config
         pairs = [seq.pairs(split_data.norm, i, 0, split_data.ends[i]) for i in split_data.train_ids]
         if replicate:
+            if seq.task != "sequence":
+                raise BpttError(REPLICATION_NEEDS_SEQUENCE_LABELS)
             pairs = [(x, replicated(y)) for x, y in pairs]
         check_window(config.window, max(len(x) for x, _ in pairs), "sequence" if seq.kind == "audio" else "series")
         if seq.classifies and not config.window:
@@ -373,9 +381,7 @@ class SequenceKind(DataKind):
     @contextlib.contextmanager
     def prepare(self, data: Path, options, run):
         head = self.head(options)  # an unknown --loss or bad --quantiles fails before the data is read
-        augmentation = parse_augment(getattr(options, "augment", None))  # and a bad --augment
-        if getattr(options, "deltas", False):
-            augmentation = replace(augmentation, blocks=2)
+        augmentation = augmentation_of(options)  # and a bad --augment
         bidirectional = bool(run.init_from.model.config.bidirectional if run.init_from is not None
                              else options.bidirectional)
         split_data = self._split_data(data, options, run)
@@ -389,10 +395,8 @@ class SequenceKind(DataKind):
             refuse_bidirectional(seq.task, run.train_config.window)
         if run.train_config.auto_window and seq.classifies:  # trained in whole-sequence batches: refused before the plan
             raise BpttError(WHOLE_SEQUENCES_HAVE_NO_WINDOW)
-        replicate = bool(getattr(options, "target_replication", False))
-        if replicate and seq.task != "sequence":
-            raise BpttError(REPLICATION_NEEDS_SEQUENCE_LABELS)
-        pairs, streams = self._streams(split_data, run, bidirectional, augmentation, replicate)
+        pairs, streams = self._streams(split_data, run, bidirectional, augmentation,
+                                       bool(getattr(options, "target_replication", False)))
         seed_everything(run.train_config.seed)
         if run.init_from is not None:
             model = run.init_from.model.train()
