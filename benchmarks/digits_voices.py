@@ -12,6 +12,7 @@ Two protocols:
     python benchmarks/digits_voices.py --train en-us --train-speeds 130 170 -- OPTIONS
                                                             # the issue's: one voice at the shared set's two
                                                             # speeds, scored on the seven others
+    python benchmarks/digits_voices.py --seeds 0 1 2 ...    # bptt's column: the mean of three trainings
 
 Anything after ``--`` goes to ``bptt train`` after TRAIN. Training files: each
 training voice at ``--train-speeds`` words/min and pitch TRAIN_PITCH, with espeak-ng's
@@ -50,7 +51,7 @@ TRAIN_PITCH = 50  # espeak-ng's default pitch; training files all have it
 # has (Klatt's synthesiser, another female voice)
 TEST_CONDITIONS = [("", 30), ("", 50), ("", 70), ("+klatt", 50), ("+f4", 50)]
 TRAIN = ["--model", "gru", "--hidden", "64", "--layers", "1", "--window", "0", "--batch-size", "16",
-         "--clip", "1.0", "--epochs", "60", "--seed", "0", "--val-fraction", "0"]
+         "--clip", "1.0", "--epochs", "60", "--val-fraction", "0"]  # and --seed, one run per --seeds
 
 
 def file_name(word: int, voice: str, variant: str, speed: int, pitch: int = TRAIN_PITCH) -> str:
@@ -95,29 +96,35 @@ def dtw_accuracy(folder: Path, train_csv: Path, test_csv: Path, settings: Featur
 
 
 def score(folder: Path, held: str, train_voices: list[str], variants: list[str], speeds: list[int],
-          extra: list[str]) -> dict:
-    """Train on ``train_voices`` (all variants), score ``held`` (in every one of TEST_CONDITIONS): the evaluate
-    --json figures, and DTW 1-NN on plain log-mel frames and on the frames the model reads (``--cmvn``,
-    ``--deltas``, ``--trim-db`` in ``extra``)."""
+          extra: list[str], seeds: list[int]) -> dict:
+    """Train on ``train_voices`` (all variants) once per seed, score ``held`` (in every one of TEST_CONDITIONS):
+    bptt's accuracy per seed and their mean, the evaluate --json baselines, and DTW 1-NN on plain log-mel frames
+    and on the frames the model reads (``--cmvn``, ``--deltas``, ``--trim-db`` in ``extra``)."""
     train = [file_name(w, v, x, s) for v in train_voices for x in variants for s in speeds for w in range(10)]
     test = [file_name(w, held, x, s, p) for x, p in TEST_CONDITIONS for s in SPEEDS for w in range(10)]
-    digest = hashlib.sha256(" ".join(TRAIN + extra + train).encode()).hexdigest()[:10]
-    tag = f"{held}-{digest}"
-    model = folder / f"{digest}.pt"  # one model for every voice it is scored on
-    train_csv, test_csv = labels_csv(folder / f"{tag}-train.csv", train), labels_csv(folder / f"{tag}-test.csv", test)
-    started = time.perf_counter()
-    if not model.exists():  # a model trained by the same command on the same files is reused
-        subprocess.run(["bptt", "train", str(folder), "--labels", str(train_csv), "-o", str(model), *TRAIN, *extra],
-                       check=True, stderr=subprocess.DEVNULL)
-    seconds = time.perf_counter() - started
-    out = subprocess.run(["bptt", "evaluate", str(model), str(folder), "--labels", str(test_csv), "--json"],
-                         check=True, capture_output=True, text=True)
-    figures = json.loads(out.stdout)
+    per_seed, seconds = [], 0.0
+    for seed in seeds:
+        options = [*TRAIN, *extra, "--seed", str(seed)]
+        digest = hashlib.sha256(" ".join(options + train).encode()).hexdigest()[:10]
+        tag = f"{held}-{digest}"
+        model = folder / f"{digest}.pt"  # one model for every voice it is scored on
+        train_csv = labels_csv(folder / f"{tag}-train.csv", train)
+        test_csv = labels_csv(folder / f"{tag}-test.csv", test)
+        started = time.perf_counter()
+        if not model.exists():  # a model trained by the same command on the same files is reused
+            subprocess.run(["bptt", "train", str(folder), "--labels", str(train_csv), "-o", str(model), *options],
+                           check=True, stderr=subprocess.DEVNULL)
+        seconds += time.perf_counter() - started
+        out = subprocess.run(["bptt", "evaluate", str(model), str(folder), "--labels", str(test_csv), "--json"],
+                             check=True, capture_output=True, text=True)
+        figures = json.loads(out.stdout)  # the baselines are fitted on the training files: the same every seed
+        per_seed.append(figures["accuracy"])
     sample_rate = 22050  # espeak-ng's rate: the same frames for every file
     plain = dtw_accuracy(folder, train_csv, test_csv, FeatureSettings(sample_rate=sample_rate))
     trim = float(extra[extra.index("--trim-db") + 1]) if "--trim-db" in extra else None
     own = FeatureSettings(sample_rate=sample_rate, cmvn="--cmvn" in extra, deltas="--deltas" in extra, trim_db=trim)
-    return {"held": held, "seconds": seconds, "accuracy": figures["accuracy"], "points": figures["sequences"],
+    return {"held": held, "seconds": seconds, "per seed": per_seed, "accuracy": sum(per_seed) / len(per_seed),
+            "points": figures["sequences"],
             **{row["name"]: row["accuracy"] for row in figures["baselines"] if row["name"] != baselines.DTW},
             "DTW 1-NN, log-mel": plain, "DTW 1-NN, the model's frames": dtw_accuracy(folder, train_csv, test_csv, own)}
 
@@ -131,6 +138,8 @@ def main() -> None:
     parser.add_argument("--train-speeds", type=int, nargs="+", default=SPEEDS, choices=SPEEDS,
                         help="the training files' speeds (words/min; default all): 130 170 is the shared set's two")
     parser.add_argument("--no-variants", action="store_true", help="train on the plain voices only (no variants)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="train once per seed; bptt's column is the mean over them (default: 0)")
     parser.add_argument("extra", nargs="*", help="options for 'bptt train' (after --)")
     args = parser.parse_args()
     variants = [""] if args.no_variants else VARIANTS
@@ -142,17 +151,21 @@ def main() -> None:
     held_out = [v for v in VOICES + UNSEEN if v != args.train] if args.train else VOICES
     for held in held_out:
         train_voices = [args.train] if args.train else [v for v in VOICES if v != held]
-        rows.append(score(args.cache, held, train_voices, variants, args.train_speeds, args.extra))
+        rows.append(score(args.cache, held, train_voices, variants, args.train_speeds, args.extra, args.seeds))
         row = rows[-1]
-        print(f"{held:16} bptt {row['accuracy']:6.1%}  " + "  ".join(
-            f"{k} {row[k]:6.1%}" for k in row if k not in ("held", "seconds", "accuracy", "points"))
+        print(f"{held:16} bptt {row['accuracy']:6.1%} (seeds {args.seeds}: "
+              + ", ".join(f"{a:.1%}" for a in row["per seed"]) + ")  " + "  ".join(
+            f"{k} {row[k]:6.1%}" for k in row if k not in ("held", "seconds", "accuracy", "points", "per seed"))
               + f"  ({row['points']} utterances, trained in {row['seconds']:.0f} s)", flush=True)
     print_table(rows)
+    total = sum(r["points"] for r in rows)
+    print("\nbptt over all voices per seed: " + ", ".join(
+        f"seed {seed} {sum(r['per seed'][i] * r['points'] for r in rows) / total:.1%}" for i, seed in enumerate(args.seeds)))
 
 
 def print_table(rows: list[dict]) -> None:
     """The markdown table of the README: bptt beside the baselines per held-out voice, and over all of them."""
-    names = [k for k in rows[0] if k not in ("held", "seconds", "points")]
+    names = [k for k in rows[0] if k not in ("held", "seconds", "points", "per seed")]
     total = sum(r["points"] for r in rows)
     mean = {"held": "all voices", "points": total, **{k: sum(r[k] * r["points"] for r in rows) / total for k in names}}
     print("\n| held-out voice | utterances | " + " | ".join("bptt" if k == "accuracy" else k for k in names) + " |")
