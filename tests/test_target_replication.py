@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
+from conftest import ROOT
 from test_audio import separable_set, write_npys
 from test_scripts import weights_of_checkpoint
 
 from bptt_cli.kinds.sequences import replicated
+from bptt_cli.modelfile import load_model_file
 from bptt_cli.losses import IGNORE_LABEL
 
 SMALL = ["--layers", "1", "--hidden", "8", "--threads", "1", "--seed", "3", "--val-fraction", "0"]
@@ -48,3 +51,16 @@ def test_target_replication_is_refused_where_there_is_no_label_per_sequence(tmp_
         assert code == 2, err
         assert reason in err and len(err.strip().splitlines()) == 1, err
         assert not out.exists()
+
+
+def test_the_sample_digits_config_trains_on_the_bundled_words_and_keeps_its_choices(tmp_path, run, monkeypatch):
+    pytest.importorskip("librosa")
+    monkeypatch.chdir(ROOT)  # the config names its data relative to the repository
+    out = tmp_path / "digits.pt"
+    code, stdout, err = run("train", "--config", ROOT / "sample_data" / "digits.yaml", "--epochs", "2",
+                            "--threads", "1", "-o", out, "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["steps"] == 4  # 20 words in batches of 10, two epochs
+    stored = load_model_file(out).config
+    assert stored["target_replication"] is True and stored["augment"] == "stretch,time-mask,freq-mask,warp=0.3"
+    assert stored["trim_db"] == 40 and stored["hidden"] == 128 and stored["lr"] == 0.005
