@@ -102,14 +102,12 @@ def score(folder: Path, held: str, train_voices: list[str], variants: list[str],
     and on the frames the model reads (``--cmvn``, ``--deltas``, ``--trim-db`` in ``extra``)."""
     train = [file_name(w, v, x, s) for v in train_voices for x in variants for s in speeds for w in range(10)]
     test = [file_name(w, held, x, s, p) for x, p in TEST_CONDITIONS for s in SPEEDS for w in range(10)]
+    tag = f"{held}-{hashlib.sha256(' '.join(train).encode()).hexdigest()[:10]}"
+    train_csv, test_csv = labels_csv(folder / f"{tag}-train.csv", train), labels_csv(folder / f"{tag}-test.csv", test)
     per_seed, seconds = [], 0.0
     for seed in seeds:
         options = [*TRAIN, *extra, "--seed", str(seed)]
-        digest = hashlib.sha256(" ".join(options + train).encode()).hexdigest()[:10]
-        tag = f"{held}-{digest}"
-        model = folder / f"{digest}.pt"  # one model for every voice it is scored on
-        train_csv = labels_csv(folder / f"{tag}-train.csv", train)
-        test_csv = labels_csv(folder / f"{tag}-test.csv", test)
+        model = folder / f"{hashlib.sha256(' '.join(options + train).encode()).hexdigest()[:10]}.pt"  # reused per voice
         started = time.perf_counter()
         if not model.exists():  # a model trained by the same command on the same files is reused
             subprocess.run(["bptt", "train", str(folder), "--labels", str(train_csv), "-o", str(model), *options],

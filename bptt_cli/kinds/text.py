@@ -113,8 +113,8 @@ def token_run_files(run, model: RecurrentModel, tokenizer: Tokenizer, summary: d
 
 # A language model over a few MB overfits long before a 10-minute budget ends (a 2x256 LSTM on 0.9 MB of
 # Shakespeare: the textbook loop's held-out figure worsens with every update it makes): dropout, and the rate
-# halved at every validation without a better loss. Measured on a play never trained on: README, "Learning quality". SGD rates are another scale,
-# and nt-asgd keeps its rate, so the schedule is for the Adam family only.
+# halved at every validation without a better loss. Measured on a play never trained on: README, "Learning
+# quality". SGD rates are another scale, and nt-asgd keeps its rate, so the schedule is for the Adam family only.
 TEXT_DEFAULTS = {"dropout": 0.2, "schedule": "plateau"}
 
 
