@@ -69,6 +69,9 @@ VARIANTS = {  # name -> options added to bptt's defaults
     "weight drop 0.2": ["--weight-drop", "0.2"],
     "embed dropout 0.1": ["--embed-dropout", "0.1"],
     "ar 2, tar 1": ["--ar", "2", "--tar", "1"],
+    "ar 3, tar 2": ["--ar", "3", "--tar", "2"],
+    "ar 2, tar 1, dropout 0.3": ["--ar", "2", "--tar", "1", "--dropout", "0.3"],
+    "ar 2, tar 1, weight decay 0.1": ["--ar", "2", "--tar", "1", "--weight-decay", "0.1"],
     "ema 0.999": ["--average", "ema:0.999"],
     "ema 0.99": ["--average", "ema:0.99"],
 }

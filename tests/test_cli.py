@@ -166,6 +166,18 @@ def test_repeatable_and_bounded_options_show_one_value(run):
     assert re.search(r"--resume\s+Continue exactly", stdout)
 
 
+def test_help_shows_the_defaults_a_data_kind_gives(run):
+    """A CSV series trains a 1x64 model and text takes dropout 0.2: --help says so beside the option's own
+    default, read from the tables the kinds apply (regression: it showed 256 and 0.0 only)."""
+    from bptt_cli.choices import SERIES_DEFAULTS, TEXT_DEFAULTS
+
+    _, stdout, _ = run("train", "--help")
+    flat = " ".join(stdout.replace("│", " ").split())
+    assert f"Hidden state width (CSV series: {SERIES_DEFAULTS['hidden']} unless given). [default: 256]" in flat
+    assert f"(text: {TEXT_DEFAULTS['dropout']} unless given). [default: 0.0]" in flat
+    assert f"(CSV series: {SERIES_DEFAULTS['average']} unless given)" in flat
+
+
 def test_every_parameter_of_every_command_has_help():
     from typer.main import get_command
 

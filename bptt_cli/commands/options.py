@@ -21,6 +21,13 @@ Seed = Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1, help="Random 
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
 
 
+def kind_note(option: str) -> str:
+    """The defaults data kinds give ``option`` when it is left untouched, for its --help line."""
+    given = [f"{what}: {table[option]}" for what, table in (("text", choices.TEXT_DEFAULTS),
+                                                            ("CSV series", choices.SERIES_DEFAULTS)) if option in table]
+    return f" ({'; '.join(given)} unless given)" if given else ""
+
+
 def option_names(ctx: typer.Context) -> dict[str, str]:
     """Each parameter's name in a config file: its first long option without dashes (``--model`` for ``cell``)."""
     names = {}

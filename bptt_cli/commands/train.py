@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from bptt_cli.choices import SERIES_PATIENCE
 from bptt_cli.commands.options import (
     Cell,
     Config,
@@ -28,6 +29,7 @@ from bptt_cli.commands.options import (
     TokenizerKind,
     ReplaceRule,
     given_options,
+    kind_note,
 )
 
 DATA = "Data"
@@ -85,10 +87,10 @@ def train(
     target_replication: Annotated[bool, typer.Option("--target-replication", help="One label per sequence (--labels, .ts): train every frame to predict the sequence's label, not only the last (target replication); the model still answers from the last frame. Helped spoken digits from unseen voices (README).", rich_help_panel=SERIES)] = False,
     deltas: Annotated[bool, typer.Option("--deltas", help="Feature files: append each feature's change from frame to frame (twice the inputs).", rich_help_panel=SERIES)] = False,
     model: Annotated[Cell, typer.Option("--model", help="Recurrent cell.", rich_help_panel=MODEL)] = Cell.lstm,
-    layers: Annotated[int, typer.Option("--layers", help="Stacked recurrent layers.", rich_help_panel=MODEL)] = 2,
-    hidden: Annotated[int, typer.Option("--hidden", help="Hidden state width.", rich_help_panel=MODEL)] = 256,
+    layers: Annotated[int, typer.Option("--layers", help=f"Stacked recurrent layers{kind_note('layers')}.", rich_help_panel=MODEL)] = 2,
+    hidden: Annotated[int, typer.Option("--hidden", help=f"Hidden state width{kind_note('hidden')}.", rich_help_panel=MODEL)] = 256,
     embed: Annotated[int, typer.Option("--embed", help="Token embedding width.", rich_help_panel=MODEL)] = 128,
-    dropout: Annotated[float, typer.Option("--dropout", help="Dropout on embeddings, between layers and before the decoder (text: 0.2 unless given).", rich_help_panel=MODEL)] = 0.0,
+    dropout: Annotated[float, typer.Option("--dropout", help=f"Dropout on embeddings, between layers and before the decoder{kind_note('dropout')}.", rich_help_panel=MODEL)] = 0.0,
     dropout_kind: Annotated[DropoutKind, typer.Option("--dropout-kind", help="standard: a new --dropout mask at every step; locked: one mask per window, shared by its steps (variational dropout).", rich_help_panel=MODEL)] = DropoutKind.standard,
     weight_drop: Annotated[float, typer.Option("--weight-drop", help="DropConnect on the hidden-to-hidden weights: a share masked once per update (the fused kernel is kept); 0 turns it off.", rich_help_panel=MODEL)] = 0.0,
     embed_dropout: Annotated[float, typer.Option("--embed-dropout", help="Drop whole words: this share of the embedding matrix's rows, once per update; 0 turns it off.", rich_help_panel=MODEL)] = 0.0,
@@ -96,7 +98,7 @@ def train(
     tar: Annotated[float, typer.Option("--tar", help="Temporal activation regularisation: add this times the mean square of the last-layer output's change from step to step (AWD-LSTM's beta); 0 turns it off.", rich_help_panel=MODEL)] = 0.0,
     tie_weights: Annotated[bool, typer.Option("--tie-weights", help="Share the embedding and decoder matrices (needs --embed = --hidden).", rich_help_panel=MODEL)] = False,
     bidirectional: Annotated[bool, typer.Option("--bidirectional", help="Each layer also reads every sequence backwards; the decoder sees both directions. For labelled sequences (--labels, --task tag, .npz labels) with --window 0.", rich_help_panel=SERIES)] = False,
-    window: Annotated[str, typer.Option("--window", "-k", parser=window_steps, metavar="K|auto", help="K: steps back-propagated per update; 0 = full BPTT over each stream; auto = the shortest window whose gradient reaches --min-cosine of full BPTT's on a sample of the data, within the memory (checked again at each epoch end).", rich_help_panel=BPTT)] = 50,
+    window: Annotated[str, typer.Option("--window", "-k", parser=window_steps, metavar="K|auto", help=f"K: steps back-propagated per update; 0 = full BPTT over each stream; auto = the shortest window whose gradient reaches --min-cosine of full BPTT's on a sample of the data, within the memory, checked again at each epoch end{kind_note('window')}; a series whose season is known takes two seasons.", rich_help_panel=BPTT)] = 50,
     min_cosine: Annotated[float, typer.Option("--min-cosine", help="With --window auto: the gradient cosine against full BPTT the window must reach.", rich_help_panel=BPTT)] = 0.9,
     stride: Annotated[Optional[int], typer.Option("--stride", help="New steps per update (default: K); < K overlaps windows, TBPTT(k1=stride, k2=K).", rich_help_panel=BPTT)] = None,
     window_jitter: Annotated[float, typer.Option("--window-jitter", help="Vary each update's length at random (std as a fraction of the stride) so cut points move.", rich_help_panel=BPTT)] = 0.0,
@@ -105,16 +107,16 @@ def train(
     clip: Annotated[float, typer.Option("--clip", help="Global gradient-norm clipping; 0 turns it off.", rich_help_panel=OPTIM)] = 1.0,
     clip_value: Annotated[Optional[float], typer.Option("--clip-value", help="Clip each gradient entry to +-this (char-rnn's 5), after --clip; off unless given.", rich_help_panel=OPTIM, show_default=False)] = None,
     optimizer: Annotated[OptimizerKind, typer.Option("--optimizer", help="AdamW (decoupled weight decay), Adam, plain SGD, or nt-asgd (AWD-LSTM's: SGD, then the average of the weights after --nonmono validations without improvement; give it an SGD --lr such as 20).", rich_help_panel=OPTIM)] = OptimizerKind.adamw,
-    average: Annotated[Optional[str], typer.Option("--average", help="ema:DECAY (e.g. ema:0.999): validation, the model file and --test use an exponential moving average of the weights, updated after every update.", rich_help_panel=OPTIM, show_default=False)] = None,
+    average: Annotated[Optional[str], typer.Option("--average", help=f"ema:DECAY (e.g. ema:0.999): validation, the model file and --test use an exponential moving average of the weights, updated after every update{kind_note('average')}.", rich_help_panel=OPTIM, show_default=False)] = None,
     nonmono: Annotated[int, typer.Option("--nonmono", help="With --optimizer nt-asgd: validations without improvement before averaging begins.", rich_help_panel=OPTIM)] = 5,
-    lr: Annotated[float, typer.Option("--lr", help="Learning rate.", rich_help_panel=OPTIM)] = 2e-3,
+    lr: Annotated[float, typer.Option("--lr", help=f"Learning rate{kind_note('lr')}.", rich_help_panel=OPTIM)] = 2e-3,
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="Weight decay: decoupled with adamw, an L2 term in the gradient with adam and sgd; 0 turns it off.", rich_help_panel=OPTIM)] = 0.0,
     schedule: Annotated[ScheduleKind, typer.Option("--schedule", help="Learning-rate schedule after warm-up; plateau halves the rate after a quarter of --patience validations without a better loss (every one without --patience); text trained with Adam(W) takes plateau unless given.", rich_help_panel=OPTIM)] = ScheduleKind.constant,
     warmup: Annotated[int, typer.Option("--warmup", help="Steps of linear learning-rate warm-up.", rich_help_panel=OPTIM)] = 0,
-    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the data.", rich_help_panel=RUN)] = 10,
+    epochs: Annotated[int, typer.Option("--epochs", help=f"Passes over the data{kind_note('epochs')}.", rich_help_panel=RUN)] = 10,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many updates.", rich_help_panel=RUN)] = None,
     max_time: Annotated[Optional[str], typer.Option("--max-time", help="Wall-clock budget (90, 90s, 10m, 2h); stops cleanly and keeps the best model.", rich_help_panel=RUN)] = None,
-    patience: Annotated[Optional[int], typer.Option("--patience", help="Stop after this many validations without improvement.", rich_help_panel=RUN)] = None,
+    patience: Annotated[Optional[int], typer.Option("--patience", help=f"Stop after this many validations without improvement (CSV series with a validation tail: {SERIES_PATIENCE} unless given).", rich_help_panel=RUN)] = None,
     log_every: Annotated[int, typer.Option("--log-every", help="Updates between gradient-norm reports.", rich_help_panel=RUN)] = 100,
     sample_every: Annotated[Optional[int], typer.Option("--sample-every", min=1, help="Every N updates, print a sample of the model's text to stderr (text and corpus models; seeded, training's random numbers untouched).", rich_help_panel=RUN, show_default=False)] = None,
     sample_length: Annotated[int, typer.Option("--sample-length", min=1, help="Tokens per --sample-every sample.", rich_help_panel=RUN)] = 200,

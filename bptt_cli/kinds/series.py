@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bptt_cli.choices import SERIES_DEFAULTS, SERIES_PATIENCE
 from bptt_cli.choices import SERIES_TASKS as TASKS
 from bptt_cli.errors import BpttError
 from bptt_cli.kinds.base import ADAM_FAMILY, kind_option
@@ -34,13 +35,6 @@ class SeriesOptions:
     anchor: str = kind_option("linear", shape=True)  # one of choices.ANCHORS: linear | last (the change) | none
 
 
-# Defaults that train a series well in a few minutes on 2 cores (README, "Forecast quality"): a small model, and
-# epochs enough for early stopping on the chronological validation tail to end the run, not the epoch count.
-# The validation tail, the model file and the intervals use an exponential moving average of the weights (its
-# figures: README, "Forecast quality"); not with nt-asgd, which averages its own. Half text's Adam rate: the model
-# learns what the linear start misses, and 1e-3 forecast every held-out tail measured better than 2e-3.
-SERIES_DEFAULTS = {"hidden": 64, "layers": 1, "window": 48, "epochs": 500, "average": "ema:0.99", "lr": 1e-3}
-SERIES_PATIENCE = 20  # validations (one per epoch) without a better loss; only where there is a validation tail
 
 
 # --window left at its default and a season known (--season, or the time step's): a window of this many seasons,

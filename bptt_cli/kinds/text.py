@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from bptt_cli import baselines, distributed
+from bptt_cli.choices import TEXT_DEFAULTS
 from bptt_cli.errors import BpttError
 from bptt_cli.evaluation import (
     EVALUATE_CONTEXT,
@@ -111,11 +112,6 @@ def token_run_files(run, model: RecurrentModel, tokenizer: Tokenizer, summary: d
     return make_file, score_other, sample
 
 
-# A language model over a few MB overfits long before a 10-minute budget ends (a 2x256 LSTM on 0.9 MB of
-# Shakespeare: the textbook loop's held-out figure worsens with every update it makes): dropout, and the rate
-# halved at every validation without a better loss. Measured on a play never trained on: README, "Learning
-# quality". SGD rates are another scale, and nt-asgd keeps its rate, so the schedule is for the Adam family only.
-TEXT_DEFAULTS = {"dropout": 0.2, "schedule": "plateau"}
 
 
 class TextKind(DataKind, name="text", what="text", holds="text", options=TextOptions):
