@@ -314,7 +314,7 @@ class _Interval:
 class _Timing:
     """Where this process's time goes, and what finishing after a stop costs (a hard --max-time needs both)."""
 
-    started: float = field(default_factory=time.perf_counter)
+    started: float = field(default_factory=lambda: time.perf_counter())  # the module's clock when made
     before: float = 0.0  # seconds of the run before this process, from the checkpoint
     validation: float = 0.0  # spent validating, saving the best model included
     checkpoints: float = 0.0  # spent writing checkpoints

@@ -434,6 +434,7 @@ SERIES_MODEL_CASES = [
     ("generate {series_model} --horizon 1000000000", "1,000,000,000-step forecast"),
     ("generate {series_model} -o {nodir}", "not a writable file path"),
     ("generate {series_model} --prime hello", "--prime"),
+    ("evaluate {series_model} {ok_csv} --precision bf16", "--precision bf16 is for text models"),
     ("gradcheck {series_model} {ok_csv} --window 500", "longer than the data"),
     ("gradcheck {series_model} {text}", "not a readable CSV"),
     ("evaluate {series_model} {baddate_csv}", "1 value(s) are not dates (rows 9)"),

@@ -526,6 +526,9 @@ class SequenceKind(DataKind):
             if file.data["task"] != "forecast":
                 raise BpttError(f"this model labels data ({file.data['task']}); score it with 'bptt evaluate', "
                                 "it does not forecast")
+        if command == "evaluate" and request.precision == "bf16":
+            raise BpttError("--precision bf16 is for text models (their streams' recurrence); a series or audio "
+                            "model is scored in fp32: leave --precision out")
         if request.plot is not None and file.data.get("task") != "forecast":
             raise BpttError(f"--plot draws forecasts; this model labels data ({file.data.get('task')}), "
                             "it does not forecast")
