@@ -55,6 +55,8 @@ PLAIN, WLM = "plain (AdamW)", "word_language_model (SGD 20, dropout 0.2)"
 TITLE = "\n\nby William Shakespeare"
 VARIANTS = {  # name -> options added to bptt's defaults
     "defaults": [],
+    "defaults, seed 1": ["--seed", "1"],
+    "weight decay 0.05": ["--weight-decay", "0.05"],
     "cosine": ["--schedule", "cosine"],
     "cosine, dropout 0.1": ["--schedule", "cosine", "--dropout", "0.1"],
     "dropout 0.2": ["--dropout", "0.2"],
@@ -75,6 +77,9 @@ VARIANTS = {  # name -> options added to bptt's defaults
     "ar 6, tar 6": ["--ar", "6", "--tar", "6"],
     "ar 2, tar 1, dropout 0.3": ["--ar", "2", "--tar", "1", "--dropout", "0.3"],
     "ar 2, tar 1, weight decay 0.1": ["--ar", "2", "--tar", "1", "--weight-decay", "0.1"],
+    "ar 3, tar 2, weight decay 0.1": ["--ar", "3", "--tar", "2", "--weight-decay", "0.1"],
+    "ar 3, tar 2, weight decay 0.3": ["--ar", "3", "--tar", "2", "--weight-decay", "0.3"],
+    "ar 5, tar 3, weight decay 0.1": ["--ar", "5", "--tar", "3", "--weight-decay", "0.1"],
     "ema 0.999": ["--average", "ema:0.999"],
     "ema 0.99": ["--average", "ema:0.99"],
 }

@@ -21,16 +21,22 @@ def plan_line(stderr: str) -> str:
 def test_every_option_the_text_kinds_default_is_one_train_re_reads():
     assert set(TEXT_DEFAULTS) <= set(KIND_DEFAULTED)
     untouched = set(KIND_DEFAULTED) | {"optimizer"}
-    assert TextKind().defaults({}, untouched) == CorpusKind().defaults({}, untouched) == {"dropout": 0.2,
-                                                                                          "schedule": "plateau"}
-    assert TextKind().defaults({"optimizer": "sgd"}, untouched) == {"dropout": 0.2}  # SGD keeps a constant rate
+    assert TextKind().defaults({}, untouched) == CorpusKind().defaults({}, untouched) == TEXT_DEFAULTS
+    assert set(TEXT_DEFAULTS) == {"dropout", "schedule", "ar", "tar", "weight_decay"}
+    # SGD keeps a constant rate, and weight decay is AdamW's only (with Adam and SGD an L2 term of another scale)
+    assert TextKind().defaults({"optimizer": "sgd"}, untouched) == {"dropout": 0.2, "ar": TEXT_DEFAULTS["ar"],
+                                                                    "tar": TEXT_DEFAULTS["tar"]}
+    assert "weight_decay" not in TextKind().defaults({"optimizer": "adam"}, untouched)
     assert TextKind().defaults({}, {"lr"}) == {}  # nothing defaulted that the user gave
 
 
 @pytest.mark.parametrize("extra, lines", [
-    ([], ["dropout: 0.2", "schedule: plateau"]),
-    (["--dropout", "0", "--schedule", "constant"], ["dropout: 0.0", "schedule: constant"]),
-    (["--optimizer", "nt-asgd", "--lr", "20"], ["dropout: 0.2", "schedule: constant"]),
+    ([], ["dropout: 0.2", "schedule: plateau", f"ar: {TEXT_DEFAULTS['ar']}", f"tar: {TEXT_DEFAULTS['tar']}",
+          f"weight-decay: {TEXT_DEFAULTS['weight_decay']}"]),
+    (["--dropout", "0", "--schedule", "constant", "--ar", "0", "--tar", "0", "--weight-decay", "0"],
+     ["dropout: 0.0", "schedule: constant", "ar: 0.0", "tar: 0.0", "weight-decay: 0.0"]),
+    (["--optimizer", "nt-asgd", "--lr", "20"], ["dropout: 0.2", "schedule: constant", f"ar: {TEXT_DEFAULTS['ar']}",
+                                                "weight-decay: 0.0"]),
 ])
 def test_print_config_shows_the_text_defaults_and_the_flags_that_win(tmp_path, run, extra, lines):
     (tmp_path / "t.txt").write_text("hello world\n" * 20)
@@ -40,7 +46,7 @@ def test_print_config_shows_the_text_defaults_and_the_flags_that_win(tmp_path, r
         assert line in out.splitlines()
 
 
-def test_a_text_run_trains_with_dropout_and_halves_its_rate_on_a_plateau(tmp_path, run):
+def test_a_text_run_trains_with_the_text_defaults_and_halves_its_rate_on_a_plateau(tmp_path, run):
     text = tmp_path / "t.txt"
     text.write_text("hello world, a small text to train on.\n" * 40)
     out = tmp_path / "m.pt"
@@ -50,6 +56,9 @@ def test_a_text_run_trains_with_dropout_and_halves_its_rate_on_a_plateau(tmp_pat
             in plan_line(err))
     config = load_model_file(out).config
     assert (config["dropout"], config["schedule"]) == (0.2, "plateau")
+    assert (config["ar"], config["tar"], config["weight_decay"]) == tuple(TEXT_DEFAULTS[k] for k in ("ar", "tar",
+                                                                                                     "weight_decay"))
+    assert min(TEXT_DEFAULTS[k] for k in ("ar", "tar", "weight_decay")) > 0
 
 
 def test_text_given_a_constant_rate_keeps_it(tmp_path, run):

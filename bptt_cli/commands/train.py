@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from bptt_cli.choices import SERIES_PATIENCE
+from bptt_cli.choices import SERIES_PATIENCE, TEXT_DEFAULTS
 from bptt_cli.commands.options import (
     Cell,
     Config,
@@ -94,8 +94,8 @@ def train(
     dropout_kind: Annotated[DropoutKind, typer.Option("--dropout-kind", help="standard: a new --dropout mask at every step; locked: one mask per window, shared by its steps (variational dropout).", rich_help_panel=MODEL)] = DropoutKind.standard,
     weight_drop: Annotated[float, typer.Option("--weight-drop", help="DropConnect on the hidden-to-hidden weights: a share masked once per update (the fused kernel is kept); 0 turns it off.", rich_help_panel=MODEL)] = 0.0,
     embed_dropout: Annotated[float, typer.Option("--embed-dropout", help="Drop whole words: this share of the embedding matrix's rows, once per update; 0 turns it off.", rich_help_panel=MODEL)] = 0.0,
-    ar: Annotated[float, typer.Option("--ar", help="Activation regularisation: add this times the mean square of the dropped last-layer output to the loss trained on (AWD-LSTM's alpha); 0 turns it off.", rich_help_panel=MODEL)] = 0.0,
-    tar: Annotated[float, typer.Option("--tar", help="Temporal activation regularisation: add this times the mean square of the last-layer output's change from step to step (AWD-LSTM's beta); 0 turns it off.", rich_help_panel=MODEL)] = 0.0,
+    ar: Annotated[float, typer.Option("--ar", help=f"Activation regularisation: add this times the mean square of the dropped last-layer output to the loss trained on (AWD-LSTM's alpha); 0 turns it off{kind_note('ar')}.", rich_help_panel=MODEL)] = 0.0,
+    tar: Annotated[float, typer.Option("--tar", help=f"Temporal activation regularisation: add this times the mean square of the last-layer output's change from step to step (AWD-LSTM's beta); 0 turns it off{kind_note('tar')}.", rich_help_panel=MODEL)] = 0.0,
     tie_weights: Annotated[bool, typer.Option("--tie-weights", help="Share the embedding and decoder matrices (needs --embed = --hidden).", rich_help_panel=MODEL)] = False,
     bidirectional: Annotated[bool, typer.Option("--bidirectional", help="Each layer also reads every sequence backwards; the decoder sees both directions. For labelled sequences (--labels, --task tag, .npz labels) with --window 0.", rich_help_panel=SERIES)] = False,
     window: Annotated[str, typer.Option("--window", "-k", parser=window_steps, metavar="K|auto", help=f"K: steps back-propagated per update; 0 = full BPTT over each stream; auto = the shortest window whose gradient reaches --min-cosine of full BPTT's on a sample of the data, within the memory, checked again at each epoch end{kind_note('window')}; a series whose season is known takes two seasons.", rich_help_panel=BPTT)] = 50,
@@ -110,7 +110,7 @@ def train(
     average: Annotated[Optional[str], typer.Option("--average", help=f"ema:DECAY (e.g. ema:0.999): validation, the model file and --test use an exponential moving average of the weights, updated after every update{kind_note('average')}.", rich_help_panel=OPTIM, show_default=False)] = None,
     nonmono: Annotated[int, typer.Option("--nonmono", help="With --optimizer nt-asgd: validations without improvement before averaging begins.", rich_help_panel=OPTIM)] = 5,
     lr: Annotated[float, typer.Option("--lr", help=f"Learning rate{kind_note('lr')}.", rich_help_panel=OPTIM)] = 2e-3,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", help="Weight decay: decoupled with adamw, an L2 term in the gradient with adam and sgd; 0 turns it off.", rich_help_panel=OPTIM)] = 0.0,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help=f"Weight decay: decoupled with adamw, an L2 term in the gradient with adam and sgd; 0 turns it off (text trained with adamw: {TEXT_DEFAULTS['weight_decay']} unless given).", rich_help_panel=OPTIM)] = 0.0,
     schedule: Annotated[ScheduleKind, typer.Option("--schedule", help="Learning-rate schedule after warm-up; plateau halves the rate after a quarter of --patience validations without a better loss (every one without --patience); text trained with Adam(W) takes plateau unless given.", rich_help_panel=OPTIM)] = ScheduleKind.constant,
     warmup: Annotated[int, typer.Option("--warmup", help="Steps of linear learning-rate warm-up.", rich_help_panel=OPTIM)] = 0,
     epochs: Annotated[int, typer.Option("--epochs", help=f"Passes over the data{kind_note('epochs')}.", rich_help_panel=RUN)] = 10,
@@ -153,7 +153,7 @@ def train(
 
         untouched = {name for name in run_config if ctx.get_parameter_source(name).name == "DEFAULT"}
         run_config.update(detect(data).defaults(run_config, untouched))
-        hidden, layers, window, epochs, patience, average, lr, dropout, schedule = (
+        hidden, layers, window, epochs, patience, average, lr, dropout, schedule, ar, tar, weight_decay = (
             run_config[k] for k in KIND_DEFAULTED)
     if print_config:
         from types import SimpleNamespace

@@ -91,7 +91,8 @@ class RunSetup:
 # The bptt train options a kind's ``defaults`` may set: the command re-reads exactly these after asking the kind,
 # so a default outside them would show in --print-config but not reach the run.
 ADAM_FAMILY = ("adamw", "adam")  # optimizers a kind's --lr and --schedule defaults are for (SGD is another scale)
-KIND_DEFAULTED = ("hidden", "layers", "window", "epochs", "patience", "average", "lr", "dropout", "schedule")
+KIND_DEFAULTED = ("hidden", "layers", "window", "epochs", "patience", "average", "lr", "dropout", "schedule",
+                  "ar", "tar", "weight_decay")
 
 class DataKind:
     """The interface of a data kind. A subclass names itself in its class line and implements the methods::

@@ -121,6 +121,8 @@ class TextKind(DataKind, name="text", what="text", holds="text", options=TextOpt
         found = {name: value for name, value in TEXT_DEFAULTS.items() if name in untouched}
         if values.get("optimizer", "adamw") not in ADAM_FAMILY:
             found.pop("schedule", None)
+        if values.get("optimizer", "adamw") != "adamw":
+            found.pop("weight_decay", None)
         return found
 
     def claims(self, data: Path) -> bool:
