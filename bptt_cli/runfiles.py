@@ -182,12 +182,10 @@ class RunFiles:
             raise BpttError(f"{path}: checkpoint format {payload.get('format_version')} is newer than this bptt reads; "
                             "upgrade bptt")
         saved = payload.get("run") or {}
-        for key in must_match:
-            if saved.get(key) != run.get(key):
-                raise BpttError(
-                    f"--resume: {key.replace('_', '-')} is {run.get(key)!r} but the checkpoint was made with "
-                    f"{saved.get(key)!r}; resume with the same options and data"
-                )
+        differ = [f"{key.replace('_', '-')} is {run.get(key)!r} but the checkpoint was made with {saved.get(key)!r}"
+                  for key in must_match if saved.get(key) != run.get(key)]
+        if differ:  # all of them in one line, so one retry with the same options resumes
+            raise BpttError(f"--resume: {'; '.join(differ)}; resume with the same options and data")
         try:
             check_training(payload.get("training"), saved)
         except DamagedField as err:

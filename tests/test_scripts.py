@@ -208,6 +208,16 @@ def test_resume_with_other_options_is_refused(tmp_path, tiny_text, run):
     assert code == 2 and "--resume: lr is 0.1" in stderr
 
 
+def test_resume_names_every_option_that_differs_in_one_line(tmp_path, tiny_text, run):
+    """Regression: only the first was named, so a user changing two defaults needed a retry per option."""
+    out = tmp_path / "m.pt"
+    run("train", tiny_text, "-o", out, "--max-steps", "3", *TINY)
+    code, _, stderr = run("train", tiny_text, "-o", out, "--max-steps", "6", "--resume", *TINY, "--lr", "0.1",
+                          "--ar", "0.5")
+    assert code == 2 and len(stderr.strip().splitlines()) == 1
+    assert "lr is 0.1 but the checkpoint was made with" in stderr and "ar is 0.5 but the checkpoint" in stderr
+
+
 # -- exact resume, for every way of stopping ----------------------------------------------------------------------------
 
 STEPS = 1500
