@@ -183,11 +183,11 @@ def test_a_kill_9_during_a_checkpoint_write_leaves_a_temporary_that_the_next_run
     import sys
 
     out = tmp_path / "m.pt"
-    child = ("import sys, time, torch\n"
+    child = ("import sys, threading, torch\n"
              "real = torch.save\n"
              "def stuck(obj, f, *args, **kwargs):\n"
              "    if isinstance(obj, dict) and obj.get('format') == 'bptt-checkpoint':\n"
-             "        f.write(b'half a checkpoint'); f.flush(); print('writing', flush=True); time.sleep(3600)\n"
+             "        f.write(b'half a checkpoint'); f.flush(); print('writing', flush=True); threading.Event().wait()\n"
              "    return real(obj, f, *args, **kwargs)\n"
              "torch.save = stuck\n"
              "from bptt_cli.cli import main\n"

@@ -35,8 +35,6 @@ class SeriesOptions:
     anchor: str = kind_option("linear", shape=True)  # one of choices.ANCHORS: linear | last (the change) | none
 
 
-
-
 # --window left at its default and a season known (--season, or the time step's): a window of this many seasons,
 # so every update back-propagates through whole cycles (a direct head's block of --leads is one season by default)
 SEASON_WINDOW_SEASONS = 2

@@ -112,16 +112,15 @@ def token_run_files(run, model: RecurrentModel, tokenizer: Tokenizer, summary: d
     return make_file, score_other, sample
 
 
-
-
 class TextKind(DataKind, name="text", what="text", holds="text", options=TextOptions):
     tokens = True
 
     def defaults(self, values: dict, untouched: set[str]) -> dict:
         found = {name: value for name, value in TEXT_DEFAULTS.items() if name in untouched}
-        if values.get("optimizer", "adamw") not in ADAM_FAMILY:
+        optimizer = values.get("optimizer", "adamw")
+        if optimizer not in ADAM_FAMILY:
             found.pop("schedule", None)
-        if values.get("optimizer", "adamw") != "adamw":
+        if optimizer != "adamw":
             found.pop("weight_decay", None)
         return found
 
