@@ -8,10 +8,11 @@ characters of context; characters outside the training vocabulary are skipped al
 - plain: the textbook TBPTT loop (``train_throughput.plain_loop``: AdamW 2e-3, clip 1.0) on bptt's default
   model (LSTM 2x256, embed 128, window 50, batch 32), trained until the budget is spent; its last weights.
 - wlm: ``word_language_model.py``'s settings (its model class, dropout 0.2, SGD at lr 20, clip 0.25, the
-  same size, window and batch), with the example's epoch loop: validate on the tail 10 %, keep the best,
-  divide lr by 4 when validation does not improve; the budget covers its validations.
-- bptt: ``bptt train TRAIN --max-time BUDGET`` (its defaults; validation on the tail 10 % is inside the
-  budget), with each regulariser of ``--variants`` added in a run of its own.
+  same size, window and batch), with the example's epoch loop: validate on the tail 10 % (the example's
+  Penn Treebank validation file is 8 % the size of its training file; ``--wlm-val-fraction`` changes it),
+  keep the best, divide lr by 4 when validation does not improve; the budget covers its validations.
+- bptt: ``bptt train TRAIN --max-time BUDGET`` (its defaults; validation on the tail 5 % is inside the
+  budget), with each variant of ``--variants`` added in a run of its own.
 
 The runs take turns in one process; "plain again" repeats the plain loop at the end, so its gap to the first
 is what the machine's changing load does to a figure (the A/A control).
@@ -81,6 +82,15 @@ VARIANTS = {  # name -> options added to bptt's defaults
     "ar 3, tar 2, weight decay 0.3": ["--ar", "3", "--tar", "2", "--weight-decay", "0.3"],
     "ar 5, tar 3, weight decay 0.1": ["--ar", "5", "--tar", "3", "--weight-decay", "0.1"],
     "ema 0.999": ["--average", "ema:0.999"],
+    "lr 2e-3": ["--lr", "2e-3"],
+    "val fraction 0.1": ["--val-fraction", "0.1"],
+    "val fraction 0.1, seed 1": ["--val-fraction", "0.1", "--seed", "1"],
+    "val fraction 0.1, dropout 0.1": ["--val-fraction", "0.1", "--dropout", "0.1"],
+    "val fraction 0.1, lr 4e-3": ["--val-fraction", "0.1", "--lr", "4e-3"],
+    "val fraction 0.1, lr 2e-3": ["--val-fraction", "0.1", "--lr", "2e-3"],
+    "val fraction 0.1, lr 2e-3, cosine": ["--val-fraction", "0.1", "--lr", "2e-3", "--schedule", "cosine"],
+    "val fraction 0.1, lr 2e-3, window jitter 0.1": ["--val-fraction", "0.1", "--lr", "2e-3", "--window-jitter",
+                                                     "0.1"],
     "ema 0.99": ["--average", "ema:0.99"],
 }
 
@@ -146,7 +156,7 @@ def run_wlm(train: Path, budget: float, args) -> dict:
     """The example's main loop (epochs, validation, best model, lr / 4 on a plateau) until the budget is spent;
     the epoch the budget ends in is validated too, as bptt validates where --max-time stops it."""
     torch.manual_seed(0)
-    corpus = wlm.Corpus(str(train))
+    corpus = wlm.Corpus(str(train), args.wlm_val_fraction)
     tokenizer = Tokenizer.fit("char", read_text(train))
     train_data = wlm.batchify(corpus.train, args.batch_size)
     net = wlm.RNNModel("lstm", len(corpus.index), args.embed, args.hidden, args.layers, 0.2)
@@ -199,6 +209,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--baselines", nargs="*", default=["plain", "wlm"], choices=["plain", "wlm"],
                         help="the runs bptt is held to (plain also runs again at the end, the A/A control)")
+    parser.add_argument("--wlm-val-fraction", type=float, default=0.1,
+                        help="word_language_model's validation tail (bptt's text default is 0.05)")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--embed", type=int, default=128)
@@ -217,8 +229,9 @@ def main() -> None:
               f"held out: {HELD_OUT.title()}, {len(play):,} characters; budget {args.budget:g} s per run")
         plan = [(f"bptt {name}", lambda name=name: run_bptt(train, args.budget, args, VARIANTS[name], folder))
                 for name in args.variants]
+        wlm_name = WLM if args.wlm_val_fraction == 0.1 else f"{WLM[:-1]}, validation {args.wlm_val_fraction:g})"
         if "wlm" in args.baselines:
-            plan = [(WLM, lambda: run_wlm(train, args.budget, args)), *plan]
+            plan = [(wlm_name, lambda: run_wlm(train, args.budget, args)), *plan]
         if "plain" in args.baselines:
             plan = [(PLAIN, lambda: run_plain(train, args.budget, args)), *plan,
                     ("plain again (A/A)", lambda: run_plain(train, args.budget, args))]
@@ -229,7 +242,7 @@ def main() -> None:
             print(f"{name}: {run['updates']:,} updates in {run['seconds']:.0f} s, held-out {scored[-1][2]:.4f} "
                   f"bits/char (load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
     reference = {name: bits for name, _, bits in scored}
-    plain, wlm_bits = reference.get(PLAIN), reference.get(WLM)
+    plain, wlm_bits = reference.get(PLAIN), reference.get(wlm_name)
     print("\n| run | updates | seconds | held-out bits/char | vs plain | vs wlm |")
     print("|---|---|---|---|---|---|")
     for name, run, bits in scored:

@@ -89,7 +89,7 @@ def test_divergence_exits_1_and_keeps_the_last_good_model(tmp_path, tiny_text, r
     def poisoned(self, outputs, targets):  # finite for the first epoch, then NaN
         calls.append(1)
         value = loss(self, outputs, targets)
-        return value * float("nan") if len(calls) > 140 else value  # 135 updates per epoch
+        return value * float("nan") if len(calls) > 200 else value  # 143 updates per epoch
 
     monkeypatch.setattr(Trainer, "loss", poisoned)
     code, _, stderr = run("train", tiny_text, "-o", out, "--epochs", "5", "--log-every", "1000", *TINY)

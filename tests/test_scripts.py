@@ -90,8 +90,8 @@ def test_metrics_file_holds_a_record_per_interval_and_validation(tmp_path, tiny_
         records = [json.loads(line) for line in metrics.read_text().splitlines()]
     train = [r for r in records if r["kind"] == "train"]
     validation = [r for r in records if r["kind"] == "validation"]
-    assert [int(r["step"]) for r in train] == [50, 100, 135, 150, 200, 250, 270]  # epochs end at 135, 270
-    assert [int(r["step"]) for r in validation] == [135, 270]
+    assert [int(r["step"]) for r in train] == [50, 100, 143, 150, 200, 250, 286]  # epochs end at 143, 286
+    assert [int(r["step"]) for r in validation] == [143, 286]
     for key in ("train_loss", "grad_norm_mean", "grad_norm_max", "clip_share", "lr", "tokens_per_second",
                 "elapsed_seconds"):
         assert float(train[0][key]) >= 0

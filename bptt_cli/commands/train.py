@@ -58,7 +58,7 @@ def train(
     output: Annotated[Path, typer.Option("-o", "--output", help="Model file; always holds the best model on validation.", rich_help_panel=DATA)] = Path("model.pt"),
     val: Annotated[Optional[Path], typer.Option("--val", help="Validation text (default: the tail of DATA).", rich_help_panel=DATA)] = None,
     test: Annotated[Optional[Path], typer.Option("--test", help="After training, score the model at -o on this data (as 'bptt evaluate' does); the figures go in the summary and the JSON.", rich_help_panel=DATA, show_default=False)] = None,
-    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of DATA's tail kept for validation, never shuffled.", rich_help_panel=DATA)] = 0.1,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help=f"Share of DATA's tail kept for validation, never shuffled{kind_note('val_fraction')}.", rich_help_panel=DATA)] = 0.1,
     tokenizer: Annotated[TokenizerKind, typer.Option("--tokenizer", help="How text becomes tokens.", rich_help_panel=DATA)] = TokenizerKind.char,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where the token cache goes (default: $BPTT_CACHE_DIR, else $XDG_CACHE_HOME/bptt or ~/.cache/bptt); the text is encoded once, later runs reuse it.", rich_help_panel=DATA)] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Encode into a temporary file deleted after the run; keep no cache.", rich_help_panel=DATA)] = False,
@@ -153,8 +153,8 @@ def train(
 
         untouched = {name for name in run_config if ctx.get_parameter_source(name).name == "DEFAULT"}
         run_config.update(detect(data).defaults(run_config, untouched))
-        hidden, layers, window, epochs, patience, average, lr, dropout, schedule, ar, tar, weight_decay = (
-            run_config[k] for k in KIND_DEFAULTED)
+        (hidden, layers, window, epochs, patience, average, lr, dropout, schedule, ar, tar, weight_decay,
+         val_fraction) = (run_config[k] for k in KIND_DEFAULTED)
     if print_config:
         from types import SimpleNamespace
 

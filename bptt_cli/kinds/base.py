@@ -92,7 +92,7 @@ class RunSetup:
 # so a default outside them would show in --print-config but not reach the run.
 ADAM_FAMILY = ("adamw", "adam")  # optimizers a kind's --lr and --schedule defaults are for (SGD is another scale)
 KIND_DEFAULTED = ("hidden", "layers", "window", "epochs", "patience", "average", "lr", "dropout", "schedule",
-                  "ar", "tar", "weight_decay")
+                  "ar", "tar", "weight_decay", "val_fraction")
 
 class DataKind:
     """The interface of a data kind. A subclass names itself in its class line and implements the methods::

@@ -120,6 +120,7 @@ class TextKind(DataKind, name="text", what="text", holds="text", options=TextOpt
         optimizer = values.get("optimizer", "adamw")
         if optimizer not in ADAM_FAMILY:
             found.pop("schedule", None)
+            found.pop("lr", None)
         if optimizer != "adamw":
             found.pop("weight_decay", None)
         return found
