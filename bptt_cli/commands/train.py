@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated, Optional
 
 import typer
@@ -149,22 +150,18 @@ def train(
     run_config = plain_values({k: v for k, v in options.items() if k != "ctx"})
     if data is not None:  # the kind's own defaults, e.g. a small model for a CSV series
         from bptt_cli.kinds import detect
-        from bptt_cli.kinds.base import KIND_DEFAULTED
-
         untouched = {name for name in run_config if ctx.get_parameter_source(name).name == "DEFAULT"}
         run_config.update(detect(data).defaults(run_config, untouched))
-        (hidden, layers, window, epochs, patience, average, lr, dropout, schedule, ar, tar, weight_decay,
-         val_fraction) = (run_config[k] for k in KIND_DEFAULTED)
+    chosen = SimpleNamespace(**run_config)  # the options with the kind's defaults in place: read them from here
     if print_config:
-        from types import SimpleNamespace
-
         from bptt_cli.memory import plan
         from bptt_cli.run_config import plan_comment
 
         typer.echo(to_yaml(run_config, "train", option_names(ctx)), nl=False)
-        shape = SimpleNamespace(cell=model.value, embed=embed, hidden=hidden, layers=layers, dropout=dropout,
-                                tie_weights=False, tokens=True, input_size=0, output_size=0)  # the data is not read
-        planned = 0 if window == AUTO else window  # auto: chosen from the data, which is not read here
+        shape = SimpleNamespace(cell=model.value, embed=embed, hidden=chosen.hidden, layers=chosen.layers,
+                                dropout=chosen.dropout, tie_weights=False, tokens=True, input_size=0,
+                                output_size=0)  # the data is not read
+        planned = 0 if chosen.window == AUTO else chosen.window  # auto: chosen from the data, which is not read here
         typer.echo(plan_comment(plan(shape, optimizer.value, planned, batch_size, precision.value)), nl=False)
         return
     if data is None:  # optional only so that --print-config needs none
@@ -198,23 +195,25 @@ def train(
     set_threads(threads)
     target = distributed.start(resolve_device(device))
     chosen_precision = resolve_precision(target, precision.value, model.value)
-    model_config = ModelConfig(cell=model.value, embed=embed, hidden=hidden, layers=layers,
-                               dropout=dropout, tie_weights=tie_weights, force=force)
+    model_config = ModelConfig(cell=model.value, embed=embed, hidden=chosen.hidden, layers=chosen.layers,
+                               dropout=chosen.dropout, tie_weights=tie_weights, force=force)
     train_config = TrainConfig(
-        window=0 if window == AUTO else window, auto_window=window == AUTO, min_cosine=min_cosine, stride=stride, window_jitter=window_jitter, stateless=stateless, batch_size=batch_size,
-        epochs=epochs, max_steps=max_steps, max_time=parse_duration(max_time) if max_time else None,
-        patience=patience, optimizer=optimizer.value, lr=lr, weight_decay=weight_decay, schedule=schedule,
+        window=0 if chosen.window == AUTO else chosen.window, auto_window=chosen.window == AUTO, min_cosine=min_cosine, stride=stride, window_jitter=window_jitter, stateless=stateless, batch_size=batch_size,
+        epochs=chosen.epochs, max_steps=max_steps, max_time=parse_duration(max_time) if max_time else None,
+        patience=chosen.patience, optimizer=optimizer.value, lr=chosen.lr, weight_decay=chosen.weight_decay,
+        schedule=chosen.schedule,
         warmup=warmup, clip=clip, clip_value=clip_value or 0.0, log_every=log_every, precision=chosen_precision,
         seed=seed,
         checkpoint_every=checkpoint_every, on_nan=on_nan.value, max_skips=max_skips, sample_every=sample_every,
         sample_length=sample_length, sample_temperature=sample_temperature, dropout_kind=dropout_kind.value,
-        weight_drop=weight_drop, embed_dropout=embed_dropout, ar=ar, tar=tar, average=average, nonmono=nonmono,
+        weight_drop=weight_drop, embed_dropout=embed_dropout, ar=chosen.ar, tar=chosen.tar, average=chosen.average,
+        nonmono=nonmono,
     )
     model_config.validate()
     main = distributed.is_main()  # under torchrun only rank 0 prints and writes
     screen = TrainReporter(unit=kind.unit_for(data_options), quiet=quiet or not main)
     reporter = Fanout(screen, MetricsFile(metrics, inputs=(data, val), force=force) if metrics and main else None)
-    setup = kinds.RunSetup(model_config, train_config, target, reporter, val, val_fraction, run_config, start, force,
+    setup = kinds.RunSetup(model_config, train_config, target, reporter, val, chosen.val_fraction, run_config, start, force,
                            batch_size_given=ctx.get_parameter_source("batch_size").name != "DEFAULT",
                            untouched=frozenset(untouched))
     try:
