@@ -104,7 +104,7 @@ def score(folder: Path, held: str, train_voices: list[str], variants: list[str],
     test = [file_name(w, held, x, s, p) for x, p in TEST_CONDITIONS for s in SPEEDS for w in range(10)]
     tag = f"{held}-{hashlib.sha256(' '.join(train).encode()).hexdigest()[:10]}"
     train_csv, test_csv = labels_csv(folder / f"{tag}-train.csv", train), labels_csv(folder / f"{tag}-test.csv", test)
-    per_seed, seconds = [], 0.0
+    per_seed, seconds, confusion = [], 0.0, 0
     for seed in seeds:
         options = [*TRAIN, *extra, "--seed", str(seed)]
         model = folder / f"{hashlib.sha256(' '.join(options + train).encode()).hexdigest()[:10]}.pt"  # reused per voice
@@ -117,14 +117,24 @@ def score(folder: Path, held: str, train_voices: list[str], variants: list[str],
                              check=True, capture_output=True, text=True)
         figures = json.loads(out.stdout)  # the baselines are fitted on the training files: the same every seed
         per_seed.append(figures["accuracy"])
+        confusion = confusion + np.array(figures["confusion"])  # rows: the word said, columns: the word answered
     sample_rate = 22050  # espeak-ng's rate: the same frames for every file
     plain = dtw_accuracy(folder, train_csv, test_csv, FeatureSettings(sample_rate=sample_rate))
     trim = float(extra[extra.index("--trim-db") + 1]) if "--trim-db" in extra else None
     own = FeatureSettings(sample_rate=sample_rate, cmvn="--cmvn" in extra, deltas="--deltas" in extra, trim_db=trim)
-    return {"held": held, "seconds": seconds, "per seed": per_seed, "accuracy": sum(per_seed) / len(per_seed),
+    return {"held": held, "seconds": seconds, "per seed": per_seed, "errors": commonest_errors(confusion, figures["classes"]),
+            "accuracy": sum(per_seed) / len(per_seed),
             "points": figures["sequences"],
             **{row["name"]: row["accuracy"] for row in figures["baselines"] if row["name"] != baselines.DTW},
             "DTW 1-NN, log-mel": plain, "DTW 1-NN, the model's frames": dtw_accuracy(folder, train_csv, test_csv, own)}
+
+
+def commonest_errors(confusion: np.ndarray, classes: list[str], count: int = 3) -> str:
+    """The ``count`` commonest confusions, e.g. "three->two 24, zero->seven 2", over every seed's answers."""
+    wrong = confusion * (1 - np.eye(len(classes), dtype=confusion.dtype))
+    order = np.argsort(wrong, axis=None)[::-1][:count]
+    said, answered = np.unravel_index(order, wrong.shape)
+    return ", ".join(f"{classes[i]}->{classes[j]} {wrong[i, j]}" for i, j in zip(said, answered) if wrong[i, j]) or "none"
 
 
 def main() -> None:
@@ -153,8 +163,9 @@ def main() -> None:
         row = rows[-1]
         print(f"{held:16} bptt {row['accuracy']:6.1%} (seeds {args.seeds}: "
               + ", ".join(f"{a:.1%}" for a in row["per seed"]) + ")  " + "  ".join(
-            f"{k} {row[k]:6.1%}" for k in row if k not in ("held", "seconds", "accuracy", "points", "per seed"))
-              + f"  ({row['points']} utterances, trained in {row['seconds']:.0f} s)", flush=True)
+            f"{k} {row[k]:6.1%}" for k in row if k not in ("held", "seconds", "accuracy", "points", "per seed", "errors"))
+              + f"  ({row['points']} utterances, trained in {row['seconds']:.0f} s; bptt's commonest errors over the "
+              f"seeds: {row['errors']})", flush=True)
     print_table(rows)
     total = sum(r["points"] for r in rows)
     print("\nbptt over all voices per seed: " + ", ".join(
@@ -163,7 +174,7 @@ def main() -> None:
 
 def print_table(rows: list[dict]) -> None:
     """The markdown table of the README: bptt beside the baselines per held-out voice, and over all of them."""
-    names = [k for k in rows[0] if k not in ("held", "seconds", "points", "per seed")]
+    names = [k for k in rows[0] if k not in ("held", "seconds", "points", "per seed", "errors")]
     total = sum(r["points"] for r in rows)
     mean = {"held": "all voices", "points": total, **{k: sum(r[k] * r["points"] for r in rows) / total for k in names}}
     print("\n| held-out voice | utterances | " + " | ".join("bptt" if k == "accuracy" else k for k in names) + " |")
