@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from bptt_cli.errors import BpttError
+from bptt_cli.feature_cache import cached_frames
 from bptt_cli.input_paths import check_input
 from bptt_cli.series import check_scale
 
@@ -98,8 +99,18 @@ def _need_librosa():
     return librosa
 
 
-def read_wav(path: Path, settings: FeatureSettings) -> np.ndarray:
-    """Log-mel or MFCC frames (L, F) of a WAV file, at the settings' sample rate."""
+def read_wav(path: Path, settings: FeatureSettings, cache: Path | None = None) -> np.ndarray:
+    """Log-mel or MFCC frames (L, F) of a WAV file, at the settings' sample rate (the file's own when none is set,
+    which then becomes the settings'); kept in and read from the feature cache ``cache`` (None: computed)."""
+    frames, rate = cached_frames(path, settings.to_dict(), cache, lambda: _wav_frames(path, settings))
+    if settings.sample_rate is None:  # kept under the rate it fixes too, which the model file stores
+        settings.sample_rate = rate
+        cached_frames(path, settings.to_dict(), cache, lambda: (frames, rate))
+    return frames
+
+
+def _wav_frames(path: Path, settings: FeatureSettings) -> tuple[np.ndarray, int]:
+    """``read_wav``'s frames computed with librosa, and the rate they were computed at."""
     librosa = _need_librosa()
     with open(path, "rb") as handle:
         head = handle.read(12)
@@ -112,8 +123,6 @@ def read_wav(path: Path, settings: FeatureSettings) -> np.ndarray:
     except Exception as err:  # soundfile and audioread raise many types for a bad file
         reason = str(err).splitlines()[0][:120] if str(err).strip() else type(err).__name__
         raise BpttError(f"{path}: not a readable WAV file ({reason}); it may be truncated") from None
-    if settings.sample_rate is None:
-        settings.sample_rate = int(rate)
     if settings.trim_db is not None:  # silence after a word is frames a label-on-the-last-frame model must wait out
         signal, _ = librosa.effects.trim(signal, top_db=settings.trim_db)
     n_fft = max(16, int(round(settings.win_ms * rate / 1000)))
@@ -134,7 +143,7 @@ def read_wav(path: Path, settings: FeatureSettings) -> np.ndarray:
     except (IndexError, ValueError) as err:  # what the decoder's odd output makes the feature code raise
         raise BpttError(f"{path}: no {settings.kind} features from this recording ({str(err)[:100]}); "
                         "check the file and --n-mels / --hop-ms") from None
-    return frames.T.astype(np.float64)  # (L, F)
+    return frames.T.astype(np.float64), int(rate)  # (L, F)
 
 
 def per_sequence(frames: np.ndarray, settings: FeatureSettings) -> np.ndarray:
@@ -302,8 +311,9 @@ def _check_frames(names: list[str], frames: list[np.ndarray]) -> None:
 
 
 def load_audio(data: str | Path, labels: str | Path | None = None, settings: FeatureSettings | None = None,
-               classes: list[str] | None = None) -> AudioData:
-    """Read every sequence DATA names, check it, and attach its labels."""
+               classes: list[str] | None = None, cache: Path | None = None) -> AudioData:
+    """Read every sequence DATA names, check it, and attach its labels; WAV frames through the feature cache
+    folder ``cache`` (None: computed every time)."""
     settings = settings or FeatureSettings()
     files = list_files(data)
     notes: list[str] = []
@@ -322,7 +332,7 @@ def load_audio(data: str | Path, labels: str | Path | None = None, settings: Fea
             continue
         if suffix == ".wav":
             settings.validate()
-            frames.append(read_wav(path, settings))
+            frames.append(read_wav(path, settings, cache))
         elif suffix in (".npy", ".npz"):
             array, per_frame = read_array(path)
             frames.append(array)

@@ -14,6 +14,7 @@ from bptt_cli.audio import SUFFIXES, FeatureSettings, list_files, load_audio
 from bptt_cli.errors import BpttError
 from bptt_cli.kinds.base import kind_option
 from bptt_cli.kinds.sequences import SequenceKind, Sequences
+from bptt_cli.token_cache import cache_folder
 
 FEATURE_SUFFIXES = (*SUFFIXES, ".ts")
 
@@ -36,6 +37,8 @@ class AudioOptions:
     bidirectional: bool = kind_option(False, shape=True)  # labelled sequences only, with --window 0
     augment: str | None = None  # training batches of labelled sequences: stretch, time-mask, freq-mask, warp
     target_replication: bool = False  # one label per sequence: trained on every frame, not only the last
+    cache_dir: Path | None = kind_option(None, resume=False)  # where WAV features are kept (feature_cache.py)
+    no_cache: bool = kind_option(False, resume=False)  # compute WAV features every time, keep none
 
 
 def is_pattern(data: str | Path) -> bool:
@@ -77,7 +80,8 @@ class AudioKind(SequenceKind, name="audio", what="feature files", holds="feature
             settings = FeatureSettings(options.features[0] if options.features else "logmel", options.n_mels,
                                        options.n_mfcc, options.hop_ms, options.win_ms, cmvn=options.cmvn,
                                        deltas=options.deltas, trim_db=options.trim_db)
-        found = load_audio(data, labels, settings, stored.get("classes") if stored else None)
+        cache = None if options.no_cache else cache_folder(options.cache_dir)
+        found = load_audio(data, labels, settings, stored.get("classes") if stored else None, cache)
         width = found.frames[0].shape[1]
         if stored and width != len(stored["columns"]):
             raise BpttError(f"{data}: {width} features per frame, but the model was trained on {len(stored['columns'])}")
