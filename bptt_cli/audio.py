@@ -106,7 +106,7 @@ def read_wav(path: Path, settings: FeatureSettings, cache: Path | None = None) -
     if settings.sample_rate is None:  # kept under the rate it fixes too, which the model file stores
         settings.sample_rate = rate
         cached_frames(path, settings.to_dict(), cache, lambda: (frames, rate))
-    return frames
+    return frames.astype(np.float64)
 
 
 def _wav_frames(path: Path, settings: FeatureSettings) -> tuple[np.ndarray, int]:
@@ -143,7 +143,7 @@ def _wav_frames(path: Path, settings: FeatureSettings) -> tuple[np.ndarray, int]
     except (IndexError, ValueError) as err:  # what the decoder's odd output makes the feature code raise
         raise BpttError(f"{path}: no {settings.kind} features from this recording ({str(err)[:100]}); "
                         "check the file and --n-mels / --hop-ms") from None
-    return frames.T.astype(np.float64), int(rate)  # (L, F)
+    return np.ascontiguousarray(frames.T), int(rate)  # (L, F) as librosa computes them (float32): kept so
 
 
 def per_sequence(frames: np.ndarray, settings: FeatureSettings) -> np.ndarray:
