@@ -143,7 +143,7 @@ def _wav_frames(path: Path, settings: FeatureSettings) -> tuple[np.ndarray, int]
     except (IndexError, ValueError) as err:  # what the decoder's odd output makes the feature code raise
         raise BpttError(f"{path}: no {settings.kind} features from this recording ({str(err)[:100]}); "
                         "check the file and --n-mels / --hop-ms") from None
-    return np.ascontiguousarray(frames.T), int(rate)  # (L, F) as librosa computes them (float32): kept so
+    return np.ascontiguousarray(frames.T), int(rate)  # (L, F) as librosa computes them (float32): the cache keeps these
 
 
 def per_sequence(frames: np.ndarray, settings: FeatureSettings) -> np.ndarray:

@@ -3,9 +3,10 @@
 Turning a WAV into log-mel or MFCC frames (librosa: decode, resample, trim, STFT)
 costs milliseconds per file and a second or two of importing librosa; training,
 evaluation and prediction read the same recordings again and again. A file's
-frames are kept as ``.npz`` (frames as librosa computes them, float32, and the sample rate), keyed by the file's SHA-256 and the settings that
-shape the frames (not ``--cmvn`` or ``--deltas``, applied after), so a moved or
-copied recording is found again and a changed one is not::
+frames (float32, as librosa computes them) and sample rate are kept as ``.npz``,
+keyed by the file's SHA-256 and the settings that shape the frames (not
+``--cmvn`` or ``--deltas``, applied after), so a moved or copied recording is
+found again and a changed one is not::
 
     <cache dir>/features/<file stem>-<sha256[:16]>-<settings hash[:12]>.npz
 
