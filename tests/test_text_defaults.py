@@ -5,13 +5,17 @@ constant rate."""
 
 from __future__ import annotations
 
+import inspect
+import json
+
 import pytest
 
-from bptt_cli.kinds.base import KIND_DEFAULTED
+from bptt_cli.commands.train import train
 from bptt_cli.kinds.corpus import CorpusKind
 from bptt_cli.kinds.text import TEXT_DEFAULTS, TextKind
 from bptt_cli.modelfile import load_model_file
 
+TRAIN_OPTIONS = frozenset(inspect.signature(train).parameters) - {"ctx"}  # what bptt train reads
 QUICK = ["--hidden", "8", "--embed", "4", "--layers", "1", "--threads", "1", "--window", "10", "--batch-size", "4"]
 
 
@@ -19,9 +23,9 @@ def plan_line(stderr: str) -> str:
     return next(line for line in stderr.splitlines() if line.startswith("training "))
 
 
-def test_every_option_the_text_kinds_default_is_one_train_re_reads():
-    assert set(TEXT_DEFAULTS) <= set(KIND_DEFAULTED)
-    untouched = set(KIND_DEFAULTED) | {"optimizer"}
+def test_every_option_the_text_kinds_default_is_one_train_reads():
+    assert set(TEXT_DEFAULTS) <= TRAIN_OPTIONS
+    untouched = set(TRAIN_OPTIONS)
     assert TextKind().defaults({}, untouched) == CorpusKind().defaults({}, untouched) == TEXT_DEFAULTS
     assert set(TEXT_DEFAULTS) == {"dropout", "schedule", "ar", "tar", "weight_decay", "lr", "val_fraction"}
     # SGD keeps its own rate and a constant one, and weight decay is AdamW's only (with Adam and SGD an L2 term
@@ -69,6 +73,18 @@ def test_a_text_run_trains_with_the_text_defaults_and_halves_its_rate_on_a_plate
     assert config["val_fraction"] == TEXT_DEFAULTS["val_fraction"] == 0.05
     summary = load_model_file(out).summary  # the tail held out is 5 % of the text, not the option's own 10 %
     assert summary["val_tokens"] == pytest.approx(0.05 * (summary["train_tokens"] + summary["val_tokens"]), abs=1)
+
+
+def test_a_kind_default_of_any_option_reaches_the_run(tmp_path, run, monkeypatch):
+    """Regression: the command once took only thirteen named options from the kind's defaults; the others were
+    shown by --print-config and stored, but the run used the option's own default."""
+    text = tmp_path / "t.txt"
+    text.write_text("hello world, a small text to train on.\n" * 40)
+    monkeypatch.setattr(TextKind, "defaults", lambda self, values, untouched: {"max_steps": 3, "clip": 0.5})
+    code, out, err = run("train", text, "-o", tmp_path / "m.pt", *QUICK, "--json")
+    assert code == 0, err
+    assert json.loads(out)["steps"] == 3  # not a whole epoch of updates
+    assert load_model_file(tmp_path / "m.pt").config["clip"] == 0.5
 
 
 def test_text_given_a_constant_rate_keeps_it(tmp_path, run):

@@ -150,19 +150,20 @@ def train(
     run_config = plain_values({k: v for k, v in options.items() if k != "ctx"})
     if data is not None:  # the kind's own defaults, e.g. a small model for a CSV series
         from bptt_cli.kinds import detect
+
         untouched = {name for name in run_config if ctx.get_parameter_source(name).name == "DEFAULT"}
         run_config.update(detect(data).defaults(run_config, untouched))
-    chosen = SimpleNamespace(**run_config)  # the options with the kind's defaults in place: read them from here
+    chosen = SimpleNamespace(**run_config)  # every option with the kind's defaults in place: the run reads these
     if print_config:
         from bptt_cli.memory import plan
         from bptt_cli.run_config import plan_comment
 
         typer.echo(to_yaml(run_config, "train", option_names(ctx)), nl=False)
-        shape = SimpleNamespace(cell=model.value, embed=embed, hidden=chosen.hidden, layers=chosen.layers,
+        shape = SimpleNamespace(cell=chosen.model, embed=chosen.embed, hidden=chosen.hidden, layers=chosen.layers,
                                 dropout=chosen.dropout, tie_weights=False, tokens=True, input_size=0,
                                 output_size=0)  # the data is not read
         planned = 0 if chosen.window == AUTO else chosen.window  # auto: chosen from the data, which is not read here
-        typer.echo(plan_comment(plan(shape, optimizer.value, planned, batch_size, precision.value)), nl=False)
+        typer.echo(plan_comment(plan(shape, chosen.optimizer, planned, chosen.batch_size, chosen.precision)), nl=False)
         return
     if data is None:  # optional only so that --print-config needs none
         from bptt_cli.errors import BpttError
@@ -180,7 +181,7 @@ def train(
     from bptt_cli.training_run import train as train_on
 
     if nproc > 1 and not distributed.launched():
-        distributed.check_split(batch_size, nproc)
+        distributed.check_split(chosen.batch_size, nproc)
         raise typer.Exit(distributed.launch(nproc, sys.argv[1:]))
     kind = kinds.detect(data)
     kinds.refuse_foreign_options(kind, given_options(ctx), data)
@@ -194,26 +195,27 @@ def train(
         data_options = kind.options(run_config)
     set_threads(threads)
     target = distributed.start(resolve_device(device))
-    chosen_precision = resolve_precision(target, precision.value, model.value)
-    model_config = ModelConfig(cell=model.value, embed=embed, hidden=chosen.hidden, layers=chosen.layers,
-                               dropout=chosen.dropout, tie_weights=tie_weights, force=force)
+    chosen_precision = resolve_precision(target, chosen.precision, chosen.model)
+    c = chosen
+    model_config = ModelConfig(cell=c.model, embed=c.embed, hidden=c.hidden, layers=c.layers, dropout=c.dropout,
+                               tie_weights=c.tie_weights, force=c.force)
     train_config = TrainConfig(
-        window=0 if chosen.window == AUTO else chosen.window, auto_window=chosen.window == AUTO, min_cosine=min_cosine, stride=stride, window_jitter=window_jitter, stateless=stateless, batch_size=batch_size,
-        epochs=chosen.epochs, max_steps=max_steps, max_time=parse_duration(max_time) if max_time else None,
-        patience=chosen.patience, optimizer=optimizer.value, lr=chosen.lr, weight_decay=chosen.weight_decay,
-        schedule=chosen.schedule,
-        warmup=warmup, clip=clip, clip_value=clip_value or 0.0, log_every=log_every, precision=chosen_precision,
-        seed=seed,
-        checkpoint_every=checkpoint_every, on_nan=on_nan.value, max_skips=max_skips, sample_every=sample_every,
-        sample_length=sample_length, sample_temperature=sample_temperature, dropout_kind=dropout_kind.value,
-        weight_drop=weight_drop, embed_dropout=embed_dropout, ar=chosen.ar, tar=chosen.tar, average=chosen.average,
-        nonmono=nonmono,
+        window=0 if c.window == AUTO else c.window, auto_window=c.window == AUTO, min_cosine=c.min_cosine,
+        stride=c.stride, window_jitter=c.window_jitter, stateless=c.stateless, batch_size=c.batch_size,
+        epochs=c.epochs, max_steps=c.max_steps, max_time=parse_duration(c.max_time) if c.max_time else None,
+        patience=c.patience, optimizer=c.optimizer, lr=c.lr, weight_decay=c.weight_decay, schedule=c.schedule,
+        warmup=c.warmup, clip=c.clip, clip_value=c.clip_value or 0.0, log_every=c.log_every,
+        precision=chosen_precision, seed=c.seed, checkpoint_every=c.checkpoint_every, on_nan=c.on_nan,
+        max_skips=c.max_skips, sample_every=c.sample_every, sample_length=c.sample_length,
+        sample_temperature=c.sample_temperature, dropout_kind=c.dropout_kind, weight_drop=c.weight_drop,
+        embed_dropout=c.embed_dropout, ar=c.ar, tar=c.tar, average=c.average, nonmono=c.nonmono,
     )
     model_config.validate()
     main = distributed.is_main()  # under torchrun only rank 0 prints and writes
     screen = TrainReporter(unit=kind.unit_for(data_options), quiet=quiet or not main)
     reporter = Fanout(screen, MetricsFile(metrics, inputs=(data, val), force=force) if metrics and main else None)
-    setup = kinds.RunSetup(model_config, train_config, target, reporter, val, chosen.val_fraction, run_config, start, force,
+    setup = kinds.RunSetup(model_config, train_config, target, reporter, val, chosen.val_fraction, run_config, start,
+                           chosen.force,
                            batch_size_given=ctx.get_parameter_source("batch_size").name != "DEFAULT",
                            untouched=frozenset(untouched))
     try:

@@ -88,11 +88,7 @@ class RunSetup:
     untouched: frozenset = frozenset()  # the options left at their defaults: a kind may tie them to the data it read
 
 
-# The bptt train options a kind's ``defaults`` may set: the command re-reads exactly these after asking the kind,
-# so a default outside them would show in --print-config but not reach the run.
 ADAM_FAMILY = ("adamw", "adam")  # optimizers a kind's --lr and --schedule defaults are for (SGD is another scale)
-KIND_DEFAULTED = ("hidden", "layers", "window", "epochs", "patience", "average", "lr", "dropout", "schedule",
-                  "ar", "tar", "weight_decay", "val_fraction")
 
 class DataKind:
     """The interface of a data kind. A subclass names itself in its class line and implements the methods::
@@ -132,8 +128,8 @@ class DataKind:
         return self.unit
 
     def defaults(self, values: dict, untouched: set[str]) -> dict:
-        """This kind's own defaults of ``bptt train`` options the user left ``untouched`` (``values``: all of them),
-        among ``KIND_DEFAULTED``."""
+        """This kind's own defaults of ``bptt train`` options the user left ``untouched`` (``values``: all of them);
+        the command builds the run from the options with these in place, so any option may have one."""
         return {}
 
     @contextlib.contextmanager
