@@ -19,11 +19,13 @@ from bptt_cli.errors import BpttError
 _RANDOM = "[a-z0-9_]{8}"  # what tempfile.mkstemp puts between prefix and suffix
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object], durable: bool = True) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, then rename it over ``path``.
 
     Readers see the old file or the new one, never a torn one; a failed write
     (disk full, read-only file system) leaves the old file and one error line.
+    ``durable=False`` skips the fsync, for files a reader can rebuild (a cache
+    entry that a power cut may leave empty is read as missing).
     """
     path = Path(path)
     tmp = None
@@ -33,7 +35,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
         with os.fdopen(handle, "wb") as out:
             write(out)
             out.flush()
-            os.fsync(out.fileno())
+            if durable:
+                os.fsync(out.fileno())
         os.replace(tmp, path)
     except OSError as err:
         if tmp:

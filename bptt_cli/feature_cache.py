@@ -11,9 +11,9 @@ found again and a changed one is not::
     <cache dir>/features/<file stem>-<sha256[:16]>-<settings hash[:12]>.npz
 
 The cache folder is the token cache's (``--cache-dir``, ``$BPTT_CACHE_DIR``,
-``$XDG_CACHE_HOME/bptt``, ``~/.cache/bptt``). An entry is written to a temporary
-file and renamed into place, without fsync: one that cannot be read is computed
-again, so a crash costs time, never wrong frames.
+``$XDG_CACHE_HOME/bptt``, ``~/.cache/bptt``). An entry is written by
+``atomic_write`` without fsync: one that cannot be read is computed again, so a
+crash costs time, never wrong frames.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from bptt_cli.atomic import atomic_write
+from bptt_cli.errors import BpttError
 from bptt_cli.token_cache import sha256
 
 VERSION = 1  # bump when the frames a setting gives change
@@ -52,14 +52,7 @@ def cached_frames(path: Path, settings: dict, folder: Path | None,
         with np.load(kept, allow_pickle=False) as stored:
             return stored["frames"], int(stored["rate"])
     frames, rate = compute()
-    with contextlib.suppress(OSError):  # a cache that cannot be written is only slower
+    with contextlib.suppress(OSError, BpttError):  # a cache that cannot be written is only slower
         kept.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=kept.parent, prefix=f".{kept.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                np.savez(out, frames=frames, rate=np.int64(rate))
-            os.replace(temporary, kept)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
+        atomic_write(kept, lambda out: np.savez(out, frames=frames, rate=np.int64(rate)), durable=False)
     return frames, rate
