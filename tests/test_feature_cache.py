@@ -101,3 +101,15 @@ def test_load_audio_reads_a_folder_through_the_cache(tmp_path, counted):
     again = load_audio(DIGITS, DIGITS / "labels.csv", FeatureSettings(trim_db=40), cache=tmp_path)
     assert len(counted) == len(first.frames) == len(again.frames)
     assert all(np.array_equal(a, b) for a, b in zip(first.frames, again.frames)) and first.labels == again.labels
+
+
+def test_data_with_no_wav_files_never_looks_at_the_cache_folder(tmp_path, run, monkeypatch):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("BPTT_CACHE_DIR", str(blocked))  # a WAV run would refuse it
+    vowels = "sample_data/vowels/JapaneseVowels_TRAIN.ts"
+    code, _, err = run("train", vowels, "--window", "0", "--epochs", "1", *SMALL, "-o", tmp_path / "m.pt")
+    assert code == 0, err
+    assert (tmp_path / "m.pt").is_file() and blocked.read_text() == "not a folder"
+    code, _, err = run("train", DIGITS, "--labels", DIGITS / "labels.csv", "--window", "0", *SMALL, "-o", tmp_path / "n.pt")
+    assert code == 2 and "BPTT_CACHE_DIR" in err and "is a file" in err

@@ -70,17 +70,18 @@ class AudioKind(SequenceKind, name="audio", what="feature files", holds="feature
 
     def read(self, data: Path, options: AudioOptions, stored: dict | None = None,
              labels: Path | None = None) -> Sequences:
+        wavs = any(p.suffix.lower() == ".wav" for p in list_files(data))
         if stored:
             settings = FeatureSettings(**stored["settings"])
         else:
             if len(options.features) > 1:
                 raise BpttError("--features for feature files is one of logmel or mfcc (WAV files only)")
-            if options.features and not any(p.suffix.lower() == ".wav" for p in list_files(data)):
+            if options.features and not wavs:
                 raise BpttError("--features logmel|mfcc is for WAV files; .npy, .npz and .ts files bring their own features")
             settings = FeatureSettings(options.features[0] if options.features else "logmel", options.n_mels,
                                        options.n_mfcc, options.hop_ms, options.win_ms, cmvn=options.cmvn,
                                        deltas=options.deltas, trim_db=options.trim_db)
-        cache = None if options.no_cache else cache_folder(options.cache_dir)
+        cache = None if options.no_cache or not wavs else cache_folder(options.cache_dir)  # only WAVs are cached
         found = load_audio(data, labels, settings, stored.get("classes") if stored else None, cache)
         width = found.frames[0].shape[1]
         if stored and width != len(stored["columns"]):
