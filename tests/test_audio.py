@@ -11,6 +11,7 @@ import torch
 
 from bptt_cli.audio import FeatureSettings, load_audio, read_ts, read_wav
 from bptt_cli.errors import BpttError
+from bptt_cli.modelfile import load_model_file
 from bptt_cli.models import ModelConfig, RecurrentModel
 from bptt_cli.series import Normaliser
 from bptt_cli.kinds import KINDS
@@ -128,6 +129,24 @@ def test_the_sample_vowels_commands_run(tmp_path, run):
     assert code == 0, err
     code, stdout, err = run("evaluate", out, VOWELS / "JapaneseVowels_TEST.ts", "--json")
     assert code == 0 and json.loads(stdout)["sequences"] == 370
+
+
+def test_sequences_with_one_label_each_train_whole_unless_a_window_is_given(tmp_path, run):
+    """The vowels' longest utterance has 26 frames: the default --window 50 once refused the plain command."""
+    code, _, err = run("train", VOWELS, "--labels", VOWELS / "labels.csv", "-o", tmp_path / "m.pt", "--epochs", "1", *SMALL)
+    assert code == 0, err
+    assert load_model_file(tmp_path / "m.pt").config["window"] == 0
+    code, _, err = run("train", VOWELS / "JapaneseVowels_TRAIN.ts", "-o", tmp_path / "w.pt", "--window", "13",
+                       "--epochs", "1", *SMALL)
+    assert code == 0, err
+    assert load_model_file(tmp_path / "w.pt").config["window"] == 13  # a window given is kept
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):  # unlabelled: next-frame forecasting keeps the streamed default
+        np.save(frames / f"f{i}.npy", np.random.default_rng(i).standard_normal((80, 2)).astype(np.float32))
+    code, _, err = run("train", frames, "-o", tmp_path / "f.pt", "--epochs", "1", *SMALL)
+    assert code == 0, err
+    assert load_model_file(tmp_path / "f.pt").config["window"] == 50
 
 
 def test_wav_files_become_logmel_or_mfcc_frames(tmp_path, run):

@@ -53,6 +53,12 @@ def pattern_files(pattern: str | Path) -> list[Path]:
 class AudioKind(SequenceKind, name="audio", what="feature files", holds="feature sequences", options=AudioOptions):
     reads_frames = True  # ``bptt predict`` takes its frames from a file, not from stdin
 
+    def tie_to_data(self, split_data, season: int | None, run) -> None:
+        """Sequences with one label each train whole (``--window 0``) unless --window is given: the label sits on
+        the last frame, and a window cut through a recording would train most windows on no label at all."""
+        if "window" in run.untouched and split_data.seq.task == "sequence":
+            run.train_config.window = run.run_config["window"] = 0
+
     def predictor(self, file, model_path: Path, device, horizon: int = 1):
         from bptt_cli.predict import FramePredictor
 
