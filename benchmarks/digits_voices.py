@@ -13,8 +13,11 @@ Two protocols:
                                                             # the issue's: one voice at the shared set's two
                                                             # speeds, scored on the seven others
     python benchmarks/digits_voices.py --seeds 0 1 2 ...    # bptt's column: the mean of three trainings
+    python benchmarks/digits_voices.py --plain --words commands ...
+                                                            # bptt's own defaults (no TRAIN preset), on ten
+                                                            # command words instead of the digits
 
-Anything after ``--`` goes to ``bptt train`` after TRAIN. Training files: each
+Anything after ``--`` goes to ``bptt train`` after TRAIN (after nothing with ``--plain``). Training files: each
 training voice at ``--train-speeds`` words/min and pitch TRAIN_PITCH, with espeak-ng's
 pitch/formant VARIANTS unless ``--no-variants``; test files: each held-out voice at
 every one of SPEEDS in each of TEST_CONDITIONS (pitches and variants no training file
@@ -39,9 +42,12 @@ from common import machine_line
 
 from bptt_cli import baselines
 from bptt_cli.audio import FeatureSettings, load_audio
+from bptt_cli.modelfile import load_model_file
 from bptt_cli.series import Normaliser
 
-WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+WORD_SETS = {"digits": ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"],
+             "commands": ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]}  # never tuned on
+WORDS = WORD_SETS["digits"]  # the set in use (--words)
 VOICES = ["en-us", "en-gb", "en-gb-scotland", "en-029", "en-us-nyc"]  # leave-one-voice-out over these
 UNSEEN = ["en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd"]  # never trained on: scored by --train VOICE only
 SPEEDS = [110, 130, 150, 170, 190]
@@ -96,17 +102,17 @@ def dtw_accuracy(folder: Path, train_csv: Path, test_csv: Path, settings: Featur
 
 
 def score(folder: Path, held: str, train_voices: list[str], variants: list[str], speeds: list[int],
-          extra: list[str], seeds: list[int]) -> dict:
+          preset: list[str], extra: list[str], seeds: list[int]) -> dict:
     """Train on ``train_voices`` (all variants) once per seed, score ``held`` (in every one of TEST_CONDITIONS):
     bptt's accuracy per seed and their mean, the evaluate --json baselines, and DTW 1-NN on plain log-mel frames
-    and on the frames the model reads (``--cmvn``, ``--deltas``, ``--trim-db`` in ``extra``)."""
+    and on the frames the model reads (the feature settings its file keeps)."""
     train = [file_name(w, v, x, s) for v in train_voices for x in variants for s in speeds for w in range(10)]
     test = [file_name(w, held, x, s, p) for x, p in TEST_CONDITIONS for s in SPEEDS for w in range(10)]
     tag = f"{held}-{hashlib.sha256(' '.join(train).encode()).hexdigest()[:10]}"
     train_csv, test_csv = labels_csv(folder / f"{tag}-train.csv", train), labels_csv(folder / f"{tag}-test.csv", test)
     per_seed, seconds, confusion = [], 0.0, 0
     for seed in seeds:
-        options = [*TRAIN, *extra, "--seed", str(seed)]
+        options = [*preset, *extra, "--seed", str(seed)]
         model = folder / f"{hashlib.sha256(' '.join(options + train).encode()).hexdigest()[:10]}.pt"  # reused per voice
         started = time.perf_counter()
         if not model.exists():  # a model trained by the same command on the same files is reused
@@ -118,10 +124,8 @@ def score(folder: Path, held: str, train_voices: list[str], variants: list[str],
         figures = json.loads(out.stdout)  # the baselines are fitted on the training files: the same every seed
         per_seed.append(figures["accuracy"])
         confusion = confusion + np.array(figures["confusion"])  # rows: the word said, columns: the word answered
-    sample_rate = 22050  # espeak-ng's rate: the same frames for every file
-    plain = dtw_accuracy(folder, train_csv, test_csv, FeatureSettings(sample_rate=sample_rate))
-    trim = float(extra[extra.index("--trim-db") + 1]) if "--trim-db" in extra else None
-    own = FeatureSettings(sample_rate=sample_rate, cmvn="--cmvn" in extra, deltas="--deltas" in extra, trim_db=trim)
+    own = FeatureSettings(**load_model_file(model).data["settings"])
+    plain = dtw_accuracy(folder, train_csv, test_csv, FeatureSettings(sample_rate=own.sample_rate))
     return {"held": held, "seconds": seconds, "per seed": per_seed, "errors": commonest_errors(confusion, figures["classes"]),
             "accuracy": sum(per_seed) / len(per_seed),
             "points": figures["sequences"],
@@ -139,8 +143,12 @@ def commonest_errors(confusion: np.ndarray, classes: list[str], count: int = 3) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "bptt-digits-voices",
-                        help="where the generated WAVs and models go")
+    parser.add_argument("--words", choices=sorted(WORD_SETS), default="digits",
+                        help="the ten words said: digits, or ten command words no option was tuned on")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="where the generated WAVs and models go (default: bptt-WORDS-voices in the temp folder)")
+    parser.add_argument("--plain", action="store_true",
+                        help="train with bptt's own defaults and the options after -- only, not TRAIN's")
     parser.add_argument("--train", default=None, help="train on this voice only and score every other voice "
                         "(default: leave one voice out, train on the rest)")
     parser.add_argument("--train-speeds", type=int, nargs="+", default=SPEEDS, choices=SPEEDS,
@@ -150,16 +158,21 @@ def main() -> None:
                         help="train once per seed; bptt's column is the mean over them (default: 0)")
     parser.add_argument("extra", nargs="*", help="options for 'bptt train' (after --)")
     args = parser.parse_args()
+    global WORDS
+    WORDS = WORD_SETS[args.words]
+    cache = args.cache or Path(tempfile.gettempdir()) / ("bptt-digits-voices" if args.words == "digits"
+                                                         else f"bptt-{args.words}-voices")
+    preset = [] if args.plain else TRAIN
     variants = [""] if args.no_variants else VARIANTS
-    generate(args.cache)
+    generate(cache)
     print(machine_line())
-    print(f"bptt train {' '.join(TRAIN + args.extra)}; training variants {variants}, speeds {args.train_speeds}, "
+    print(f"bptt train {' '.join(preset + args.extra)}; words {' '.join(WORDS)}; training variants {variants}, speeds {args.train_speeds}, "
           f"pitch {TRAIN_PITCH}; held-out voices in {TEST_CONDITIONS} (variant, pitch)")
     rows = []
     held_out = [v for v in VOICES + UNSEEN if v != args.train] if args.train else VOICES
     for held in held_out:
         train_voices = [args.train] if args.train else [v for v in VOICES if v != held]
-        rows.append(score(args.cache, held, train_voices, variants, args.train_speeds, args.extra, args.seeds))
+        rows.append(score(cache, held, train_voices, variants, args.train_speeds, preset, args.extra, args.seeds))
         row = rows[-1]
         print(f"{held:16} bptt {row['accuracy']:6.1%} (seeds {args.seeds}: "
               + ", ".join(f"{a:.1%}" for a in row["per seed"]) + ")  " + "  ".join(

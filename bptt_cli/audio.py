@@ -44,7 +44,7 @@ class FeatureSettings:
         if self.kind not in FEATURES:
             raise BpttError(f"--features for WAV files is one of {', '.join(FEATURES)}, got {self.kind!r}")
         if self.trim_db is not None and not self.trim_db > 0:
-            raise BpttError(f"--trim-db must be positive (dB below the loudest frame), got {self.trim_db}")
+            raise BpttError(f"--trim-db must be positive (dB below the loudest frame; 0 keeps the silence), got {self.trim_db}")
         if self.n_mels < 1 or self.n_mfcc < 1:
             raise BpttError(f"--n-mels must be at least 1, got {self.n_mels}")
         if not 0 < self.hop_ms <= self.win_ms:

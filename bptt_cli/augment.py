@@ -43,8 +43,8 @@ class Augmentation:
 
 
 def parse_augment(spec: str | None) -> Augmentation:
-    """``stretch,time-mask=10,freq-mask=8`` (name or name=amount, comma-separated) -> Augmentation."""
-    if not spec:
+    """``stretch,time-mask=10,freq-mask=8`` (name or name=amount, comma-separated) -> Augmentation; ``none``: none."""
+    if not spec or spec == "none":
         return Augmentation()
     amounts: dict[str, float] = {}
     for part in (p.strip() for p in spec.split(",") if p.strip()):
@@ -52,7 +52,7 @@ def parse_augment(spec: str | None) -> Augmentation:
         name = name.strip()
         if name not in AUGMENTATIONS:
             raise BpttError(f"--augment: unknown augmentation {name!r}; use {', '.join(AUGMENTATIONS)} "
-                            "(name or name=amount, comma-separated)")
+                            "(name or name=amount, comma-separated), or none")
         try:
             amount = float(text) if text.strip() else DEFAULT_AMOUNTS[name]
         except ValueError:

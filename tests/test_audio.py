@@ -35,6 +35,16 @@ def write_npys(folder: Path, count: int = 6, frames: int = 30, width: int = 3, s
     return folder
 
 
+def write_tagged_npzs(folder: Path, count: int = 4, frames: int = 40, threshold: float = 0.0) -> Path:
+    """.npz files of two features, each frame labelled "on" where the first exceeds ``threshold``, else "off"."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        x = rng.standard_normal((frames, 2)).astype(np.float32)
+        np.savez(folder / f"f{i}.npz", features=x, labels=np.where(x[:, 0] > threshold, "on", "off"))
+    return folder
+
+
 def separable_set(folder: Path, count: int = 40, seed: int = 0) -> Path:
     """Rising versus falling sequences of 8-16 frames, labelled in labels.csv."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -98,12 +108,7 @@ def test_sequence_classification_learns_a_separable_task(tmp_path, run):
 
 
 def test_npz_per_frame_labels(tmp_path, run):
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        x = rng.standard_normal((40, 2)).astype(np.float32)
-        np.savez(folder / f"f{i}.npz", features=x, labels=np.where(x[:, 0] > 0, "on", "off"))
+    folder = write_tagged_npzs(tmp_path / "frames")
     found = load_audio(folder)
     assert found.task == "frame" and found.classes == ["off", "on"] and len(found.labels[0]) == 40
     out = tmp_path / "m.pt"

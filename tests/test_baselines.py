@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY
-from test_audio import SMALL, separable_set
+from test_audio import SMALL, separable_set, write_tagged_npzs
 
 from bptt_cli import baselines
 from bptt_cli.baselines import BIGRAM, DTW, MAJORITY, NEAREST, UNIGRAM
@@ -194,12 +194,7 @@ def test_train_s_test_summary_carries_the_baselines(tmp_path, tiny_text, run):
 
 
 def test_per_frame_labels_get_the_majority_class_per_frame(tmp_path, run):
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        x = rng.standard_normal((40, 2)).astype(np.float32)
-        np.savez(folder / f"f{i}.npz", features=x, labels=np.where(x[:, 0] > 0.5, "on", "off"))  # mostly off
+    folder = write_tagged_npzs(tmp_path / "frames", threshold=0.5)  # mostly off
     out = tmp_path / "m.pt"
     code, _, err = run("train", folder, "-o", out, "--epochs", "1", "--batch-size", "2", "--window", "10",
                        "--val-fraction", "0", *SMALL)
@@ -207,7 +202,7 @@ def test_per_frame_labels_get_the_majority_class_per_frame(tmp_path, run):
     other = tmp_path / "other"
     other.mkdir()
     labels = np.array(["on"] * 10 + ["off"] * 30)  # 30 of 40 frames are the training majority, off
-    np.savez(other / "g.npz", features=rng.standard_normal((40, 2)).astype(np.float32), labels=labels)
+    np.savez(other / "g.npz", features=np.random.default_rng(1).standard_normal((40, 2)).astype(np.float32), labels=labels)
     code, stdout, err = run("evaluate", out, other, "--json")
     assert code == 0, err
     figures = json.loads(stdout)

@@ -169,13 +169,15 @@ def test_repeatable_and_bounded_options_show_one_value(run):
 def test_help_shows_the_defaults_a_data_kind_gives(run):
     """A CSV series trains a 1x64 model and text takes dropout 0.2: --help says so beside the option's own
     default, read from the tables the kinds apply (regression: it showed 256 and 0.0 only)."""
-    from bptt_cli.choices import SERIES_DEFAULTS, TEXT_DEFAULTS
+    from bptt_cli.choices import LABELLED_WAV_DEFAULTS, SERIES_DEFAULTS, TEXT_DEFAULTS
 
     _, stdout, _ = run("train", "--help")
     flat = " ".join(stdout.replace("│", " ").split())
     assert f"Hidden state width (CSV series: {SERIES_DEFAULTS['hidden']} unless given). [default: 256]" in flat
     assert f"(text: {TEXT_DEFAULTS['dropout']} unless given). [default: 0.0]" in flat
-    assert f"(CSV series: {SERIES_DEFAULTS['average']} unless given)" in flat
+    assert f"(CSV series: {SERIES_DEFAULTS['average']}; WAV files with --labels: " in flat
+    assert f"(WAV files with --labels: {LABELLED_WAV_DEFAULTS['trim_db']} unless given)" in flat
+    assert "(WAV files with --labels: on unless given)" in flat  # a flag's default as the command line says it
 
 
 def test_every_parameter_of_every_command_has_help():

@@ -21,10 +21,16 @@ Seed = Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1, help="Random 
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
 
 
+def shown(value) -> str:
+    """A default as the command line gives it: a flag that is on is ``on``."""
+    return "on" if value is True else str(value)
+
+
 def kind_note(option: str) -> str:
     """The defaults data kinds give ``option`` when it is left untouched, for its --help line."""
-    given = [f"{what}: {table[option]}" for what, table in (("text", choices.TEXT_DEFAULTS),
-                                                            ("CSV series", choices.SERIES_DEFAULTS)) if option in table]
+    tables = (("text", choices.TEXT_DEFAULTS), ("CSV series", choices.SERIES_DEFAULTS),
+              ("WAV files with --labels", choices.LABELLED_WAV_DEFAULTS))
+    given = [f"{what}: {shown(table[option])}" for what, table in tables if option in table]
     return f" ({'; '.join(given)} unless given)" if given else ""
 
 

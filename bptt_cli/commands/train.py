@@ -40,6 +40,7 @@ OPTIM = "Optimisation"
 RUN = "Run"
 SCRIPTS = "Scripts and cron"
 SERIES = "Series and audio"
+FEATURES = "Feature files and labels"
 AUTO = "auto"  # --window auto
 
 
@@ -77,16 +78,16 @@ def train(
     future: Annotated[Optional[list[str]], typer.Option("--future", help="Input column whose future values are known, e.g. a holiday flag (repeatable): 'bptt generate --future FILE' supplies them.", rich_help_panel=SERIES)] = None,
     leads: Annotated[Optional[int], typer.Option("--leads", min=1, help="Steps ahead the model forecasts at once from each state, a direct multi-step head (default: a season, else 24; 1 when every input besides the targets and the calendar is marked --future, so a rollout reads their known values); 1: the next step only, rolled out.", rich_help_panel=SERIES)] = None,
     anchor: Annotated[Anchor, typer.Option("--anchor", help="What a forecast starts from, the model predicting the rest. linear: a linear autoregression on the last week of values (seven seasons, 48 steps without one; at most 1,024 and a quarter of the series), fitted by ridge least squares on the training rows, its penalty chosen on the validation tail: an untrained model is that linear forecast; last: the last value (an untrained model is persistence); none: nothing, the model predicts the value itself. Probabilistic losses have none.", rich_help_panel=SERIES)] = Anchor.linear,
-    labels: Annotated[Optional[Path], typer.Option("--labels", help="CSV with columns file,label: one class per feature file (loss on its last frame).", rich_help_panel=SERIES)] = None,
-    n_mels: Annotated[int, typer.Option("--n-mels", min=1, help="Mel bands of WAV features.", rich_help_panel=SERIES)] = 40,
-    n_mfcc: Annotated[int, typer.Option("--n-mfcc", min=1, help="Coefficients per frame with --features mfcc.", rich_help_panel=SERIES)] = 13,
-    hop_ms: Annotated[float, typer.Option("--hop-ms", help="WAV frame step in milliseconds.", rich_help_panel=SERIES)] = 10.0,
-    win_ms: Annotated[float, typer.Option("--win-ms", help="WAV analysis window in milliseconds.", rich_help_panel=SERIES)] = 25.0,
-    cmvn: Annotated[bool, typer.Option("--cmvn", help="Feature files: normalise each sequence's frames to zero mean and unit variance per feature (takes out what a voice or channel adds to every frame).", rich_help_panel=SERIES)] = False,
-    trim_db: Annotated[Optional[float], typer.Option("--trim-db", help="WAV files: cut leading and trailing audio quieter than the loudest part by this many dB (e.g. 30), so the last frame is the word's end.", rich_help_panel=SERIES, show_default=False)] = None,
-    augment: Annotated[Optional[str], typer.Option("--augment", help="Feature files with labels, --window 0: change each training batch at random, e.g. stretch,time-mask,freq-mask,warp (or stretch=0.15,time-mask=10,freq-mask=8,warp=0.1): each sequence faster or slower, a run of frames and a band of features blanked, the feature axis scaled (another vocal tract's formants; with --deltas both halves alike); seeded, so a resumed run repeats it.", rich_help_panel=SERIES, show_default=False)] = None,
-    target_replication: Annotated[bool, typer.Option("--target-replication", help="One label per sequence (--labels, .ts): train every frame to predict the sequence's label, not only the last (target replication); the model still answers from the last frame. Helped spoken digits from unseen voices (README).", rich_help_panel=SERIES)] = False,
-    deltas: Annotated[bool, typer.Option("--deltas", help="Feature files: append each feature's change from frame to frame (twice the inputs).", rich_help_panel=SERIES)] = False,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="CSV with columns file,label: one class per feature file (loss on its last frame).", rich_help_panel=FEATURES)] = None,
+    n_mels: Annotated[int, typer.Option("--n-mels", min=1, help="Mel bands of WAV features.", rich_help_panel=FEATURES)] = 40,
+    n_mfcc: Annotated[int, typer.Option("--n-mfcc", min=1, help="Coefficients per frame with --features mfcc.", rich_help_panel=FEATURES)] = 13,
+    hop_ms: Annotated[float, typer.Option("--hop-ms", help="WAV frame step in milliseconds.", rich_help_panel=FEATURES)] = 10.0,
+    win_ms: Annotated[float, typer.Option("--win-ms", help="WAV analysis window in milliseconds.", rich_help_panel=FEATURES)] = 25.0,
+    cmvn: Annotated[bool, typer.Option("--cmvn/--no-cmvn", help=f"Feature files: normalise each sequence's frames to zero mean and unit variance per feature (takes out what a voice or channel adds to every frame){kind_note('cmvn')}.", rich_help_panel=FEATURES)] = False,
+    trim_db: Annotated[Optional[float], typer.Option("--trim-db", help=f"WAV files: cut leading and trailing audio quieter than the loudest part by this many dB (e.g. 30), so the last frame is the word's end; 0 keeps it{kind_note('trim_db')}.", rich_help_panel=FEATURES, show_default=False)] = None,
+    augment: Annotated[Optional[str], typer.Option("--augment", help=f"Feature files with labels, --window 0: change each training batch at random, e.g. stretch,time-mask,freq-mask,warp (or stretch=0.15,time-mask=10,freq-mask=8,warp=0.1): each sequence faster or slower, a run of frames and a band of features blanked, the feature axis scaled (another vocal tract's formants; with --deltas both halves alike); seeded, so a resumed run repeats it; none: no change{kind_note('augment')}.", rich_help_panel=FEATURES, show_default=False)] = None,
+    target_replication: Annotated[bool, typer.Option("--target-replication/--no-target-replication", help=f"One label per sequence (--labels, .ts): train every frame to predict the sequence's label, not only the last (target replication); the model still answers from the last frame. Helped spoken digits from unseen voices (README){kind_note('target_replication')}.", rich_help_panel=FEATURES)] = False,
+    deltas: Annotated[bool, typer.Option("--deltas/--no-deltas", help=f"Feature files: append each feature's change from frame to frame (twice the inputs){kind_note('deltas')}.", rich_help_panel=FEATURES)] = False,
     model: Annotated[Cell, typer.Option("--model", help="Recurrent cell.", rich_help_panel=MODEL)] = Cell.lstm,
     layers: Annotated[int, typer.Option("--layers", help=f"Stacked recurrent layers{kind_note('layers')}.", rich_help_panel=MODEL)] = 2,
     hidden: Annotated[int, typer.Option("--hidden", help=f"Hidden state width{kind_note('hidden')}.", rich_help_panel=MODEL)] = 256,

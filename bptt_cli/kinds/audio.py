@@ -7,10 +7,12 @@ per-frame labels (.npz) and one label per sequence (--labels or .ts).
 from __future__ import annotations
 
 import glob
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from bptt_cli.audio import SUFFIXES, FeatureSettings, list_files, load_audio
+from bptt_cli.choices import LABELLED_WAV_DEFAULTS, WHOLE_SEQUENCE_UPDATES
 from bptt_cli.errors import BpttError
 from bptt_cli.kinds.base import kind_option
 from bptt_cli.kinds.sequences import SequenceKind, Sequences
@@ -41,6 +43,14 @@ class AudioOptions:
     no_cache: bool = kind_option(False, resume=False)  # compute WAV features every time, keep none
 
 
+def holds_wav(data: str | Path) -> bool:
+    """Whether DATA names WAV recordings; a path that names nothing is left to the read to report."""
+    try:
+        return any(p.suffix.lower() == ".wav" for p in list_files(data))
+    except (BpttError, OSError):
+        return False
+
+
 def is_pattern(data: str | Path) -> bool:
     return any(c in str(data) for c in "*?[")
 
@@ -53,11 +63,29 @@ def pattern_files(pattern: str | Path) -> list[Path]:
 class AudioKind(SequenceKind, name="audio", what="feature files", holds="feature sequences", options=AudioOptions):
     reads_frames = True  # ``bptt predict`` takes its frames from a file, not from stdin
 
+    def defaults(self, values: dict, untouched: set[str]) -> dict:
+        """WAV recordings with one label each take LABELLED_WAV_DEFAULTS (choices.py) where they are left untouched."""
+        if not values.get("labels") or not holds_wav(values["data"]):
+            return {}
+        found = {name: value for name, value in LABELLED_WAV_DEFAULTS.items() if name in untouched}
+        if values.get("optimizer") == "nt-asgd":  # it averages its own weights
+            found.pop("average", None)
+        if "window" not in untouched and values.get("window") not in (0, "0"):  # augmentation is for whole sequences
+            found.pop("augment", None)
+        return found
+
     def tie_to_data(self, split_data, season: int | None, run) -> None:
         """Sequences with one label each train whole (``--window 0``) unless --window is given: the label sits on
-        the last frame, and a window cut through a recording would train most windows on no label at all."""
-        if "window" in run.untouched and split_data.seq.task == "sequence":
-            run.train_config.window = run.run_config["window"] = 0
+        the last frame, and a window cut through a recording would train most windows on no label at all. Whole,
+        they take epochs enough for about WHOLE_SEQUENCE_UPDATES updates unless --epochs is given."""
+        config = run.train_config
+        if split_data.seq.task != "sequence":
+            return
+        if "window" in run.untouched:
+            config.window = run.run_config["window"] = 0
+        if "epochs" in run.untouched and not config.window:
+            per_epoch = math.ceil(len(split_data.train_ids) / config.batch_size)
+            config.epochs = run.run_config["epochs"] = max(config.epochs, math.ceil(WHOLE_SEQUENCE_UPDATES / per_epoch))
 
     def predictor(self, file, model_path: Path, device, horizon: int = 1):
         from bptt_cli.predict import FramePredictor
@@ -76,7 +104,7 @@ class AudioKind(SequenceKind, name="audio", what="feature files", holds="feature
 
     def read(self, data: Path, options: AudioOptions, stored: dict | None = None,
              labels: Path | None = None) -> Sequences:
-        wavs = any(p.suffix.lower() == ".wav" for p in list_files(data))
+        wavs = holds_wav(data)
         if stored:
             settings = FeatureSettings(**stored["settings"])
         else:
@@ -86,7 +114,7 @@ class AudioKind(SequenceKind, name="audio", what="feature files", holds="feature
                 raise BpttError("--features logmel|mfcc is for WAV files; .npy, .npz and .ts files bring their own features")
             settings = FeatureSettings(options.features[0] if options.features else "logmel", options.n_mels,
                                        options.n_mfcc, options.hop_ms, options.win_ms, cmvn=options.cmvn,
-                                       deltas=options.deltas, trim_db=options.trim_db)
+                                       deltas=options.deltas, trim_db=options.trim_db or None)  # 0: keep the silence
         cache = None if options.no_cache or not wavs else cache_folder(options.cache_dir)  # only WAVs are cached
         found = load_audio(data, labels, settings, stored.get("classes") if stored else None, cache)
         width = found.frames[0].shape[1]
