@@ -14,7 +14,7 @@ from pathlib import Path
 from bptt_cli.audio import SUFFIXES, FeatureSettings, list_files, load_audio
 from bptt_cli.choices import LABELLED_WAV_DEFAULTS, WHOLE_SEQUENCE_UPDATES
 from bptt_cli.errors import BpttError
-from bptt_cli.kinds.base import kind_option
+from bptt_cli.kinds.base import kind_option, table_defaults
 from bptt_cli.kinds.sequences import SequenceKind, Sequences
 from bptt_cli.token_cache import cache_folder
 
@@ -67,9 +67,7 @@ class AudioKind(SequenceKind, name="audio", what="feature files", holds="feature
         """WAV recordings with one label each take LABELLED_WAV_DEFAULTS (choices.py) where they are left untouched."""
         if not values.get("labels") or not holds_wav(values["data"]):
             return {}
-        found = {name: value for name, value in LABELLED_WAV_DEFAULTS.items() if name in untouched}
-        if values.get("optimizer") == "nt-asgd":  # it averages its own weights
-            found.pop("average", None)
+        found = table_defaults(LABELLED_WAV_DEFAULTS, values, untouched)
         if "window" not in untouched and values.get("window") not in (0, "0"):  # augmentation is for whole sequences
             found.pop("augment", None)
         return found

@@ -90,6 +90,22 @@ class RunSetup:
 
 ADAM_FAMILY = ("adamw", "adam")  # optimizers a kind's --lr and --schedule defaults are for (SGD is another scale)
 
+
+def table_defaults(table: dict, values: dict, untouched: set[str]) -> dict:
+    """A kind's ``table`` of defaults for the options left ``untouched``, less those the chosen optimizer does not
+    use: a rate and a schedule are for the Adam family, decoupled weight decay for AdamW, and nt-asgd averages its
+    own weights."""
+    found = {name: value for name, value in table.items() if name in untouched}
+    optimizer = values.get("optimizer", "adamw")
+    if optimizer not in ADAM_FAMILY:
+        found.pop("lr", None)
+        found.pop("schedule", None)
+    if optimizer != "adamw":
+        found.pop("weight_decay", None)
+    if optimizer == "nt-asgd":
+        found.pop("average", None)
+    return found
+
 class DataKind:
     """The interface of a data kind. A subclass names itself in its class line and implements the methods::
 

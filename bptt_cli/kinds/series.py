@@ -8,7 +8,7 @@ from pathlib import Path
 from bptt_cli.choices import SERIES_DEFAULTS, SERIES_PATIENCE
 from bptt_cli.choices import SERIES_TASKS as TASKS
 from bptt_cli.errors import BpttError
-from bptt_cli.kinds.base import ADAM_FAMILY, kind_option
+from bptt_cli.kinds.base import kind_option, table_defaults
 from bptt_cli.kinds.sequences import SequenceKind, Sequences
 from bptt_cli.series import SeriesSpec, calendar_names, load_series, stored_calendar
 
@@ -51,11 +51,7 @@ def season_window(season: int, longest: int) -> int:
 
 class SeriesKind(SequenceKind, name="series", what="CSV data", holds="a CSV time series", options=SeriesOptions):
     def defaults(self, values: dict, untouched: set[str]) -> dict:
-        found = {name: value for name, value in SERIES_DEFAULTS.items() if name in untouched}
-        if values.get("optimizer") == "nt-asgd":
-            found.pop("average", None)
-        if values.get("optimizer", "adamw") not in ADAM_FAMILY:
-            found.pop("lr", None)
+        found = table_defaults(SERIES_DEFAULTS, values, untouched)
         if "patience" in untouched and (values.get("val") or values.get("val_fraction")):
             found["patience"] = SERIES_PATIENCE
         return found

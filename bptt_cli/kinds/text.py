@@ -24,7 +24,7 @@ from bptt_cli.evaluation import (
     summarise,
     token_loss,
 )
-from bptt_cli.kinds.base import ADAM_FAMILY, DataKind, Prepared, Request, kind_option
+from bptt_cli.kinds.base import DataKind, Prepared, Request, kind_option, table_defaults
 from bptt_cli.modelfile import ModelFile
 from bptt_cli.models import RecurrentModel
 from bptt_cli.streams import mapped_streams, tail_cut
@@ -116,14 +116,7 @@ class TextKind(DataKind, name="text", what="text", holds="text", options=TextOpt
     tokens = True
 
     def defaults(self, values: dict, untouched: set[str]) -> dict:
-        found = {name: value for name, value in TEXT_DEFAULTS.items() if name in untouched}
-        optimizer = values.get("optimizer", "adamw")
-        if optimizer not in ADAM_FAMILY:
-            found.pop("schedule", None)
-            found.pop("lr", None)
-        if optimizer != "adamw":
-            found.pop("weight_decay", None)
-        return found
+        return table_defaults(TEXT_DEFAULTS, values, untouched)
 
     def claims(self, data: Path) -> bool:
         return True  # anything no other kind claims is read as text
