@@ -38,13 +38,17 @@ class FeatureSettings:
     sample_rate: int | None = None  # resample to this rate; None: the first file's rate (then fixed)
     cmvn: bool = False  # each sequence's frames to zero mean, unit variance per feature (any feature file)
     deltas: bool = False  # append each feature's change from frame to frame: twice the features
-    trim_db: float | None = None  # WAV: cut leading and trailing audio this many dB below the peak
+    trim_db: float | None = None  # WAV: cut leading and trailing audio this many dB below the peak; 0 or None: keep it
+
+    def __post_init__(self) -> None:
+        if self.trim_db == 0:  # --trim-db 0 turns off a kind's default: one spelling of "no trimming", kept as None
+            self.trim_db = None
 
     def validate(self) -> None:
         if self.kind not in FEATURES:
             raise BpttError(f"--features for WAV files is one of {', '.join(FEATURES)}, got {self.kind!r}")
         if self.trim_db is not None and not self.trim_db > 0:
-            raise BpttError(f"--trim-db must be positive (dB below the loudest frame; 0 keeps the silence), got {self.trim_db}")
+            raise BpttError(f"--trim-db must be positive (dB below the loudest frame), or 0 to keep the silence, got {self.trim_db}")
         if self.n_mels < 1 or self.n_mfcc < 1:
             raise BpttError(f"--n-mels must be at least 1, got {self.n_mels}")
         if not 0 < self.hop_ms <= self.win_ms:

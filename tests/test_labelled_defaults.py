@@ -6,8 +6,10 @@ import pytest
 import yaml
 from test_audio import DIGITS, SMALL, VOWELS, write_tagged_npzs
 
+from bptt_cli.audio import FeatureSettings
 from bptt_cli.augment import parse_augment
 from bptt_cli.choices import LABELLED_WAV_DEFAULTS
+from bptt_cli.errors import BpttError
 from bptt_cli.modelfile import load_model_file
 
 RECIPE = {"cmvn": True, "deltas": True, "trim-db": 40.0, "target-replication": True,
@@ -67,6 +69,12 @@ def test_a_windowed_run_keeps_its_epochs(tmp_path, run):
     code, _, err = run("train", VOWELS / "JapaneseVowels_TRAIN.ts", "-o", out, "--window", "13", "--max-steps", "2", *SMALL)
     assert code == 0, err
     assert load_model_file(out).config["epochs"] == 10
+
+
+def test_trim_db_0_is_no_trimming_in_the_settings_themselves():
+    assert FeatureSettings(trim_db=0).trim_db is None and FeatureSettings(trim_db=0) == FeatureSettings()
+    with pytest.raises(BpttError, match="or 0 to keep the silence, got -3"):
+        FeatureSettings(trim_db=-3).validate()
 
 
 def test_augment_none_is_no_augmentation():

@@ -112,7 +112,7 @@ class AudioKind(SequenceKind, name="audio", what="feature files", holds="feature
                 raise BpttError("--features logmel|mfcc is for WAV files; .npy, .npz and .ts files bring their own features")
             settings = FeatureSettings(options.features[0] if options.features else "logmel", options.n_mels,
                                        options.n_mfcc, options.hop_ms, options.win_ms, cmvn=options.cmvn,
-                                       deltas=options.deltas, trim_db=options.trim_db or None)  # 0: keep the silence
+                                       deltas=options.deltas, trim_db=options.trim_db)
         cache = None if options.no_cache or not wavs else cache_folder(options.cache_dir)  # only WAVs are cached
         found = load_audio(data, labels, settings, stored.get("classes") if stored else None, cache)
         width = found.frames[0].shape[1]
