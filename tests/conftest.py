@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import subprocess
 from pathlib import Path
 
 from bptt_cli.cli import app, quiet_openmp_wait  # imports no torch
@@ -54,6 +55,18 @@ def run():
 
 
 TINY = ["--hidden", "16", "--embed", "8", "--layers", "1", "--batch-size", "4", "--window", "10"]
+
+
+def wait_until(happened, process: subprocess.Popen, every: float = 0.005) -> bool:
+    """Wait for the event ``happened()`` with no deadline (a busy machine makes it wait longer, never fail); between
+    checks wait on ``process`` itself, so its end is seen at once. False if the process ended first."""
+    while not happened():
+        try:
+            process.wait(timeout=every)
+        except subprocess.TimeoutExpired:
+            continue
+        return happened()
+    return True
 
 
 @pytest.fixture

@@ -4,17 +4,18 @@ run resumed after the last kill ends with the weights of a run that was never ki
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
-import time
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
 from bptt_cli.modelfile import load_model_file
-from conftest import TINY
+from conftest import TINY, wait_until
 from test_scripts import EXACT, STEPS, bptt, weights_of_checkpoint
 
 KILLS = 8  # each kill costs a process start (torch's import): 20 took CI past 15 minutes on Zen 3
@@ -31,17 +32,14 @@ def temporaries(folder: Path) -> list[Path]:
 def kill_at_a_moment(process, folder: Path, ckpt: Path, after: int, during_write: bool, pause: float) -> bool:
     """Wait for an event (a checkpoint past ``after``; then a temporary being written, or a short random pause),
     then kill -9. False if the run ended by itself first."""
-    while checkpoint_step(ckpt) <= after:
-        if process.poll() is not None:
+    if not wait_until(lambda: checkpoint_step(ckpt) > after, process):
+        return False
+    if during_write:  # the next checkpoint (or model file) is being written right now
+        if not wait_until(lambda: bool(temporaries(folder)), process, every=0.0005):
             return False
-        time.sleep(0.005)
-    if during_write:
-        while not temporaries(folder):  # the next checkpoint (or model file) is being written right now
-            if process.poll() is not None:
-                return False
-            time.sleep(0.0005)
     else:
-        time.sleep(pause)  # a random moment between two checkpoints, not a deadline
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=pause)  # a random moment between two checkpoints (or the run's end), not a deadline
     process.send_signal(signal.SIGKILL)
     process.wait()
     return True

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import torch
 import yaml
 
 from bptt_cli.modelfile import load_model_file
-from conftest import TINY
+from conftest import TINY, wait_until
 
 
 def weights_of_checkpoint(path: Path) -> dict:
@@ -233,10 +232,8 @@ def bptt(*args, **kw):
 def wait_for(path: Path, process) -> None:
     """Until ``path`` appears, however busy the machine: no clock, since the run ends by itself (--max-steps);
     it ending without the file fails the test."""
-    while not path.exists():
-        if process.poll() is not None:
-            assert path.exists(), f"the run ended ({process.returncode}) with no {path.name}: {process.stderr.read()}"
-        time.sleep(0.02)
+    assert wait_until(path.exists, process, every=0.02), \
+        f"the run ended ({process.returncode}) with no {path.name}: {process.stderr.read()}"
 
 
 @pytest.fixture(scope="module")

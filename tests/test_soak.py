@@ -6,14 +6,13 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from bptt_cli.modelfile import load_model_file
-from conftest import SAMPLE_TEXT, TINY
+from conftest import SAMPLE_TEXT, TINY, wait_until
 from test_scripts import bptt
 
 QUICK = [*TINY, "--threads", "1", "--max-steps", "40", "--log-every", "10"]
@@ -32,9 +31,7 @@ def test_three_runs_at_once_and_two_on_one_output(tmp_path):
     shared = tmp_path / "shared.pt"
     holder = bptt(text, "-o", shared, *QUICK, "--max-steps", "1000000", "--epochs", "100000")  # runs until stopped
     lock = tmp_path / "shared.pt.lock"
-    while not lock.exists():  # the event: the first run holds the output
-        assert holder.poll() is None, holder.stderr.read()
-        time.sleep(0.01)
+    assert wait_until(lock.exists, holder), holder.stderr.read()  # the event: the first run holds the output
     second = bptt(text, "-o", shared, *QUICK)
     assert second.wait() == 2 and "another bptt train is writing it" in second.stderr.read()
     holder.send_signal(signal.SIGTERM)
